@@ -1,0 +1,3 @@
+"""tidegate: production LLM serving behind one OpenAI-compatible endpoint."""
+
+__version__ = "0.1.0"

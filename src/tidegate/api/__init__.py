@@ -1,0 +1,1 @@
+"""HTTP only: routes, error responses and SSE framing over the gateway's logic."""

@@ -1,0 +1,43 @@
+"""The one table from tidegate errors to OpenAI-format error responses.
+
+Every ``TidegateError`` keeps its status, type, message, param and code; overload errors add
+``Retry-After``. Anything else is an internal bug: a 500 that names the request id and never
+echoes internals.
+"""
+
+from __future__ import annotations
+
+import math
+
+import orjson
+
+from tidegate.errors import TidegateError
+
+Headers = list[tuple[bytes, bytes]]
+
+
+def error_body(message: str, error_type: str, param: str | None, code: str | None) -> bytes:
+    return orjson.dumps(
+        {"error": {"message": message, "type": error_type, "param": param, "code": code}}
+    )
+
+
+def error_response(error: TidegateError) -> tuple[int, bytes, Headers]:
+    headers: Headers = []
+    if error.retry_after_s is not None:
+        headers.append((b"retry-after", str(max(1, math.ceil(error.retry_after_s))).encode()))
+    if error.status == 401:
+        headers.append((b"www-authenticate", b"Bearer"))
+    return (
+        error.status,
+        error_body(error.message, error.error_type, error.param, error.code),
+        headers,
+    )
+
+
+def internal_error_response(request_id: str) -> tuple[int, bytes, Headers]:
+    message = (
+        f"The gateway failed to handle request {request_id}. This is a bug in tidegate, not in "
+        "your request; retry, and report the request id if it persists."
+    )
+    return 500, error_body(message, "internal_error", None, None), []

@@ -1,0 +1,63 @@
+"""The gateway's route table and its framework-level error handlers."""
+
+from __future__ import annotations
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from tidegate.api.completions import CompletionEndpoint
+from tidegate.api.errors import error_body, error_response
+from tidegate.api.services import ServicesSlot
+from tidegate.api.system import SystemRoutes
+from tidegate.errors import TidegateError
+
+
+def build_routes(services: ServicesSlot) -> list[BaseRoute]:
+    system = SystemRoutes(services=services)
+    return [
+        Route(
+            "/v1/chat/completions",
+            CompletionEndpoint(route="chat", services=services),
+            methods=["POST"],
+        ),
+        Route(
+            "/v1/completions",
+            CompletionEndpoint(route="completions", services=services),
+            methods=["POST"],
+        ),
+        Route("/v1/models", system.models, methods=["GET"]),
+        Route("/healthz", system.healthz, methods=["GET"]),
+        Route("/readyz", system.readyz, methods=["GET"]),
+        Route("/metrics", system.metrics, methods=["GET"]),
+    ]
+
+
+async def tidegate_error_handler(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, TidegateError)
+    status, body, headers = error_response(exc)
+    response = Response(body, status_code=status, media_type="application/json")
+    for name, value in headers:
+        response.headers[name.decode()] = value.decode()
+    return response
+
+
+async def http_error_handler(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 404:
+        message = (
+            f"Unknown path {request.url.path}. The OpenAI-compatible routes are "
+            "/v1/chat/completions, /v1/completions and /v1/models."
+        )
+        error_type = "not_found_error"
+    elif exc.status_code == 405:
+        message = f"Method {request.method} is not allowed on {request.url.path}."
+        error_type = "invalid_request_error"
+    else:
+        message, error_type = str(exc.detail), "invalid_request_error"
+    return Response(
+        error_body(message, error_type, None, None),
+        status_code=exc.status_code,
+        media_type="application/json",
+    )

@@ -1,0 +1,45 @@
+"""What the routes need, built by the app's lifespan and handed to the routes explicitly."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from tidegate.errors import NoReadyReplicaError
+from tidegate.gateway.completions import CompletionService
+from tidegate.gateway.keys import KeyService
+from tidegate.observability.metrics import GatewayMetrics
+from tidegate.observability.recorder import RequestRecorder
+from tidegate.routing.replicas import RoutingTable
+
+
+@dataclass(frozen=True, slots=True)
+class ApiServices:
+    keys: KeyService
+    completions: CompletionService
+    recorder: RequestRecorder
+    metrics: GatewayMetrics
+    routing: RoutingTable
+    store_ping: Callable[[], Awaitable[None]]
+    """Raises when the store is unreachable (for /readyz)."""
+    max_body_bytes: int
+
+
+class ServicesSlot:
+    """Filled once by the lifespan; routes read it. Empty only before startup finished."""
+
+    def __init__(self) -> None:
+        self._services: ApiServices | None = None
+
+    def fill(self, services: ApiServices) -> None:
+        self._services = services
+
+    def clear(self) -> None:
+        self._services = None
+
+    def get(self) -> ApiServices:
+        if self._services is None:
+            raise NoReadyReplicaError(
+                "The gateway is still starting. Retry shortly.", retry_after_s=1.0
+            )
+        return self._services

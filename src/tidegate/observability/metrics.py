@@ -1,0 +1,125 @@
+"""Prometheus metrics with fixed label sets.
+
+Every label value comes from a bounded set the operator controls: ``model`` is a public model
+name from the routing table (an unknown name is recorded as ``unknown``), ``route`` is one of
+``ROUTES``, ``outcome`` one of ``errors.OUTCOMES``, ``kind`` one of ``errors.UPSTREAM_ERROR_KINDS``,
+``replica`` a replica id from config. Nothing a client sends becomes a label value as it is.
+Each app gets its own registry, so tests and several apps in one process never collide.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+Route = Literal["chat", "completions"]
+ROUTES: tuple[Route, ...] = ("chat", "completions")
+
+
+UNKNOWN_MODEL = "unknown"
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+_ITL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.06, 0.1, 0.2, 0.5, 1, 2.5)
+
+
+class GatewayMetrics:
+    """The gateway's own metrics, on a registry of its own."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "tidegate_requests",
+            "Requests by public model, route and outcome class.",
+            ["model", "route", "outcome"],
+            registry=r,
+        )
+        self.request_duration = Histogram(
+            "tidegate_request_duration_seconds",
+            "Time from request received to last byte sent.",
+            ["model", "route"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.ttft = Histogram(
+            "tidegate_time_to_first_token_seconds",
+            "Time from request received to the first content chunk (streaming).",
+            ["model"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.itl = Histogram(
+            "tidegate_inter_token_latency_seconds",
+            "Time between consecutive streamed chunks.",
+            ["model"],
+            buckets=_ITL_BUCKETS,
+            registry=r,
+        )
+        self.prompt_tokens = Counter(
+            "tidegate_prompt_tokens", "Prompt tokens reported by upstreams.", ["model"], registry=r
+        )
+        self.completion_tokens = Counter(
+            "tidegate_completion_tokens",
+            "Completion tokens reported by upstreams.",
+            ["model"],
+            registry=r,
+        )
+        self.in_flight = Gauge(
+            "tidegate_in_flight_requests", "Requests being served now.", ["model"], registry=r
+        )
+        self.upstream_errors = Counter(
+            "tidegate_upstream_errors",
+            "Failed upstream exchanges by kind.",
+            ["model", "kind"],
+            registry=r,
+        )
+        self.replica_state = Gauge(
+            "tidegate_replica_state",
+            "1 for the state each replica is in, 0 for the others.",
+            ["model", "replica", "state"],
+            registry=r,
+        )
+        self.model_load_seconds = Gauge(
+            "tidegate_model_load_seconds",
+            "Seconds the replica's last start took until it was ready.",
+            ["model", "replica"],
+            registry=r,
+        )
+        self.replica_restarts = Counter(
+            "tidegate_replica_restarts",
+            "Times a replica was restarted after a crash or failed health checks.",
+            ["model", "replica"],
+            registry=r,
+        )
+        # Normalised vLLM engine metrics, scraped from each replica's /metrics.
+        self.engine_requests_running = Gauge(
+            "tidegate_engine_requests_running",
+            "Requests running in the engine (vllm:num_requests_running).",
+            ["model", "replica"],
+            registry=r,
+        )
+        self.engine_requests_waiting = Gauge(
+            "tidegate_engine_requests_waiting",
+            "Requests waiting in the engine's own queue (vllm:num_requests_waiting).",
+            ["model", "replica"],
+            registry=r,
+        )
+        self.engine_kv_cache_usage = Gauge(
+            "tidegate_engine_kv_cache_usage_ratio",
+            "KV cache use, 0..1 (vllm:kv_cache_usage_perc or the older gpu_cache_usage_perc).",
+            ["model", "replica"],
+            registry=r,
+        )
+        self.engine_prefix_cache_hits = Gauge(
+            "tidegate_engine_prefix_cache_hits",
+            "Prefix cache hit tokens since the engine started (vllm:prefix_cache_hits).",
+            ["model", "replica"],
+            registry=r,
+        )
+        self.engine_prefix_cache_queries = Gauge(
+            "tidegate_engine_prefix_cache_queries",
+            "Prefix cache queried tokens since the engine started (vllm:prefix_cache_queries).",
+            ["model", "replica"],
+            registry=r,
+        )

@@ -1,0 +1,1 @@
+"""OpenAI wire types and SSE framing. No I/O, no tidegate services."""

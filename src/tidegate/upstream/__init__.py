@@ -1,0 +1,1 @@
+"""The transport to engines and providers: aiohttp towards OpenAI-compatible servers."""
