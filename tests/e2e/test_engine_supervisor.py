@@ -14,6 +14,7 @@ import time
 import psutil
 import pytest
 from openai import AsyncOpenAI
+from rich.console import Console
 
 from tidegate.config import Config
 from tidegate.engines.engine_metrics import metrics_url
@@ -80,15 +81,16 @@ async def test_bundled_model_answers_paris(supervisor: EngineSupervisor) -> None
 async def test_engine_metrics_are_scraped(supervisor: EngineSupervisor) -> None:
     replica = supervisor.replicas[0]
     labels = {"model": replica.model, "replica": replica.id}
+    # The Paris prompt went through the prefix cache; wait for a scrape taken after it.
     deadline = time.monotonic() + 10
-    while sample(supervisor, "tidegate_engine_requests_running", **labels) is None:
+    while not sample(supervisor, "tidegate_engine_prefix_cache_queries", **labels):
         assert time.monotonic() < deadline, f"nothing scraped from {metrics_url(replica)}"
         await asyncio.sleep(0.2)
+    assert sample(supervisor, "tidegate_engine_requests_running", **labels) == 0
     assert sample(supervisor, "tidegate_engine_requests_waiting", **labels) == 0
     usage = sample(supervisor, "tidegate_engine_kv_cache_usage_ratio", **labels)
     assert usage is not None and 0 <= usage <= 1
-    queries = sample(supervisor, "tidegate_engine_prefix_cache_queries", **labels)
-    assert queries is not None and queries > 0  # the Paris prompt went through the cache
+    assert sample(supervisor, "tidegate_engine_prefix_cache_hits", **labels) is not None
 
 
 async def test_killed_replica_is_restarted(supervisor: EngineSupervisor) -> None:
@@ -127,9 +129,7 @@ async def test_stop_drains_then_leaves_no_process(supervisor: EngineSupervisor) 
     assert snapshot is not None and snapshot.replicas[0].state == "stopped"
 
 
-def test_install_and_prepare_are_idempotent(shared_engine_config: Config) -> None:
-    from rich.console import Console
-
+async def test_install_and_prepare_are_idempotent(shared_engine_config: Config) -> None:
     console = Console(stderr=True)
     started = time.monotonic()
     EngineInstaller(config=shared_engine_config, console=console).install()

@@ -69,7 +69,9 @@ async def test_streamed_chat_keeps_usage_chunk_when_client_asks(
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 3
 
 
-async def test_text_completion_streamed_and_not(gateway: RunningGateway, fake: FakeUpstream) -> None:
+async def test_text_completion_streamed_and_not(
+    gateway: RunningGateway, fake: FakeUpstream
+) -> None:
     fake.behaviour.tokens = 4
     api = client(gateway)
     plain = await api.completions.create(model="fake-model", prompt="once upon")
@@ -91,7 +93,9 @@ async def test_every_response_carries_a_request_id(gateway: RunningGateway) -> N
         async with http.get(f"{gateway.url}/healthz") as r:
             assert r.headers["x-request-id"]
         headers = {**AUTH, "x-request-id": "client-id-42"}
-        async with http.post(f"{gateway.base_url}/chat/completions", json=CHAT, headers=headers) as r:
+        async with http.post(
+            f"{gateway.base_url}/chat/completions", json=CHAT, headers=headers
+        ) as r:
             assert r.headers["x-request-id"] == "client-id-42"
         async with http.get(f"{gateway.url}/nowhere") as r:
             assert r.status == 404 and r.headers["x-request-id"]

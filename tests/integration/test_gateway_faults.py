@@ -36,7 +36,9 @@ async def test_upstream_500_becomes_502(gateway: RunningGateway, fake: FakeUpstr
     assert gateway.access_lines()[-1]["outcome"] == "upstream"
 
 
-async def test_hung_upstream_times_out_with_504(gateway: RunningGateway, fake: FakeUpstream) -> None:
+async def test_hung_upstream_times_out_with_504(
+    gateway: RunningGateway, fake: FakeUpstream
+) -> None:
     fake.behaviour.fault = "hang"
     started = time.monotonic()
     async with aiohttp.ClientSession() as http:

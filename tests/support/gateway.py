@@ -45,31 +45,40 @@ class RunningGateway:
 
 
 @asynccontextmanager
-async def run_gateway(
-    home: Path, *, upstreams: list[FakeUpstream], store_url: str = "", **server: Any
-) -> AsyncIterator[RunningGateway]:
-    port = free_port()
-    config = Config(
-        home=home,
-        admin_key=ADMIN_KEY,
-        server={"port": port, **server},
-        store={"url": store_url},
-        engines={"replicas": 0},
-        upstreams=[{"url": u.base_url, "model": u.model} for u in upstreams],
-    )
+async def serve(config: Config) -> AsyncIterator[RunningGateway]:
+    """Run the app built from `config` under uvicorn on its configured loopback port."""
     sink = io.BytesIO()
     access_log = AccessLog(stream=sink)
     app = build_app(config, access_log=access_log)
-    server_obj = uvicorn.Server(
+    port = config.server.port
+    server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
     )
-    task = asyncio.create_task(server_obj.serve())
-    while not server_obj.started:
+    task = asyncio.create_task(server.serve())
+    while not server.started:
         if task.done():
             task.result()
+            raise RuntimeError("the gateway exited during startup")
         await asyncio.sleep(0.01)
     try:
         yield RunningGateway(f"http://127.0.0.1:{port}", config, sink, access_log)
     finally:
-        server_obj.should_exit = True
-        await asyncio.wait_for(task, timeout=10)
+        server.should_exit = True
+        await asyncio.wait_for(task, timeout=60)
+
+
+@asynccontextmanager
+async def run_gateway(
+    home: Path, *, upstreams: list[FakeUpstream], store_url: str = "", **server: Any
+) -> AsyncIterator[RunningGateway]:
+    """A gateway with no local engine, in front of the given fake upstreams."""
+    config = Config(
+        home=home,
+        admin_key=ADMIN_KEY,
+        server={"port": free_port(), **server},
+        store={"url": store_url},
+        engines={"replicas": 0},
+        upstreams=[{"url": u.base_url, "model": u.model} for u in upstreams],
+    )
+    async with serve(config) as running:
+        yield running

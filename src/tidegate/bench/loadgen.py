@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import sys
 import time
 from dataclasses import dataclass, field
@@ -131,7 +132,12 @@ async def _worker(spec: LoadSpec, result: LoadResult, window: tuple[float, float
     conn: _Connection | None = None
     while time.perf_counter() < end:
         if conn is None or conn.closed:
-            _, conn = await loop.create_connection(_Connection, host, port)
+            try:
+                _, conn = await loop.create_connection(_Connection, host, port)
+            except OSError:
+                result.errors += 1
+                await asyncio.sleep(0.01)
+                continue
         start = time.perf_counter()
         exchange = _Exchange(start, loop.create_future())
         conn.send(request, exchange)
@@ -163,7 +169,10 @@ async def run_load(spec: LoadSpec) -> LoadResult:
     result = LoadResult()
     now = time.perf_counter()
     window = (now + spec.warmup_s, now + spec.warmup_s + spec.duration_s)
-    await asyncio.gather(*(_worker(spec, result, window) for _ in range(spec.concurrency)))
+    workers = asyncio.gather(*(_worker(spec, result, window) for _ in range(spec.concurrency)))
+    # A server that stops answering must not hang the benchmark: what was measured still counts.
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(workers, spec.warmup_s + spec.duration_s + 10)
     result.elapsed_s = spec.duration_s
     return result
 

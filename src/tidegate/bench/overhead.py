@@ -75,9 +75,17 @@ def _load(target: Target, scenario: Scenario, options: Options) -> dict[str, Any
         *("--warmup", str(options.warmup_s), "--duration", str(options.duration_s)),
         *(arg for name, value in target.headers for arg in ("--header", f"{name}: {value}")),
     ]
-    done = subprocess.run(command, capture_output=True, check=True)
+    done = subprocess.run(
+        command, capture_output=True, timeout=options.warmup_s + options.duration_s + 30
+    )
+    if done.returncode != 0:
+        raise LoadError(done.stderr.decode(errors="replace")[-2000:])
     result: dict[str, Any] = orjson.loads(done.stdout)
     return result
+
+
+class LoadError(RuntimeError):
+    """The load generator failed; the message is the end of its stderr."""
 
 
 def run_benchmark(
@@ -91,6 +99,7 @@ def run_benchmark(
     console = console or Console(width=None if sys.stdout.isatty() else 160)
     rows: list[Row] = []
     skipped: dict[str, str] = {}
+    failures: list[str] = []
     with tempfile.TemporaryDirectory(prefix="tidegate-bench-") as tmp:
         workdir = Path(tmp)
         with Processes(workdir) as procs:
@@ -98,12 +107,18 @@ def run_benchmark(
             for scenario in SCENARIOS:
                 for target in targets:
                     console.log(f"{target.name}: {scenario.name}")
-                    raw = _load(target, scenario, options)
+                    try:
+                        raw = _load(target, scenario, options)
+                    except (LoadError, subprocess.TimeoutExpired) as exc:
+                        failures.append(f"{target.name} / {scenario.name}: {exc}")
+                        continue
                     rows.append(make_row(target.name, scenario, raw))
         compare(rows, SCENARIOS)
         render(rows, console)
         for name, why in skipped.items():
             console.print(f"[yellow]{name} skipped:[/] {why}")
+        for failure in failures:
+            console.print(f"[red]load generator failed:[/] {failure}")
     report = {
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "machine": {"python": platform.python_version(), "platform": platform.platform()},
@@ -115,6 +130,7 @@ def run_benchmark(
             "non_stream_tokens": NON_STREAM_TOKENS,
         },
         "skipped": skipped,
+        "failures": failures,
         "rows": to_json(rows),
     }
     options.out.parent.mkdir(parents=True, exist_ok=True)

@@ -14,6 +14,10 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+# Killed processes vanish once the kernel has freed them (and init reaped them): milliseconds
+# usually, longer for a process holding gigabytes of KV cache.
+_GROUP_EXIT_WAIT_S = 10.0
+
 
 class EngineProcess:
     def __init__(self, *, proc: asyncio.subprocess.Process, log_path: Path) -> None:
@@ -61,6 +65,20 @@ class EngineProcess:
                 await asyncio.wait_for(asyncio.shield(self.exited), timeout_s)
             except TimeoutError:
                 pass
-        # Children may linger after the leader exits (or ignore SIGTERM): kill the group anyway.
+        # Children may linger after the leader exits (or ignore SIGTERM): kill the group anyway,
+        # and wait until it is empty so a caller may rely on nothing being left.
         self.signal_group(signal.SIGKILL)
         await self.exited
+        await self._group_gone(timeout_s=_GROUP_EXIT_WAIT_S)
+
+    async def _group_gone(self, *, timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(self.pid, 0)
+            except ProcessLookupError:
+                return True
+            except PermissionError:
+                return False
+            await asyncio.sleep(0.05)
+        return False

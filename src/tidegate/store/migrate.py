@@ -23,7 +23,7 @@ from tidegate.store.db import create_engine, lock_key
 from tidegate.store.errors import StoreError, StoreUnavailableError, translating_errors
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
-ATTEMPTS = 1
+ATTEMPTS = 3
 
 
 async def migrate(url: str) -> None:
@@ -49,7 +49,7 @@ async def migrate(url: str) -> None:
 async def _upgrade(engine: AsyncEngine) -> None:
     with translating_errors("migrate the schema"):
         async with engine.begin() as connection:
-            if False:
+            if connection.dialect.name == "postgresql":
                 await connection.execute(
                     text("SELECT pg_advisory_xact_lock(:key)"), {"key": lock_key("migrate")}
                 )

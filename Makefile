@@ -1,0 +1,54 @@
+# One entry point for people and CI. `make run` and `make test` set up everything they need.
+SHELL := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+# pip on these machines lists every local index it skips; keep that noise off the console.
+QUIET_PIP := grep -v "WARNING: Location" || true
+
+.PHONY: setup engine run test test-fast lint bench-overhead config-docs clean
+
+$(STAMP): pyproject.toml
+	@echo "==> project environment ($(VENV))"
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/pip install -q --upgrade pip 2>&1 | $(QUIET_PIP)
+	@$(BIN)/pip install -q -e '.[dev]' 2>&1 | $(QUIET_PIP)
+	@$(BIN)/python -c "import tidegate.cli"
+	@touch $(STAMP)
+
+setup: $(STAMP)
+
+## The vLLM engine venv and the bundled model (idempotent; a no-op once built).
+engine: setup
+	$(BIN)/tidegate engine install
+	$(BIN)/tidegate model prepare
+
+## Serve the bundled model through tidegate on http://127.0.0.1:8080/v1.
+run: setup
+	$(BIN)/tidegate up
+
+## Everything: unit, integration (PostgreSQL, loopback servers) and the real-engine e2e tests.
+test: engine
+	$(BIN)/pytest
+
+## Without the real engine (seconds instead of minutes).
+test-fast: setup
+	$(BIN)/pytest -m "not e2e"
+
+lint: setup
+	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+bench-overhead: setup
+	$(BIN)/python -m tidegate.bench.overhead
+
+## Regenerate the README's configuration reference from the schema.
+config-docs: setup
+	$(BIN)/python -m tidegate.config_docs --write README.md
+
+clean:
+	rm -rf $(VENV) bench-results .pytest_cache .mypy_cache .ruff_cache
