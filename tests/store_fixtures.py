@@ -3,7 +3,8 @@
 Load with ``pytest_plugins = ["store_fixtures"]`` in tests/conftest.py. PostgreSQL comes from
 TIDEGATE_TEST_POSTGRES_URL (default: the local server's `test` database); each pytest session
 creates its own database ``tidegate_test_<random>`` there and drops it at the end, so parallel
-runs do not collide. Tests using it are marked ``postgres`` and skipped when it is unreachable.
+runs do not collide. Tests using it are marked ``postgres`` and skipped when it is unreachable,
+unless TIDEGATE_TEST_REQUIRE_POSTGRES is set (CI sets it).
 """
 
 from __future__ import annotations
@@ -56,6 +57,8 @@ def postgres_url() -> Iterator[str]:
     try:
         run_in_thread(admin(f'CREATE DATABASE "{name}"'))
     except (OSError, asyncpg.PostgresError) as exc:
+        if os.environ.get("TIDEGATE_TEST_REQUIRE_POSTGRES"):  # CI: a skip would hide a failure
+            raise
         pytest.skip(f"PostgreSQL at TIDEGATE_TEST_POSTGRES_URL is unavailable: {exc}")
     yield make_url(base).set(database=name).render_as_string(hide_password=False)
     run_in_thread(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

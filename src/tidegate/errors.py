@@ -102,6 +102,7 @@ class NoReadyReplicaError(TidegateError):
     error_type = "service_unavailable"
     outcome = "overload"
 
+
 UpstreamErrorKind = Literal["connect", "timeout", "status", "protocol", "disconnect"]
 """The fixed set of ways an upstream exchange fails (a metric label)."""
 

@@ -123,7 +123,7 @@ async def test_stop_drains_then_leaves_no_process(supervisor: EngineSupervisor) 
     started = time.monotonic()
     await asyncio.wait_for(stopping, 60)
     print(f"stop after drain: {time.monotonic() - started:.1f}s")
-    assert runner.replica.state is ReplicaState.STOPPED
+    assert runner.record().state == "stopped"
     assert group_members(pid) == []
     snapshot = read_state(supervisor.state_path)
     assert snapshot is not None and snapshot.replicas[0].state == "stopped"

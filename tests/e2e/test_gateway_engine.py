@@ -114,9 +114,7 @@ async def test_client_disconnect_mid_stream_ends_the_request_in_vllm(
             "stream": True,
             "max_tokens": 1500,
             "temperature": 1.0,
-            "messages": [
-                {"role": "user", "content": "Write a long story about a lighthouse."}
-            ],
+            "messages": [{"role": "user", "content": "Write a long story about a lighthouse."}],
         }
     )
     writer.write(

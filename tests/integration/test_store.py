@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -51,17 +52,30 @@ async def test_concurrent_migrations_in_one_process(store_url: str) -> None:
 
 
 async def test_concurrent_migrations_in_separate_processes(store_url: str) -> None:
-    script = "import asyncio, sys; from tidegate.store import migrate; asyncio.run(migrate(sys.argv[1]))"
+    # Every process waits for the same moment after its imports, so the upgrades really overlap.
+    script = (
+        "import asyncio, sys, time; from tidegate.store import migrate; "
+        "time.sleep(max(0.0, float(sys.argv[2]) - time.time())); "
+        "asyncio.run(migrate(sys.argv[1]))"
+    )
+    start_at = str(time.time() + 3.0)
     processes = [
         await asyncio.create_subprocess_exec(
-            sys.executable, "-c", script, store_url, stderr=asyncio.subprocess.PIPE
+            sys.executable, "-c", script, store_url, start_at, stderr=asyncio.subprocess.PIPE
         )
-        for _ in range(3)
+        for _ in range(4)
     ]
     for process in processes:
         _, stderr = await process.communicate()
         assert process.returncode == 0, stderr.decode()
     assert (await schema_state(store_url))[1] == [HEAD]
+
+
+async def test_concurrent_migrations_of_different_databases(tmp_path: Path) -> None:
+    urls = [f"sqlite+aiosqlite:///{tmp_path / f'db{i}.db'}" for i in range(3)]
+    await asyncio.gather(*(migrate(url) for url in urls))
+    for url in urls:
+        assert (await schema_state(url))[1] == [HEAD]
 
 
 async def test_migrate_creates_the_sqlite_directory(tmp_path: Path) -> None:

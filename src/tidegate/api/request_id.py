@@ -29,5 +29,3 @@ class RequestIdMiddleware:
             await send(message)
 
         await app(scope, receive, send_with_id)
-
-

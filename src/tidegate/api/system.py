@@ -57,7 +57,10 @@ class SystemRoutes:
         if not models:
             problems.append("no model is configured")
         status = 200 if not problems else 503
-        body: dict[str, object] = {"status": "ready" if status == 200 else "not_ready", "models": models}
+        body: dict[str, object] = {
+            "status": "ready" if status == 200 else "not_ready",
+            "models": models,
+        }
         if problems:
             body["problems"] = problems
         return _json(body, status)

@@ -24,6 +24,13 @@ from tidegate.engines.state_file import STATE_FILE_NAME, EngineSnapshot, read_st
 engine_app = typer.Typer(help="Install and inspect the local vLLM engines.", no_args_is_help=True)
 model_app = typer.Typer(help="Prepare models for the local engines.", no_args_is_help=True)
 
+
+@model_app.callback()
+def _model_group() -> None:
+    """Prepare models for the local engines."""
+    # A callback keeps `prepare` a sub-command even while it is the group's only one.
+
+
 ConfigOption = Annotated[
     Path | None,
     typer.Option("--config", help="YAML config file (default: TIDEGATE_CONFIG, else none)."),

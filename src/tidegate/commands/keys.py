@@ -17,6 +17,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from pydantic import ValidationError
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -75,25 +76,26 @@ def list_keys(config: ConfigOption = None) -> None:
             return await keys.list()
 
     infos = _run(run())
-    console = Console()
+    # Piped output keeps whole rows instead of wrapping at the default 80 columns.
+    console = Console() if Console().is_terminal else Console(width=200)
     if not infos:
         console.print("No keys yet. Create one with `tidegate keys create --name NAME`.")
         return
-    table = Table("id", "name", "prefix", "role", "status", "created", "expires", "revoked")
-    table.add_column("last used")
-    table.columns[0].no_wrap = True
+    table = Table(box=box.SIMPLE_HEAD, collapse_padding=True, pad_edge=False)
+    for header in ("id", "name", "prefix", "role", "created", "expires", "revoked"):
+        table.add_column(header, no_wrap=header != "name", min_width=len(header), overflow="fold")
+    table.add_column("last used", no_wrap=True, min_width=10)
     now = datetime.now(UTC)
     for info in infos:
         table.add_row(
             info.id,
             info.name,
-            info.prefix + "...",
+            info.prefix,
             info.role,
-            info.status(now),
-            _when(info.created_at),
-            _when(info.expires_at),
-            _when(info.revoked_at),
-            _when(info.last_used_at),
+            _day(info.created_at),
+            _day(info.expires_at) + (" (expired)" if info.status(now) == "expired" else ""),
+            _day(info.revoked_at),
+            _day(info.last_used_at),
         )
     console.print(table)
 
@@ -144,3 +146,7 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
 
 def _when(moment: datetime | None) -> str:
     return moment.strftime("%Y-%m-%d %H:%M") if moment is not None else "-"
+
+
+def _day(moment: datetime | None) -> str:
+    return moment.strftime("%Y-%m-%d") if moment is not None else "-"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import Callable
 from enum import Enum
@@ -25,6 +26,8 @@ from tidegate.engines.process import EngineProcess
 from tidegate.engines.profile import EngineCommand
 from tidegate.engines.state_file import ReplicaRecord
 from tidegate.routing.replicas import Replica, ReplicaState
+
+log = logging.getLogger(__name__)
 
 _FAILED_CHECKS_UNHEALTHY = 3
 _READY_POLL_S = 0.5
@@ -121,8 +124,13 @@ class ReplicaRunner:
         self.notify(self)
 
     async def _run(self) -> None:
+        rid = self.replica.id
         while True:
-            outcome, ready_for_s = await self._run_once()
+            try:
+                outcome, ready_for_s = await self._run_once()
+            except OSError as exc:  # the engine python is missing or not executable
+                log.error("replica %s could not be started: %s", rid, exc)
+                outcome, ready_for_s = _Outcome.EXITED, None
             if outcome is _Outcome.EXITED:
                 self._set_state(ReplicaState.CRASHED)
             else:
@@ -133,7 +141,16 @@ class ReplicaRunner:
             self.ready_at = None
             if self._stopping:
                 return
-            await asyncio.sleep(self.backoff.next_delay(ready_for_s=ready_for_s))
+            delay = self.backoff.next_delay(ready_for_s=ready_for_s)
+            log.warning(
+                "replica %s %s (exit code %s); restarting in %.1fs, see %s",
+                rid,
+                outcome.value,
+                self.process.returncode if self.process is not None else None,
+                delay,
+                self.log_path,
+            )
+            await asyncio.sleep(delay)
             self.restarts += 1
             self.on_restart(self)
 
@@ -152,6 +169,9 @@ class ReplicaRunner:
         self.ready_at = time.time()
         ready_since = time.monotonic()
         self._set_state(ReplicaState.READY)
+        log.info(
+            "replica %s ready after %.1fs on port %d", self.replica.id, self.load_seconds, self.port
+        )
         outcome = await self._watch(self.process)
         return outcome, time.monotonic() - ready_since
 

@@ -49,9 +49,7 @@ def event_data(event: bytes) -> bytes | None:
         body = event[6:].rstrip(b"\n")
         if b"\n" not in body:
             return body
-    lines = [
-        line[5:].lstrip(b" ") for line in event.split(b"\n") if line.startswith(b"data:")
-    ]
+    lines = [line[5:].lstrip(b" ") for line in event.split(b"\n") if line.startswith(b"data:")]
     return b"\n".join(lines) if lines else None
 
 
@@ -61,5 +59,6 @@ def encode_event(payload: Any) -> bytes:
 
 def error_event(message: str, error_type: str, code: str | None = None) -> bytes:
     """An in-band error, sent when a stream cannot go on after its first byte."""
-    return encode_event({"error": {"message": message, "type": error_type, "param": None,
-                                   "code": code}})
+    return encode_event(
+        {"error": {"message": message, "type": error_type, "param": None, "code": code}}
+    )

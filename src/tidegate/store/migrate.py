@@ -10,6 +10,7 @@ Transient failures are retried a few times.
 from __future__ import annotations
 
 import asyncio
+import threading
 from pathlib import Path
 
 from alembic import command
@@ -25,6 +26,10 @@ from tidegate.store.errors import StoreError, StoreUnavailableError, translating
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 ATTEMPTS = 3
 
+# Alembic keeps the running migration context in module globals, so two upgrades interleaved in
+# one process (even on different databases) corrupt each other: run them one at a time.
+_ALEMBIC_LOCK = threading.Lock()
+
 
 async def migrate(url: str) -> None:
     """Upgrade the database at `url` to the newest revision (alembic upgrade head).
@@ -32,6 +37,16 @@ async def migrate(url: str) -> None:
     Creates a SQLite file and its directory when missing. Raises StoreUnavailableError when the
     database cannot be reached, StoreError when the schema cannot be brought up to date.
     """
+    # A worker thread with its own loop may block on the lock without stalling the caller's loop.
+    await asyncio.to_thread(_migrate_in_thread, url)
+
+
+def _migrate_in_thread(url: str) -> None:
+    with _ALEMBIC_LOCK:
+        asyncio.run(_migrate(url))
+
+
+async def _migrate(url: str) -> None:
     engine = create_engine(url)
     try:
         for attempt in range(1, ATTEMPTS + 1):

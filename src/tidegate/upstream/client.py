@@ -12,14 +12,25 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Protocol
 
 import aiohttp
 import orjson
 
 from tidegate.errors import UpstreamError, UpstreamTimeoutError
-from tidegate.routing.replicas import Replica
 
 _JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
+
+
+class Target(Protocol):
+    """Where a request goes (a routing ``Replica`` is one)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def base_url(self) -> str: ...
+    @property
+    def api_key(self) -> str | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +61,7 @@ class UpstreamClient:
         return {**base, "X-Request-Id": request_id}
 
     async def post(
-        self, replica: Replica, path: str, body: bytes, *, request_id: str
+        self, replica: Target, path: str, body: bytes, *, request_id: str
     ) -> aiohttp.ClientResponse:
         """Send the request; return the open response once its status is 2xx."""
         url = replica.base_url + path
@@ -77,7 +88,7 @@ class UpstreamClient:
         return response
 
     @staticmethod
-    async def read(replica: Replica, response: aiohttp.ClientResponse) -> bytes:
+    async def read(replica: Target, response: aiohttp.ClientResponse) -> bytes:
         try:
             return await response.read()
         except TimeoutError:
@@ -93,7 +104,7 @@ class UpstreamClient:
 
     @staticmethod
     async def iter_chunks(
-        replica: Replica, response: aiohttp.ClientResponse
+        replica: Target, response: aiohttp.ClientResponse
     ) -> AsyncIterator[bytes]:
         """Yield the body as it arrives, with errors translated."""
         content = response.content
@@ -115,7 +126,7 @@ class UpstreamClient:
             ) from None
 
 
-async def _status_error(replica: Replica, response: aiohttp.ClientResponse) -> UpstreamError:
+async def _status_error(replica: Target, response: aiohttp.ClientResponse) -> UpstreamError:
     """An upstream 4xx keeps its status and message (the client's error); 5xx becomes 502."""
     try:
         raw = await asyncio.wait_for(response.read(), timeout=5)
