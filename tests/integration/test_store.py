@@ -17,7 +17,7 @@ from tidegate.store import StoreError, StoreUnavailableError, create_engine, mig
 from tidegate.store.migrate import MIGRATIONS_DIR
 from tidegate.store.models import Base
 
-HEAD = "0001"
+HEAD = "0002"
 
 
 async def schema_state(url: str) -> tuple[list[str], list[str], list[tuple[object, ...]]]:
@@ -41,7 +41,14 @@ async def test_migrate_creates_the_schema_and_is_idempotent(store_url: str) -> N
     await migrate(store_url)
     await migrate(store_url)
     tables, versions, diff = await schema_state(store_url)
-    assert tables == ["alembic_version", "api_keys"]
+    assert tables == [
+        "alembic_version",
+        "api_keys",
+        "audit_log",
+        "prompt_logs",
+        "tenants",
+        "usage_records",
+    ]
     assert versions == [HEAD]
     assert diff == [], "models and migrations disagree; add a migration"
 

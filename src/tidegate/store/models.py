@@ -7,8 +7,20 @@ Every schema change also needs a migration in ``migrations/versions`` (``alembic
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import CheckConstraint, MetaData, String
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    CheckConstraint,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from tidegate.store.types import UTCDateTime
@@ -21,6 +33,11 @@ NAMING_CONVENTION = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
+
+
+SYSTEM_TENANT_ID = "ten_system"
+"""The operator's tenant. Admin keys of this tenant manage every tenant; the bootstrap admin key
+belongs to it."""
 
 
 class Base(DeclarativeBase):
@@ -42,3 +59,80 @@ class ApiKey(Base):
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    tenant_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("tenants.id"), index=True, default=SYSTEM_TENANT_ID
+    )
+    settings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    """Per-key overrides (limits, allowed models, priority): validated by the gateway's schema."""
+
+
+class Tenant(Base):
+    """A team or product using the gateway. Its policy lives in ``settings`` (a JSON document
+    validated by the gateway's schema), so adding a knob needs no migration."""
+
+    __tablename__ = "tenants"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    tier: Mapped[str] = mapped_column(String(32))
+    settings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class AuditEvent(Base):
+    """One administrative action: who did what to which object, and when."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (Index("ix_audit_log_tenant_at", "tenant_id", "at"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+    actor_key_id: Mapped[str | None] = mapped_column(String(32))
+    """None for actions taken through the CLI directly against the store."""
+    actor: Mapped[str] = mapped_column(String(200))
+    tenant_id: Mapped[str | None] = mapped_column(String(32))
+    """The tenant whose object changed."""
+    action: Mapped[str] = mapped_column(String(64))
+    target_type: Mapped[str] = mapped_column(String(32))
+    target_id: Mapped[str] = mapped_column(String(64))
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class UsageRecord(Base):
+    """Exactly one row per request (the request id is the key, so replays are idempotent)."""
+
+    __tablename__ = "usage_records"
+    __table_args__ = (Index("ix_usage_records_tenant_created", "tenant_id", "created_at"),)
+
+    request_id: Mapped[str] = mapped_column(String(140), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    tenant_id: Mapped[str] = mapped_column(String(32))
+    key_id: Mapped[str | None] = mapped_column(String(32))
+    model: Mapped[str] = mapped_column(String(200))
+    replica: Mapped[str | None] = mapped_column(String(64))
+    route: Mapped[str] = mapped_column(String(32))
+    prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    cached_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    cost_usd: Mapped[float] = mapped_column(Float, default=0.0)
+    ttft_ms: Mapped[float | None] = mapped_column(Float)
+    duration_ms: Mapped[float] = mapped_column(Float)
+    status: Mapped[int] = mapped_column(Integer)
+    outcome: Mapped[str] = mapped_column(String(32))
+    kind: Mapped[str] = mapped_column(String(16), default="live")
+    """live, batch or shadow (shadow usage is never charged to the tenant)."""
+
+
+class PromptLog(Base):
+    """Redacted prompt and completion text, kept only for tenants that opt in, purged after
+    the tenant's retention window."""
+
+    __tablename__ = "prompt_logs"
+
+    request_id: Mapped[str] = mapped_column(String(140), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    tenant_id: Mapped[str] = mapped_column(String(32), index=True)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    prompt: Mapped[str] = mapped_column(Text)
+    completion: Mapped[str] = mapped_column(Text)
