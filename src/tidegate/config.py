@@ -73,7 +73,7 @@ class EngineProfile(_Section):
     gpu_memory_utilization: float = 0.9
     """Share of GPU memory vLLM may take on CUDA (vLLM --gpu-memory-utilization)."""
     enforce_eager: bool | None = None
-    """Skip graph compilation. Default: on for CPU (ready in ~36 s instead of ~2 min), off on GPU."""
+    """Skip graph compilation. Default: on for CPU (ready in ~36 s, not ~2 min), off on GPU."""
     tensor_parallel_size: int = 1
     """GPUs per replica (vLLM --tensor-parallel-size)."""
     dtype: str = "auto"
@@ -126,6 +126,70 @@ class UpstreamServer(_Section):
     """Model name the upstream knows, when it differs from `model`."""
     api_key: SecretStr | None = None
     """Bearer key sent to the upstream, if it needs one."""
+    context_length: int | None = None
+    """The model's context length, for validation. None: prompt length is not checked against it."""
+    tokenizer: str = ""
+    """A model directory holding tokenizer.json (and tokenizer_config.json with the chat template)
+    to count prompt tokens with. Empty: prompts are not counted before the engine."""
+
+
+class LimitsConfig(_Section):
+    backend: Literal["memory", "redis"] = "memory"
+    """Where rate-limit buckets, concurrency counters and budget reservations live: this process
+    (one gateway) or Redis (shared by every gateway replica)."""
+    redis_url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
+    """Redis for the `redis` backend."""
+    redis_timeout_s: float = 0.25
+    """Longest a limit check waits for Redis before the tenant's failure mode applies."""
+    key_prefix: str = "tidegate"
+    """Prefix of every Redis key, so several deployments can share one Redis."""
+
+
+class ModelPrice(_Section):
+    input_per_million: float = 0.0
+    """USD per million prompt tokens."""
+    cached_input_per_million: float | None = None
+    """USD per million cached prompt tokens. None: the input price."""
+    output_per_million: float = 0.0
+    """USD per million completion tokens."""
+
+
+class ValidationConfig(_Section):
+    max_messages: int = 512
+    """Most chat messages one request may carry."""
+    max_n: int = 8
+    """Largest `n` (choices per request)."""
+    max_best_of: int = 8
+    """Largest `best_of`."""
+    max_top_logprobs: int = 20
+    """Largest `top_logprobs` (and `logprobs` on /v1/completions)."""
+    max_json_depth: int = 32
+    """Deepest nesting of the request's JSON."""
+    max_stop_sequences: int = 4
+    """Most stop sequences after de-duplication."""
+    unsupported_params: dict[str, Literal["drop", "reject"]] = Field(default_factory=dict)
+    """Parameters the engines do not support, and what to do when a request carries one."""
+    tokenizer_threads: int = 2
+    """Threads counting prompt tokens, so the event loop never blocks on a long prompt."""
+
+
+class MeteringConfig(_Section):
+    wal_dir: str = ""
+    """Where usage records are written ahead before they reach the store. Empty: <home>/wal."""
+    flush_interval_s: float = 1.0
+    """How often buffered usage records are written to the store."""
+    batch_size: int = 500
+    """Most usage records written in one transaction."""
+    purge_interval_s: float = 3600.0
+    """How often logged prompts past their tenant's retention window are purged."""
+
+
+class TelemetryConfig(_Section):
+    otlp_endpoint: str = ""
+    """OTLP/HTTP traces endpoint (for example http://otel-collector:4318/v1/traces). Empty: spans
+    are not exported."""
+    service_name: str = "tidegate"
+    """service.name of exported spans."""
 
 
 class Config(BaseSettings):
@@ -146,11 +210,21 @@ class Config(BaseSettings):
     server: ServerConfig = Field(default_factory=ServerConfig)
     """The gateway's HTTP server."""
     store: StoreConfig = Field(default_factory=StoreConfig)
-    """Keys and (later) tenants, usage and batches."""
+    """Keys, tenants, usage records and the audit log."""
     engines: EnginesConfig = Field(default_factory=EnginesConfig)
     """Local vLLM replicas supervised by tidegate."""
     upstreams: list[UpstreamServer] = Field(default_factory=list)
     """Already-running OpenAI-compatible servers to route to (no engine is started for them)."""
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    """Rate limits, concurrency and budget reservations."""
+    pricing: dict[str, ModelPrice] = Field(default_factory=dict)
+    """Price per public model name, for cost budgets and usage records."""
+    validation: ValidationConfig = Field(default_factory=ValidationConfig)
+    """Request validation before anything reaches an engine."""
+    metering: MeteringConfig = Field(default_factory=MeteringConfig)
+    """Usage records and prompt-log retention."""
+    telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
+    """OpenTelemetry traces."""
 
     @classmethod
     def settings_customise_sources(
@@ -187,6 +261,10 @@ class Config(BaseSettings):
     @property
     def state_dir(self) -> Path:
         return self.home / "state"
+
+    @property
+    def wal_dir(self) -> Path:
+        return Path(self.metering.wal_dir) if self.metering.wal_dir else self.home / "wal"
 
 
 def load_config(path: Path | None = None, **overrides: Any) -> Config:
