@@ -64,7 +64,7 @@ def _local_engines(config: Config, routing: RoutingTable, metrics: GatewayMetric
 def build_app(
     config: Config,
     *,
-    announce_admin_key: Callable[[str], None] | None = None,
+    announce_admin_key: Callable[[str | None], None] | None = None,
     access_log: AccessLog | None = None,
 ) -> Starlette:
     slot = ServicesSlot()
@@ -77,8 +77,8 @@ def build_app(
             sessions=create_sessionmaker(store), cache_ttl_s=config.store.key_cache_ttl_s
         )
         generated = await keys.ensure_admin_key(config.admin_key)
-        if generated is not None and announce_admin_key is not None:
-            announce_admin_key(generated)
+        if config.admin_key is None and announce_admin_key is not None:
+            announce_admin_key(generated)  # None: one was generated at an earlier start
 
         metrics = GatewayMetrics()
         routing = RoutingTable()

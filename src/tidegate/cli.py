@@ -94,7 +94,13 @@ def _serve(config: Config) -> None:
         EngineInstaller(config=config, console=err).install()
         ModelPreparer(config=config, console=err).prepare()
 
-    def announce(key: str) -> None:
+    def announce(key: str | None) -> None:
+        if key is None:
+            err.print(
+                "An admin key already exists in this store (it is shown only once, at creation). "
+                "Lost it? `tidegate keys create --name admin2 --role admin` makes another."
+            )
+            return
         err.print(
             "\n[bold]Admin API key[/bold] (shown once, store it now; it is kept only as a hash):"
             f"\n  [green]{key}[/green]\n"

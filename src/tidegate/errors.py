@@ -15,7 +15,9 @@ a 500, never a 4xx.
     ├── NotFoundError               404  not_found_error         validation
     │   └── ModelNotFoundError      404  not_found_error         validation
     ├── OverloadedError             429  rate_limit_error        overload  (Retry-After)
+    │   └── LimitExceededError      429  rate_limit_error        overload  (+ .headers)
     ├── NoReadyReplicaError         503  service_unavailable     overload  (Retry-After)
+    ├── LimiterUnavailableError     503  service_unavailable     overload  (Retry-After)
     ├── UpstreamError               502  upstream_error          upstream  (.kind)
     │   └── UpstreamTimeoutError    504  timeout_error           timeout
     └── ClientClosedError           499  (never sent)            client_closed
@@ -97,7 +99,40 @@ class OverloadedError(TidegateError):
     outcome = "overload"
 
 
+LimitCode = Literal["rate_limit_exceeded", "concurrency_limit", "budget_exceeded"]
+"""The fixed set of ``LimitExceededError`` codes (a metric label)."""
+
+LIMIT_CODES: tuple[LimitCode, ...] = ("rate_limit_exceeded", "concurrency_limit", "budget_exceeded")
+
+
+class LimitExceededError(OverloadedError):
+    """A tenant's or key's rate limit, concurrency limit or budget refused the request.
+
+    ``headers`` are the x-ratelimit-* headers the 429 response carries like every other one.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: LimitCode,
+        retry_after_s: float | None,
+        headers: list[tuple[bytes, bytes]],
+    ) -> None:
+        super().__init__(message, code=code, retry_after_s=retry_after_s)
+        self.limit_code: LimitCode = code
+        self.headers = headers
+
+
 class NoReadyReplicaError(TidegateError):
+    status = 503
+    error_type = "service_unavailable"
+    outcome = "overload"
+
+
+class LimiterUnavailableError(TidegateError):
+    """The shared limit store (Redis) did not answer and the tenant fails closed."""
+
     status = 503
     error_type = "service_unavailable"
     outcome = "overload"

@@ -14,7 +14,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tidegate.errors import AuthenticationError, InvalidRequestError, NotFoundError
 from tidegate.gateway.keys import KeyService, Principal
+from tidegate.gateway.policy import KeySettings, TenantSettings
 from tidegate.store import StoreUnavailableError, create_engine, create_sessionmaker
+from tidegate.store.models import SYSTEM_TENANT_ID
 
 Sessions = async_sessionmaker[AsyncSession]
 
@@ -31,7 +33,16 @@ async def test_created_key_authenticates_as_its_principal(sessions: Sessions) ->
     assert info.id.startswith("key_") and info.prefix == plaintext[:8]
     assert info.role == "member" and info.status() == "active"
     principal = await keys.authenticate(plaintext)
-    assert principal == Principal(key_id=info.id, role="member", name="ci runner")
+    assert principal == Principal(
+        key_id=info.id,
+        role="member",
+        name="ci runner",
+        tenant_id=SYSTEM_TENANT_ID,
+        tenant_name="system",
+        tier="internal",
+        tenant=TenantSettings(),
+        key=KeySettings(),
+    )
 
 
 async def test_store_holds_only_the_hash(sessions: Sessions) -> None:

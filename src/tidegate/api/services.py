@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from tidegate.errors import NoReadyReplicaError
 from tidegate.gateway.completions import CompletionService
 from tidegate.gateway.keys import KeyService
+from tidegate.metering.queries import UsageQueries
 from tidegate.observability.metrics import GatewayMetrics
 from tidegate.observability.recorder import RequestRecorder
 from tidegate.routing.replicas import RoutingTable
@@ -23,6 +24,8 @@ class ApiServices:
     store_ping: Callable[[], Awaitable[None]]
     """Raises when the store is unreachable (for /readyz)."""
     max_body_bytes: int
+    usage: UsageQueries | None = None
+    """Usage rollups and records for /admin/usage (None: not wired, the routes answer 503)."""
 
 
 class ServicesSlot:

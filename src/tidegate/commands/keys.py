@@ -1,34 +1,36 @@
 """``tidegate keys``: create, list and revoke API keys in the configured store.
 
-Each command loads the config, migrates the store (so it works before the first ``tidegate
-up``) and uses the same KeyService the gateway does. ``create`` writes only the key to stdout,
-so ``KEY=$(tidegate keys create --name ci)`` works; everything else goes to stderr.
+Uses the same KeyService as the gateway, acting as ``cli:<user>`` (an operator); every change
+is audited. ``create`` writes only the key to stdout, so ``KEY=$(tidegate keys create --name
+ci)`` works; everything else goes to stderr.
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Coroutine
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated
 
 import typer
-from pydantic import ValidationError
 from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from tidegate.config import load_config
-from tidegate.errors import TidegateError
+from tidegate.commands.policy_options import Concurrency, Models, Rpm, Tpm, key_settings_patch
+from tidegate.commands.store_cli import (
+    ConfigOption,
+    day,
+    open_store,
+    run_command,
+    table_console,
+    when,
+)
+from tidegate.gateway.actors import Actor
 from tidegate.gateway.keys import ApiKeyInfo, KeyService
-from tidegate.store import create_engine, create_sessionmaker, migrate
+from tidegate.gateway.tenants import merge_patch
+from tidegate.store.models import SYSTEM_TENANT_ID
 
 keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
-
-T = TypeVar("T")
 
 
 class RoleChoice(StrEnum):
@@ -36,53 +38,71 @@ class RoleChoice(StrEnum):
     admin = "admin"
 
 
-ConfigOption = Annotated[
-    Path | None,
-    typer.Option("--config", help="YAML config file (default: TIDEGATE_CONFIG, else none)."),
-]
-
-
 @keys_app.command()
 def create(
     name: Annotated[str, typer.Option("--name", help="Who or what the key is for.")],
-    role: Annotated[RoleChoice, typer.Option("--role", help="Admins may manage keys.")] = (
-        RoleChoice.member
-    ),
+    role: Annotated[
+        RoleChoice, typer.Option("--role", help="Admins may manage their tenant's keys.")
+    ] = RoleChoice.member,
+    tenant: Annotated[
+        str,
+        typer.Option(
+            "--tenant",
+            help="The tenant's id (`tidegate tenants list`). Default: the system tenant, whose "
+            "admin keys manage every tenant.",
+        ),
+    ] = SYSTEM_TENANT_ID,
     expires_days: Annotated[
         int | None, typer.Option("--expires-days", min=1, help="Days until the key expires.")
     ] = None,
+    rpm: Rpm = None,
+    tpm: Tpm = None,
+    concurrency: Concurrency = None,
+    models: Models = None,
     config: ConfigOption = None,
 ) -> None:
     """Create a key and print it once; only its hash is stored."""
     expires_at = datetime.now(UTC) + timedelta(days=expires_days) if expires_days else None
+    settings = merge_patch(
+        {}, key_settings_patch(rpm=rpm, tpm=tpm, concurrency=concurrency, models=models)
+    )
 
     async def run() -> tuple[ApiKeyInfo, str]:
-        async with _key_service(config) as keys:
-            return await keys.create(name, role.value, expires_at)
+        async with open_store(config) as (cfg, sessions):
+            keys = KeyService(sessions=sessions, cache_ttl_s=cfg.store.key_cache_ttl_s)
+            return await keys.create(
+                name, role.value, tenant, expires_at, settings, actor=Actor.cli()
+            )
 
-    info, plaintext = _run(run())
+    info, plaintext = run_command(run())
     typer.echo(plaintext)
     err = Console(stderr=True)
-    err.print(f"Created {info.id} ({info.role}) for {info.name!r}.", markup=False)
+    err.print(
+        f"Created {info.id} ({info.role}) for {info.name!r} in tenant {info.tenant_id}.",
+        markup=False,
+    )
     err.print("Store the key now: tidegate keeps only its hash and cannot show it again.")
 
 
 @keys_app.command("list")
-def list_keys(config: ConfigOption = None) -> None:
+def list_keys(
+    tenant: Annotated[str | None, typer.Option("--tenant", help="Only this tenant's keys.")] = None,
+    config: ConfigOption = None,
+) -> None:
     """List keys (never the keys themselves: only their first characters)."""
 
     async def run() -> list[ApiKeyInfo]:
-        async with _key_service(config) as keys:
-            return await keys.list()
+        async with open_store(config) as (cfg, sessions):
+            keys = KeyService(sessions=sessions, cache_ttl_s=cfg.store.key_cache_ttl_s)
+            return await keys.list(tenant_id=tenant, actor=Actor.cli())
 
-    infos = _run(run())
-    # Piped output keeps whole rows instead of wrapping at the default 80 columns.
-    console = Console() if Console().is_terminal else Console(width=200)
+    infos = run_command(run())
+    console = table_console()
     if not infos:
         console.print("No keys yet. Create one with `tidegate keys create --name NAME`.")
         return
     table = Table(box=box.SIMPLE_HEAD, collapse_padding=True, pad_edge=False)
-    for header in ("id", "name", "prefix", "role", "created", "expires", "revoked"):
+    for header in ("id", "name", "tenant", "prefix", "role", "created", "expires", "revoked"):
         table.add_column(header, no_wrap=header != "name", min_width=len(header), overflow="fold")
     table.add_column("last used", no_wrap=True, min_width=10)
     now = datetime.now(UTC)
@@ -90,12 +110,13 @@ def list_keys(config: ConfigOption = None) -> None:
         table.add_row(
             info.id,
             info.name,
+            info.tenant_id,
             info.prefix,
             info.role,
-            _day(info.created_at),
-            _day(info.expires_at) + (" (expired)" if info.status(now) == "expired" else ""),
-            _day(info.revoked_at),
-            _day(info.last_used_at),
+            day(info.created_at),
+            day(info.expires_at) + (" (expired)" if info.status(now) == "expired" else ""),
+            day(info.revoked_at),
+            day(info.last_used_at),
         )
     console.print(table)
 
@@ -108,45 +129,11 @@ def revoke(
     """Revoke a key; gateways stop accepting it within store.key_cache_ttl_s."""
 
     async def run() -> ApiKeyInfo:
-        async with _key_service(config) as keys:
-            return await keys.revoke(key_id)
+        async with open_store(config) as (cfg, sessions):
+            keys = KeyService(sessions=sessions, cache_ttl_s=cfg.store.key_cache_ttl_s)
+            return await keys.revoke(key_id, actor=Actor.cli())
 
-    info = _run(run())
+    info = run_command(run())
     Console(stderr=True).print(
-        f"Revoked {info.id} ({info.name!r}) at {_when(info.revoked_at)} UTC.", markup=False
+        f"Revoked {info.id} ({info.name!r}) at {when(info.revoked_at)} UTC.", markup=False
     )
-
-
-@asynccontextmanager
-async def _key_service(config_path: Path | None) -> AsyncIterator[KeyService]:
-    config = load_config(config_path)
-    await migrate(config.store_url)
-    engine = create_engine(config.store_url)
-    try:
-        yield KeyService(
-            sessions=create_sessionmaker(engine), cache_ttl_s=config.store.key_cache_ttl_s
-        )
-    finally:
-        await engine.dispose()
-
-
-def _run(coro: Coroutine[Any, Any, T]) -> T:
-    """Run a command's coroutine; known failures become one line on stderr and exit code 1."""
-    try:
-        return asyncio.run(coro)
-    except TidegateError as exc:
-        message = exc.message
-    except FileNotFoundError as exc:
-        message = str(exc)
-    except ValidationError as exc:
-        message = f"invalid configuration: {exc}"
-    Console(stderr=True).print(f"error: {message}", markup=False, style="red")
-    raise typer.Exit(1)
-
-
-def _when(moment: datetime | None) -> str:
-    return moment.strftime("%Y-%m-%d %H:%M") if moment is not None else "-"
-
-
-def _day(moment: datetime | None) -> str:
-    return moment.strftime("%Y-%m-%d") if moment is not None else "-"

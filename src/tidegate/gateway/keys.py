@@ -1,39 +1,64 @@
 """API keys: creation, listing, revocation and the per-request authentication check.
 
-Keys look like ``tg-<43 url-safe chars>`` (256 random bits) and are stored only as SHA-256 hex
-digests; a fast hash is enough because the input has full entropy, and it keeps a cache miss
-cheap. Verified keys are cached in-process for ``cache_ttl_s`` so the hot path costs one hash
-and one dict lookup; a revocation made anywhere (another gateway replica, the CLI) therefore
-takes effect within the TTL. Plaintext keys never appear in logs or error messages.
+A verified key is cached in-process for ``cache_ttl_s`` together with its tenant (one join at
+lookup), so the hot path costs one hash and one dict lookup. A revocation or tenant change made
+anywhere (another gateway replica, the CLI) therefore takes effect within the TTL. Plaintext
+keys never appear in logs, audit rows or error messages.
+
+Every change is audited in the transaction that makes it; scoping follows
+:mod:`tidegate.gateway.actors` (a key of a tenant the actor cannot see is answered like a
+missing one).
 """
 
 from __future__ import annotations
 
 import asyncio
 import builtins
-import hashlib
 import hmac
-import secrets
-import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any
 
 from pydantic import SecretStr
-from sqlalchemy import or_, select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tidegate.errors import AuthenticationError, InvalidRequestError, NotFoundError
-from tidegate.store.db import lock, transaction
-from tidegate.store.models import ApiKey
+from tidegate.gateway.actors import Actor, visible_tenant
+from tidegate.gateway.admin_key import ensure_admin_key
+from tidegate.gateway.audit import record
+from tidegate.gateway.key_cache import PrincipalCache
+from tidegate.gateway.key_records import (
+    ROLES,
+    ApiKeyInfo,
+    KeyStatus,
+    Role,
+    audit_details,
+    generate_key,
+    hash_key,
+    key_info,
+    new_row,
+    parse_key_settings,
+    parse_role,
+)
+from tidegate.gateway.policy import KeySettings, TenantSettings, Tier
+from tidegate.gateway.tenants import parse_tier
+from tidegate.store.db import transaction
+from tidegate.store.models import SYSTEM_TENANT_ID, ApiKey, Tenant
 
-Role = Literal["admin", "member"]
-ROLES: tuple[Role, ...] = ("admin", "member")
-KeyStatus = Literal["active", "revoked", "expired"]
+__all__ = [
+    "ROLES",
+    "ApiKeyInfo",
+    "KeyService",
+    "KeyStatus",
+    "Principal",
+    "Role",
+    "generate_key",
+    "hash_key",
+]
 
-KEY_SCHEME = "tg-"
-PREFIX_LEN = 8
-MIN_CONFIGURED_KEY_LEN = 16
+MAX_NAME_LEN = 200
 _HOW_TO_GET_A_KEY = (
     "Send it as `Authorization: Bearer <key>`; an administrator can create one with "
     "`tidegate keys create --name NAME`."
@@ -42,48 +67,16 @@ _HOW_TO_GET_A_KEY = (
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """Who a request acts as, once its key is verified."""
+    """Who a request acts as, once its key is verified: the key and its tenant's policy."""
 
     key_id: str
     role: Role
     name: str
-
-
-@dataclass(frozen=True, slots=True)
-class ApiKeyInfo:
-    """What may be shown about a key: never its hash or plaintext."""
-
-    id: str
-    name: str
-    prefix: str
-    role: Role
-    created_at: datetime
-    expires_at: datetime | None
-    revoked_at: datetime | None
-    last_used_at: datetime | None
-
-    def status(self, now: datetime | None = None) -> KeyStatus:
-        now = now or datetime.now(UTC)
-        if self.revoked_at is not None:
-            return "revoked"
-        if self.expires_at is not None and self.expires_at <= now:
-            return "expired"
-        return "active"
-
-
-def generate_key() -> str:
-    return KEY_SCHEME + secrets.token_urlsafe(32)
-
-
-def hash_key(plaintext: str) -> str:
-    return hashlib.sha256(plaintext.encode()).hexdigest()
-
-
-@dataclass(frozen=True, slots=True)
-class _Cached:
-    principal: Principal
-    key_hash: str
-    deadline: float  # time.monotonic() after which the key must be checked again
+    tenant_id: str
+    tenant_name: str
+    tier: Tier
+    tenant: TenantSettings
+    key: KeySettings
 
 
 class KeyService:
@@ -97,9 +90,7 @@ class KeyService:
         cache_max_entries: int = 10_000,
     ) -> None:
         self._sessions = sessions
-        self._ttl = cache_ttl_s
-        self._max_entries = cache_max_entries
-        self._cache: dict[str, _Cached] = {}
+        self._cache = PrincipalCache(ttl_s=cache_ttl_s, max_entries=cache_max_entries)
         # One store lookup per uncached key, however many requests carry it at once.
         self._inflight: dict[str, asyncio.Future[Principal]] = {}
 
@@ -115,13 +106,9 @@ class KeyService:
                 f"You didn't provide an API key. {_HOW_TO_GET_A_KEY}", code="missing_api_key"
             )
         key_hash = hash_key(plaintext)
-        entry = self._cache.get(key_hash)
-        if (
-            entry is not None
-            and entry.deadline > time.monotonic()
-            and hmac.compare_digest(entry.key_hash, key_hash)
-        ):
-            return entry.principal
+        cached = self._cache.get(key_hash)
+        if cached is not None:
+            return cached
         pending = self._inflight.get(key_hash)
         if pending is None:
             pending = asyncio.ensure_future(self._verify(key_hash))
@@ -130,81 +117,137 @@ class KeyService:
         # shield: a caller that goes away must not cancel the lookup others are waiting on.
         return await asyncio.shield(pending)
 
+    def forget_tenant(self, tenant_id: str) -> None:
+        """Drop the cached principals of a tenant, so a change to it applies here at once
+        (other processes see it within the TTL)."""
+        self._cache.forget_tenant(tenant_id)
+
     async def create(
-        self, name: str, role: Role, expires_at: datetime | None = None
+        self,
+        name: str,
+        role: str,
+        tenant_id: str = SYSTEM_TENANT_ID,
+        expires_at: datetime | None = None,
+        settings: KeySettings | Mapping[str, Any] | None = None,
+        *,
+        actor: Actor | None = None,
     ) -> tuple[ApiKeyInfo, str]:
-        """Store a new key; returns its info and the plaintext, which is not kept anywhere."""
+        """Store a new key; returns its info and the plaintext, which is not kept anywhere.
+
+        `actor` None: tidegate itself (an operator). A tenant the actor cannot see is
+        NotFoundError, like a missing one."""
+        actor = actor or Actor.internal("service")
         name = name.strip()
-        if not name:
-            raise InvalidRequestError("A key needs a non-empty name.", param="name")
-        if role not in ROLES:
+        if not name or len(name) > MAX_NAME_LEN:
             raise InvalidRequestError(
-                f"Unknown role {role!r}; use one of {', '.join(ROLES)}.", param="role"
+                f"A key needs a name of 1 to {MAX_NAME_LEN} characters.", param="name"
             )
+        checked_role = parse_role(role)
+        checked_settings = parse_key_settings(settings)
         now = datetime.now(UTC)
         if expires_at is not None and (expires_at.tzinfo is None or expires_at <= now):
             raise InvalidRequestError(
                 "expires_at must be a time zone aware time in the future.", param="expires_at"
             )
         plaintext = generate_key()
-        row = _new_row(plaintext, name=name, role=role, now=now, expires_at=expires_at)
+        row = new_row(
+            plaintext,
+            name=name,
+            role=checked_role,
+            now=now,
+            tenant_id=tenant_id,
+            expires_at=expires_at,
+            settings=checked_settings,
+        )
         async with transaction(self._sessions, "create an API key") as session:
+            # Locks the tenant row, so a concurrent delete of the tenant cannot orphan the key.
+            await visible_tenant(session, actor, tenant_id, for_update=True)
             session.add(row)
-        return _info(row), plaintext
+            record(
+                session,
+                actor=actor,
+                action="key.created",
+                tenant_id=tenant_id,
+                target_type="api_key",
+                target_id=row.id,
+                details=audit_details(row),
+            )
+        return key_info(row), plaintext
 
-    async def list(self) -> builtins.list[ApiKeyInfo]:
-        """Every key, oldest first, revoked and expired ones included."""
+    async def list(
+        self,
+        *,
+        tenant_id: str | None = None,
+        actor: Actor | None = None,
+        limit: int | None = None,
+        after: str | None = None,
+    ) -> builtins.list[ApiKeyInfo]:
+        """Keys oldest first, revoked and expired ones included: of `tenant_id`, else of every
+        tenant the actor sees. `after`: a key id from the previous page."""
+        actor = actor or Actor.internal("service")
         async with transaction(self._sessions, "list API keys") as session:
-            rows = await session.scalars(select(ApiKey).order_by(ApiKey.created_at, ApiKey.id))
-            return [_info(row) for row in rows]
-
-    async def revoke(self, key_id: str) -> ApiKeyInfo:
-        """Revoke a key (again revoking a revoked key changes nothing)."""
-        async with transaction(self._sessions, "revoke an API key") as session:
-            row = await session.get(ApiKey, key_id)
-            if row is None:
-                raise NotFoundError(
-                    f"No API key with id {key_id!r}. See the ids with `tidegate keys list`.",
-                    param="key_id",
+            query = select(ApiKey).order_by(ApiKey.created_at, ApiKey.id).limit(limit)
+            if tenant_id is not None:
+                await visible_tenant(session, actor, tenant_id)
+                query = query.where(ApiKey.tenant_id == tenant_id)
+            elif actor.tenant_id is not None:
+                query = query.where(ApiKey.tenant_id == actor.tenant_id)
+            if after is not None:
+                last = await session.get(ApiKey, after)
+                if last is None or not actor.sees(last.tenant_id):
+                    raise InvalidRequestError(
+                        f"Invalid value for 'after': no API key with id '{after}' in this list.",
+                        param="after",
+                    )
+                query = query.where(
+                    or_(
+                        ApiKey.created_at > last.created_at,
+                        and_(ApiKey.created_at == last.created_at, ApiKey.id > last.id),
+                    )
                 )
+            return [key_info(row) for row in await session.scalars(query)]
+
+    async def get(self, key_id: str, *, actor: Actor | None = None) -> ApiKeyInfo:
+        async with transaction(self._sessions, "read an API key") as session:
+            return key_info(await _visible_key(session, actor, key_id))
+
+    async def revoke(self, key_id: str, *, actor: Actor | None = None) -> ApiKeyInfo:
+        """Revoke a key (again revoking a revoked key changes nothing and is not audited)."""
+        async with transaction(self._sessions, "revoke an API key") as session:
+            row = await _visible_key(session, actor, key_id)
             if row.revoked_at is None:
                 row.revoked_at = datetime.now(UTC)
-            self._forget(row.key_hash)
-            return _info(row)
+                record(
+                    session,
+                    actor=actor or Actor.internal("service"),
+                    action="key.revoked",
+                    tenant_id=row.tenant_id,
+                    target_type="api_key",
+                    target_id=row.id,
+                    details=audit_details(row),
+                )
+            self._cache.forget(row.key_hash)
+            return key_info(row)
 
     async def ensure_admin_key(self, configured: SecretStr | None) -> str | None:
-        """Make sure an admin can get in; returns a newly generated admin key, else None.
-
-        With a configured key, its hash is stored as an admin key if missing (nothing is
-        returned: the operator already knows it). Without one, a key is generated only when no
-        active admin key exists; the caller prints it once.
-        """
-        now = datetime.now(UTC)
-        async with transaction(self._sessions, "set up the admin key") as session:
-            await lock(session, "admin-key")  # two processes starting at once create one key
-            if configured is not None:
-                await _ensure_configured(session, configured.get_secret_value(), now)
-                return None
-            active_admin = await session.scalar(
-                select(ApiKey.id)
-                .where(ApiKey.role == "admin", ApiKey.revoked_at.is_(None))
-                .where(or_(ApiKey.expires_at.is_(None), ApiKey.expires_at > now))
-                .limit(1)
-            )
-            if active_admin is not None:
-                return None
-            plaintext = generate_key()
-            session.add(_new_row(plaintext, name="admin (generated)", role="admin", now=now))
-            return plaintext
+        """Make sure an operator can get in; see :mod:`tidegate.gateway.admin_key`."""
+        return await ensure_admin_key(self._sessions, configured)
 
     async def _verify(self, key_hash: str) -> Principal:
         now = datetime.now(UTC)
         async with transaction(self._sessions, "check an API key") as session:
-            row = await session.scalar(select(ApiKey).where(ApiKey.key_hash == key_hash))
-            if row is None or not hmac.compare_digest(row.key_hash, key_hash):
+            found = (
+                await session.execute(
+                    select(ApiKey, Tenant)
+                    .join(Tenant, ApiKey.tenant_id == Tenant.id)
+                    .where(ApiKey.key_hash == key_hash)
+                )
+            ).first()
+            if found is None or not hmac.compare_digest(found[0].key_hash, key_hash):
                 raise AuthenticationError(
                     f"Incorrect API key provided. {_HOW_TO_GET_A_KEY}", code="invalid_api_key"
                 )
+            row, tenant = found
             if row.revoked_at is not None:
                 raise AuthenticationError(
                     f"This API key ({row.key_prefix}...) has been revoked. {_HOW_TO_GET_A_KEY}",
@@ -217,33 +260,10 @@ class KeyService:
                     code="invalid_api_key",
                 )
             row.last_used_at = now  # at most once per TTL per key per process
-            principal = Principal(key_id=row.id, role=_role(row.role), name=row.name)
+            principal = _principal(row, tenant)
             expires_at = row.expires_at
-        self._remember(key_hash, principal, expires_at, now)
+        self._cache.put(key_hash, principal, expires_at, now)
         return principal
-
-    def _remember(
-        self, key_hash: str, principal: Principal, expires_at: datetime | None, now: datetime
-    ) -> None:
-        ttl = self._ttl
-        if expires_at is not None:
-            ttl = min(ttl, (expires_at - now).total_seconds())  # an expiring key leaves on time
-        if ttl <= 0:
-            return
-        if len(self._cache) >= self._max_entries:
-            self._evict()
-        self._cache[key_hash] = _Cached(principal, key_hash, time.monotonic() + ttl)
-
-    def _evict(self) -> None:
-        now = time.monotonic()
-        for key_hash in [h for h, entry in self._cache.items() if entry.deadline <= now]:
-            del self._cache[key_hash]
-        # Still full: drop the oldest insertion; dicts keep insertion order.
-        while len(self._cache) >= self._max_entries:
-            del self._cache[next(iter(self._cache))]
-
-    def _forget(self, key_hash: str) -> None:
-        self._cache.pop(key_hash, None)
 
     def _settle(self, key_hash: str, done: asyncio.Future[Principal]) -> None:
         self._inflight.pop(key_hash, None)
@@ -251,61 +271,26 @@ class KeyService:
             done.exception()  # mark it retrieved even if every waiter went away
 
 
-async def _ensure_configured(session: AsyncSession, plaintext: str, now: datetime) -> None:
-    if len(plaintext) < MIN_CONFIGURED_KEY_LEN:
-        raise InvalidRequestError(
-            f"admin_key must be at least {MIN_CONFIGURED_KEY_LEN} characters long; leave it "
-            "unset and tidegate generates a strong one at first start.",
-            param="admin_key",
+async def _visible_key(session: AsyncSession, actor: Actor | None, key_id: str) -> ApiKey:
+    row = await session.get(ApiKey, key_id)
+    if row is None or not (actor or Actor.internal("service")).sees(row.tenant_id):
+        # The same answer for a missing key and another tenant's key.
+        raise NotFoundError(
+            f"No API key with id '{key_id}'. See the ids with `tidegate keys list` "
+            "or GET /admin/keys.",
+            param="key_id",
         )
-    row = await session.scalar(select(ApiKey).where(ApiKey.key_hash == hash_key(plaintext)))
-    if row is None:
-        session.add(_new_row(plaintext, name="admin (from config)", role="admin", now=now))
-        return
-    info = _info(row)
-    if info.role != "admin" or info.status(now) != "active":
-        # Re-enabling it silently would undo an operator's revocation.
-        state = "a member key" if info.role != "admin" else info.status(now)
-        raise InvalidRequestError(
-            f"The configured admin_key is stored as key {info.id}, which is {state}. "
-            "Configure a different admin_key, or unset it to have one generated.",
-            param="admin_key",
-        )
+    return row
 
 
-def _new_row(
-    plaintext: str, *, name: str, role: Role, now: datetime, expires_at: datetime | None = None
-) -> ApiKey:
-    # At most a quarter of a key is shown, so short configured keys do not leak.
-    prefix = plaintext[: min(PREFIX_LEN, len(plaintext) // 4)]
-    return ApiKey(
-        id="key_" + secrets.token_hex(12),
-        name=name,
-        key_hash=hash_key(plaintext),
-        key_prefix=prefix,
-        role=role,
-        created_at=now,
-        expires_at=expires_at,
-        revoked_at=None,
-        last_used_at=None,
-    )
-
-
-def _role(value: str) -> Role:
-    for role in ROLES:
-        if value == role:
-            return role
-    raise ValueError(f"unknown role {value!r} in the store")
-
-
-def _info(row: ApiKey) -> ApiKeyInfo:
-    return ApiKeyInfo(
-        id=row.id,
-        name=row.name,
-        prefix=row.key_prefix,
-        role=_role(row.role),
-        created_at=row.created_at,
-        expires_at=row.expires_at,
-        revoked_at=row.revoked_at,
-        last_used_at=row.last_used_at,
+def _principal(key: ApiKey, tenant: Tenant) -> Principal:
+    return Principal(
+        key_id=key.id,
+        role=parse_role(key.role),
+        name=key.name,
+        tenant_id=tenant.id,
+        tenant_name=tenant.name,
+        tier=parse_tier(tenant.tier),
+        tenant=TenantSettings.model_validate(tenant.settings),
+        key=KeySettings.model_validate(key.settings),
     )

@@ -18,6 +18,14 @@ ROUTES: tuple[Route, ...] = ("chat", "completions")
 
 
 UNKNOWN_MODEL = "unknown"
+NO_TENANT = "none"
+"""Tenant label of requests rejected before their key was known."""
+OTHER_TENANTS = "other"
+"""Tenant label once more than ``max_tenant_labels`` tenants have been seen."""
+
+RejectionReason = Literal[
+    "auth", "validation", "rate_limit", "concurrency", "budget", "limiter_unavailable", "overload"
+]
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 _ITL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.06, 0.1, 0.2, 0.5, 1, 2.5)
@@ -26,8 +34,12 @@ _ITL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.06, 0.1, 0.2, 0.5, 1, 
 class GatewayMetrics:
     """The gateway's own metrics, on a registry of its own."""
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self, registry: CollectorRegistry | None = None, *, max_tenant_labels: int = 1000
+    ) -> None:
         self.registry = registry or CollectorRegistry()
+        self._max_tenant_labels = max_tenant_labels
+        self._tenant_labels: set[str] = set()
         r = self.registry
         self.requests = Counter(
             "tidegate_requests",
@@ -92,6 +104,26 @@ class GatewayMetrics:
             ["model", "replica"],
             registry=r,
         )
+        # Per tenant: tenants are created by operators only, and past max_tenant_labels further
+        # tenants share the label "other", so the series count stays bounded.
+        self.tenant_requests = Counter(
+            "tidegate_tenant_requests",
+            "Requests by tenant and outcome class.",
+            ["tenant", "outcome"],
+            registry=r,
+        )
+        self.tenant_tokens = Counter(
+            "tidegate_tenant_tokens",
+            "Tokens by tenant and kind (prompt or completion).",
+            ["tenant", "kind"],
+            registry=r,
+        )
+        self.tenant_rejections = Counter(
+            "tidegate_tenant_rejections",
+            "Requests refused by the gateway, by tenant and reason.",
+            ["tenant", "reason"],
+            registry=r,
+        )
         # Normalised vLLM engine metrics, scraped from each replica's /metrics.
         self.engine_requests_running = Gauge(
             "tidegate_engine_requests_running",
@@ -123,3 +155,13 @@ class GatewayMetrics:
             ["model", "replica"],
             registry=r,
         )
+
+    def tenant_label(self, tenant: str | None) -> str:
+        if tenant is None:
+            return NO_TENANT
+        if tenant in self._tenant_labels:
+            return tenant
+        if len(self._tenant_labels) >= self._max_tenant_labels:
+            return OTHER_TENANTS
+        self._tenant_labels.add(tenant)
+        return tenant

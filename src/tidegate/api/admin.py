@@ -1,0 +1,189 @@
+"""The /admin API: tenants, keys and the audit log, for admin keys only.
+
+HTTP only: every handler authenticates the bearer key, turns it into an
+:class:`~tidegate.gateway.actors.Actor` (403 for member keys) and calls a gateway service,
+which enforces the tenant scope and audits the change. Errors are TidegateErrors, rendered by
+the app's one error table. Lists take ``limit`` (1-100, default 20) and ``after`` (the
+``last_id`` of the previous page).
+
+    POST   /admin/tenants            operator           create a tenant
+    GET    /admin/tenants            admin              list (a tenant's admin: its own)
+    GET    /admin/tenants/{id}       admin              read
+    PATCH  /admin/tenants/{id}       operator           change name, tier, settings (merge patch)
+    DELETE /admin/tenants/{id}       operator           delete (refused while it has active keys)
+    POST   /admin/keys               admin              create; the response holds the key once
+    GET    /admin/keys               admin              list (?tenant_id= to narrow)
+    GET    /admin/keys/{id}          admin              read
+    DELETE /admin/keys/{id}          admin              revoke
+    GET    /admin/audit              admin              newest first (?tenant_id= to narrow)
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from tidegate.api.admin_json import (
+    audit_json,
+    json_response,
+    key_json,
+    page_json,
+    tenant_json,
+)
+from tidegate.api.asgi import bearer_token, read_body
+from tidegate.api.services import ApiServices, ServicesSlot
+from tidegate.errors import InvalidRequestError
+from tidegate.gateway.actors import Actor
+from tidegate.gateway.completions import parse_json_object
+from tidegate.protocol.admin import (
+    Body,
+    KeyCreate,
+    TenantCreate,
+    TenantUpdate,
+    parse_admin_body,
+)
+from tidegate.protocol.requests import RequestValidationFailure
+
+DEFAULT_PAGE = 20
+MAX_PAGE = 100
+
+
+class AdminRoutes:
+    def __init__(self, *, services: ServicesSlot) -> None:
+        self._slot = services
+
+    async def create_tenant(self, request: Request) -> Response:
+        services, actor = await self._authorize(request)
+        body = await _body(request, services, TenantCreate)
+        info = await services.tenants.create(body.name, body.tier, body.settings, actor=actor)
+        return json_response(tenant_json(info), 201)
+
+    async def list_tenants(self, request: Request) -> Response:
+        services, actor = await self._authorize(request)
+        limit = _limit(request)
+        infos = await services.tenants.list(
+            actor=actor, limit=limit + 1, after=request.query_params.get("after")
+        )
+        return json_response(page_json(infos, limit, tenant_json))
+
+    async def get_tenant(self, request: Request) -> Response:
+        services, actor = await self._authorize(request)
+        info = await services.tenants.get(request.path_params["tenant_id"], actor=actor)
+        return json_response(tenant_json(info))
+
+    async def update_tenant(self, request: Request) -> Response:
+        services, actor = await self._authorize(request)
+        tenant_id = request.path_params["tenant_id"]
+        body = await _body(request, services, TenantUpdate)
+        info = await services.tenants.update(
+            tenant_id, name=body.name, tier=body.tier, settings=body.settings, actor=actor
+        )
+        services.keys.forget_tenant(tenant_id)  # this process applies the change at once
+        return json_response(tenant_json(info))
+
+    async def delete_tenant(self, request: Request) -> Response:
+        services, actor = await self._authorize(request)
+        info = await services.tenants.delete(request.path_params["tenant_id"], actor=actor)
+        services.keys.forget_tenant(info.id)
+        return json_response({"id": info.id, "object": "tenant.deleted", "deleted": True})
+
+    async def create_key(self, request: Request) -> Response:
+        services, actor = await self._authorize(request)
+        body = await _body(request, services, KeyCreate)
+        tenant_id = body.tenant_id or actor.home_tenant_id
+        expires_at = None
+        if body.expires_in_days is not None:
+            expires_at = datetime.now(UTC) + timedelta(days=body.expires_in_days)
+        info, plaintext = await services.keys.create(
+            body.name, body.role, tenant_id, expires_at, body.settings, actor=actor
+        )
+        return json_response(key_json(info, plaintext), 201)
+
+    async def list_keys(self, request: Request) -> Response:
+        services, actor = await self._authorize(request)
+        limit = _limit(request)
+        infos = await services.keys.list(
+            tenant_id=request.query_params.get("tenant_id"),
+            actor=actor,
+            limit=limit + 1,
+            after=request.query_params.get("after"),
+        )
+        return json_response(page_json(infos, limit, key_json))
+
+    async def get_key(self, request: Request) -> Response:
+        services, actor = await self._authorize(request)
+        info = await services.keys.get(request.path_params["key_id"], actor=actor)
+        return json_response(key_json(info))
+
+    async def revoke_key(self, request: Request) -> Response:
+        services, actor = await self._authorize(request)
+        info = await services.keys.revoke(request.path_params["key_id"], actor=actor)
+        return json_response(key_json(info))
+
+    async def list_audit(self, request: Request) -> Response:
+        services, actor = await self._authorize(request)
+        limit = _limit(request)
+        entries = await services.audit.list(
+            actor=actor,
+            tenant_id=request.query_params.get("tenant_id"),
+            limit=limit + 1,
+            after=_int_param(request, "after"),
+        )
+        return json_response(page_json(entries, limit, audit_json))
+
+    async def _authorize(self, request: Request) -> tuple[ApiServices, Actor]:
+        services = self._slot.get()
+        principal = await services.keys.authenticate(bearer_token(request.scope))
+        return services, Actor.admin(principal)
+
+
+def build_admin_routes(services: ServicesSlot) -> list[BaseRoute]:
+    admin = AdminRoutes(services=services)
+    return [
+        Route("/admin/tenants", admin.create_tenant, methods=["POST"]),
+        Route("/admin/tenants", admin.list_tenants, methods=["GET"]),
+        Route("/admin/tenants/{tenant_id}", admin.get_tenant, methods=["GET"]),
+        Route("/admin/tenants/{tenant_id}", admin.update_tenant, methods=["PATCH"]),
+        Route("/admin/tenants/{tenant_id}", admin.delete_tenant, methods=["DELETE"]),
+        Route("/admin/keys", admin.create_key, methods=["POST"]),
+        Route("/admin/keys", admin.list_keys, methods=["GET"]),
+        Route("/admin/keys/{key_id}", admin.get_key, methods=["GET"]),
+        Route("/admin/keys/{key_id}", admin.revoke_key, methods=["DELETE"]),
+        Route("/admin/audit", admin.list_audit, methods=["GET"]),
+    ]
+
+
+async def _body(request: Request, services: ApiServices, model: type[Body]) -> Body:
+    raw = await read_body(request.scope, request.receive, services.max_body_bytes)
+    data: dict[str, Any] = parse_json_object(raw)
+    try:
+        return parse_admin_body(model, data)
+    except RequestValidationFailure as failure:
+        raise InvalidRequestError(failure.message, param=failure.param) from None
+
+
+def _limit(request: Request) -> int:
+    value = _int_param(request, "limit")
+    if value is None:
+        return DEFAULT_PAGE
+    if not 1 <= value <= MAX_PAGE:
+        raise InvalidRequestError(
+            f"Invalid value for 'limit': use 1 to {MAX_PAGE} (got {value}).", param="limit"
+        )
+    return value
+
+
+def _int_param(request: Request, name: str) -> int | None:
+    value = request.query_params.get(name)
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise InvalidRequestError(
+            f"Invalid value for '{name}': expected an integer.", param=name
+        ) from None

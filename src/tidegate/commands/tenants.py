@@ -1,0 +1,173 @@
+"""``tidegate tenants``: create, list, update and delete tenants in the configured store.
+
+Uses the same TenantService as the admin API, acting as ``cli:<user>`` (an operator); every
+change is audited. ``create`` writes only the new tenant's id to stdout, so
+``TENANT=$(tidegate tenants create acme)`` works; everything else goes to stderr.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+from tidegate.commands.policy_options import (
+    Concurrency,
+    DailyCost,
+    DailyTokens,
+    LogPrompts,
+    MaxPromptTokens,
+    Models,
+    MonthlyCost,
+    MonthlyTokens,
+    Rpm,
+    Tpm,
+    tenant_settings_patch,
+)
+from tidegate.commands.store_cli import ConfigOption, day, open_store, run_command, table_console
+from tidegate.gateway.actors import Actor
+from tidegate.gateway.policy import TenantSettings
+from tidegate.gateway.tenants import DEFAULT_TIER, TenantInfo, TenantService, merge_patch
+
+tenants_app = typer.Typer(help="Create, list, update and delete tenants.", no_args_is_help=True)
+
+TierOption = Annotated[str | None, typer.Option("--tier", help="interactive, batch or internal.")]
+TenantId = Annotated[str, typer.Argument(help="The tenant's id, from `tidegate tenants list`.")]
+
+
+@tenants_app.command()
+def create(
+    name: Annotated[str, typer.Argument(help="A unique name for the team or product.")],
+    tier: TierOption = None,
+    rpm: Rpm = None,
+    tpm: Tpm = None,
+    concurrency: Concurrency = None,
+    daily_tokens: DailyTokens = None,
+    monthly_tokens: MonthlyTokens = None,
+    daily_cost: DailyCost = None,
+    monthly_cost: MonthlyCost = None,
+    models: Models = None,
+    max_prompt_tokens: MaxPromptTokens = None,
+    log_prompts: LogPrompts = None,
+    config: ConfigOption = None,
+) -> None:
+    """Create a tenant and print its id."""
+    patch = tenant_settings_patch(
+        rpm=rpm,
+        tpm=tpm,
+        concurrency=concurrency,
+        daily_tokens=daily_tokens,
+        monthly_tokens=monthly_tokens,
+        daily_cost=daily_cost,
+        monthly_cost=monthly_cost,
+        models=models,
+        max_prompt_tokens=max_prompt_tokens,
+        log_prompts=log_prompts,
+    )
+
+    async def run() -> TenantInfo:
+        async with open_store(config) as (_, sessions):
+            tenants = TenantService(sessions=sessions)
+            return await tenants.create(
+                name, tier or DEFAULT_TIER, merge_patch({}, patch), actor=Actor.cli()
+            )
+
+    info = run_command(run())
+    typer.echo(info.id)
+    Console(stderr=True).print(
+        f"Created tenant {info.id} ({info.name!r}, tier {info.tier}); {_summary(info.settings)}. "
+        f"Give it a key with `tidegate keys create --tenant {info.id} --name NAME`.",
+        markup=False,
+    )
+
+
+@tenants_app.command("list")
+def list_tenants(config: ConfigOption = None) -> None:
+    """List tenants with their tier and limits."""
+
+    async def run() -> list[TenantInfo]:
+        async with open_store(config) as (_, sessions):
+            return await TenantService(sessions=sessions).list(actor=Actor.cli())
+
+    infos = run_command(run())
+    table = Table(box=box.SIMPLE_HEAD, collapse_padding=True, pad_edge=False)
+    for header in ("id", "name", "tier", "created"):
+        table.add_column(header, no_wrap=header != "name", min_width=len(header))
+    table.add_column("settings", overflow="fold")
+    for info in infos:
+        table.add_row(info.id, info.name, info.tier, day(info.created_at), _summary(info.settings))
+    table_console().print(table)
+
+
+@tenants_app.command()
+def update(
+    tenant_id: TenantId,
+    name: Annotated[str | None, typer.Option("--name", help="A new unique name.")] = None,
+    tier: TierOption = None,
+    rpm: Rpm = None,
+    tpm: Tpm = None,
+    concurrency: Concurrency = None,
+    daily_tokens: DailyTokens = None,
+    monthly_tokens: MonthlyTokens = None,
+    daily_cost: DailyCost = None,
+    monthly_cost: MonthlyCost = None,
+    models: Models = None,
+    max_prompt_tokens: MaxPromptTokens = None,
+    log_prompts: LogPrompts = None,
+    config: ConfigOption = None,
+) -> None:
+    """Change a tenant; options left out keep their value. Gateways apply it within
+    store.key_cache_ttl_s."""
+    patch = tenant_settings_patch(
+        rpm=rpm,
+        tpm=tpm,
+        concurrency=concurrency,
+        daily_tokens=daily_tokens,
+        monthly_tokens=monthly_tokens,
+        daily_cost=daily_cost,
+        monthly_cost=monthly_cost,
+        models=models,
+        max_prompt_tokens=max_prompt_tokens,
+        log_prompts=log_prompts,
+    )
+
+    async def run() -> TenantInfo:
+        async with open_store(config) as (_, sessions):
+            return await TenantService(sessions=sessions).update(
+                tenant_id, name=name, tier=tier, settings=patch, actor=Actor.cli()
+            )
+
+    info = run_command(run())
+    Console(stderr=True).print(
+        f"Updated tenant {info.id} ({info.name!r}, tier {info.tier}); {_summary(info.settings)}.",
+        markup=False,
+    )
+
+
+@tenants_app.command()
+def delete(tenant_id: TenantId, config: ConfigOption = None) -> None:
+    """Delete a tenant that has no active keys (revoke them first)."""
+
+    async def run() -> TenantInfo:
+        async with open_store(config) as (_, sessions):
+            return await TenantService(sessions=sessions).delete(tenant_id, actor=Actor.cli())
+
+    info = run_command(run())
+    Console(stderr=True).print(f"Deleted tenant {info.id} ({info.name!r}).", markup=False)
+
+
+def _summary(settings: TenantSettings) -> str:
+    """The settings that differ from the defaults, as `a.b=value` pairs."""
+    changed = settings.model_dump(mode="json", exclude_defaults=True)
+    pairs: list[str] = []
+    for name, value in changed.items():
+        if isinstance(value, dict):
+            pairs += [f"{name}.{inner}={shown}" for inner, shown in value.items()]
+        elif isinstance(value, list):
+            pairs.append(f"{name}={','.join(str(item) for item in value)}")
+        else:
+            pairs.append(f"{name}={value}")
+    return " ".join(pairs) or "no limits"

@@ -1,0 +1,26 @@
+"""Rate limits, concurrency limits and budgets, in this process or shared through Redis.
+
+factory.py      build_limiter(limits=config.limits, pricing=config.pricing, registry=...)
+limiter.py      Limiter.admit(...) -> Admission; Admission.settle(...)
+model.py        what a store is asked (Demand) and answers (Verdict); the store protocol
+memory.py       the in-process store (the embedded default)
+redis_store.py  the Redis store (atomic Lua scripts in lua.py), shared by gateway replicas
+headers.py      x-ratelimit-* headers · refusals.py the 429 messages · periods.py UTC periods
+"""
+
+from __future__ import annotations
+
+from tidegate.gateway.limits.factory import build_limiter
+from tidegate.gateway.limits.limiter import Admission, Limiter
+from tidegate.gateway.limits.memory import MemoryLimitStore
+from tidegate.gateway.limits.metrics import LimiterMetrics
+from tidegate.gateway.limits.redis_store import RedisLimitStore
+
+__all__ = [
+    "Admission",
+    "Limiter",
+    "LimiterMetrics",
+    "MemoryLimitStore",
+    "RedisLimitStore",
+    "build_limiter",
+]

@@ -1,0 +1,162 @@
+"""The Redis limit store, shared by every gateway replica: one EVALSHA per admit and per settle.
+
+All of a tenant's keys (its buckets, its keys' buckets, leases and budgets) carry the tenant id
+as a hash tag, ``{tenant}``, so each script touches one slot and would run on Redis Cluster.
+Redis errors are translated here: a connection that fails or answers slower than the timeout
+becomes ``LimitStoreUnavailable``; the limiter applies the tenant's failure mode. Commands are
+never retried, because a script that ran before its reply was lost would reserve twice. After
+a failure the store does not try Redis again for ``cooldown_s``, so a Redis that hangs costs
+the request path one timeout, not one per request.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ReadOnlyError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from tidegate.gateway.limits import lua
+from tidegate.gateway.limits.model import (
+    KEY_CONCURRENCY,
+    KEY_TPM,
+    TENANT_CONCURRENCY,
+    TENANT_TPM,
+    Demand,
+    LimitStoreUnavailable,
+    Verdict,
+)
+from tidegate.gateway.limits.periods import Period
+
+_UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, ReadOnlyError, OSError, TimeoutError)
+_BUDGET_GRACE_S = 3600
+"""Budget counters outlive their period by this much, so late settles still find them."""
+_CACHE_MAX = 65_536
+
+
+class RedisLimitStore:
+    def __init__(
+        self,
+        *,
+        url: str,
+        timeout_s: float,
+        key_prefix: str,
+        lease_s: float = 900.0,
+        cooldown_s: float = 0.5,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        """``lease_s``: how long a concurrency slot outlives a gateway that died holding it
+        (longer than the longest request). ``clock``: tests only; by default Redis's TIME."""
+        self._redis = aioredis.Redis.from_url(
+            url,
+            socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s,
+            retry=Retry(NoBackoff(), 0),
+            health_check_interval=0,
+        )
+        self._admit = self._redis.register_script(lua.ADMIT)
+        self._settle = self._redis.register_script(lua.SETTLE)
+        self._seed = self._redis.register_script(lua.SEED)
+        self._prefix = key_prefix
+        self._lease = str(lease_s)
+        self._cooldown_s = cooldown_s
+        self._clock = clock
+        self._down_until = 0.0
+        # Admission ids (concurrency lease members): unique across gateway replicas.
+        self._instance = os.urandom(8).hex()
+        self._ids = itertools.count()
+        self._keys: dict[tuple[str, str, str, str], tuple[str, ...]] = {}
+
+    async def admit(self, demand: Demand) -> Verdict:
+        d = demand
+        keys = self._keys_of(d.tenant_id, d.key_id, d.day.key, d.month.key)
+        member = f"{self._instance}:{next(self._ids)}"
+        args = (
+            *d.limits,
+            *d.budget,
+            d.prompt_tokens,
+            d.max_tokens,
+            d.prompt_cost,
+            repr(d.output_cost),
+            repr(d.day.end),
+            repr(d.month.end),
+            member,
+            self._lease,
+            self._now(),
+        )
+        reply = await self._call(self._admit, keys, args)  # numbers as int, the rest as bytes
+        levels = (float(reply[3]), float(reply[4]), float(reply[5]), float(reply[6]))
+        if reply[0] != 1:
+            return Verdict(False, 0, 0, levels, int(reply[7]), float(reply[8]))
+        return Verdict(True, int(reply[1]), int(reply[2]), levels, handle=(keys, member))
+
+    async def settle(self, demand: Demand, verdict: Verdict, *, tokens: int, cost: int) -> None:
+        d = demand
+        handle: tuple[tuple[str, ...], str] = verdict.handle  # type: ignore[assignment]
+        keys, member = handle
+        args = (
+            d.limits[TENANT_TPM],
+            d.limits[KEY_TPM],
+            d.prompt_tokens + verdict.completion - tokens,
+            cost - verdict.cost,
+            member,
+            _flag(d.limits[TENANT_CONCURRENCY]),
+            _flag(d.limits[KEY_CONCURRENCY]),
+            _flag(d.budget[0] or d.budget[1]),  # the day's budget is counted
+            _flag(d.budget[2] or d.budget[3]),  # the month's
+            self._now(),
+        )
+        await self._call(self._settle, keys, args)
+
+    async def seed_spend(self, *, tenant_id: str, period: Period, tokens: int, cost: int) -> None:
+        key = f"{self._prefix}:{{{tenant_id}}}:b:{period.key}"
+        await self._call(self._seed, (key,), (tokens, cost, int(period.end) + _BUDGET_GRACE_S))
+
+    async def aclose(self) -> None:
+        await self._redis.aclose()
+
+    async def _call(self, script: object, keys: Sequence[str], args: Sequence[object]) -> list[Any]:
+        if self._down_until and time.monotonic() < self._down_until:
+            raise LimitStoreUnavailable("Redis failed moments ago; not retrying yet")
+        try:
+            reply = await script(keys=keys, args=args)  # type: ignore[operator]
+        except _UNAVAILABLE as error:
+            self._down_until = time.monotonic() + self._cooldown_s
+            raise LimitStoreUnavailable(f"{type(error).__name__}: {error}") from error
+        self._down_until = 0.0
+        return reply  # type: ignore[no-any-return]
+
+    def _now(self) -> str:
+        return "" if self._clock is None else repr(self._clock())
+
+    def _keys_of(self, tenant_id: str, key_id: str, day: str, month: str) -> tuple[str, ...]:
+        cache_key = (tenant_id, key_id, day, month)
+        keys = self._keys.get(cache_key)
+        if keys is None:
+            if len(self._keys) >= _CACHE_MAX:
+                self._keys.clear()  # periods rolled over, or very many keys: start afresh
+            t = f"{self._prefix}:{{{tenant_id}}}"
+            k = f"{t}:k:{key_id}"
+            keys = self._keys[cache_key] = (
+                f"{t}:rpm",
+                f"{t}:tpm",
+                f"{t}:conc",
+                f"{k}:rpm",
+                f"{k}:tpm",
+                f"{k}:conc",
+                f"{t}:b:{day}",
+                f"{t}:b:{month}",
+            )
+        return keys
+
+
+def _flag(value: int) -> str:
+    return "1" if value else "0"
