@@ -1,21 +1,26 @@
 """Builds the ASGI app from a Config. The lifespan wires the services; nothing is global.
 
 Startup: migrate the store, make sure an admin key exists (announcing a generated one once),
-build the routing table (remote upstreams are ready at once; local engines are started by the
-supervisor and become ready when loaded), open the upstream connection pool. Shutdown runs in
-reverse; the supervisor drains the replicas before stopping them.
+start usage metering (replaying what a crashed process left), build the limiter, the validator
+(each model's tokenizer and context length) and the routing table (remote upstreams are ready at
+once; local engines are started by the supervisor and become ready when loaded), open the
+upstream connection pool. Shutdown runs in exact reverse order through one exit stack: the
+supervisor drains the replicas first, usage is flushed last.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Protocol
 
 import aiohttp
 from sqlalchemy import text
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from opentelemetry.sdk.trace.export import SpanExporter
 from starlette.middleware import Middleware
 
 from tidegate.api.request_id import RequestIdMiddleware
@@ -23,11 +28,21 @@ from tidegate.api.routes import build_routes, http_error_handler, tidegate_error
 from tidegate.api.services import ApiServices, ServicesSlot
 from tidegate.config import Config
 from tidegate.errors import TidegateError
+from tidegate.gateway.accounting import RequestAccounting
+from tidegate.gateway.audit import AuditLog
 from tidegate.gateway.completions import CompletionService
 from tidegate.gateway.keys import KeyService
+from tidegate.gateway.limits import Limiter, build_limiter
+from tidegate.gateway.model_limits import model_limits
+from tidegate.gateway.pricing import PriceTable
+from tidegate.gateway.redaction import Redactor
+from tidegate.gateway.tenants import TenantService
+from tidegate.gateway.validation import RequestValidator
+from tidegate.metering import PromptLogWriter, RetentionPurger, UsageMeter, UsageQueries
 from tidegate.observability.access_log import AccessLog
 from tidegate.observability.metrics import GatewayMetrics
 from tidegate.observability.recorder import RequestRecorder
+from tidegate.observability.tracing import Tracing
 from tidegate.routing.replicas import Replica, ReplicaState, RoutingTable
 from tidegate.store.db import create_engine, create_sessionmaker
 from tidegate.store.migrate import migrate
@@ -61,76 +76,164 @@ def _local_engines(config: Config, routing: RoutingTable, metrics: GatewayMetric
     return EngineSupervisor(config=config, routing=routing, metrics=metrics)
 
 
+def _local_model_dir(config: Config) -> str | None:
+    if config.engines.replicas <= 0:
+        return None
+    from tidegate.engines.model_prepare import resolve_model
+
+    resolved = resolve_model(config)
+    return resolved if Path(resolved).is_dir() else None
+
+
+async def _seed_budgets(limiter: Limiter, tenants: TenantService, usage: UsageQueries) -> None:
+    """The in-process limit store starts empty: give it today's and this month's spend."""
+    for tenant in await tenants.list():
+        budgets = tenant.settings.budgets
+        if not any(budgets.model_dump().values()):
+            continue
+        day = await usage.spend_so_far(tenant.id, "day")
+        month = await usage.spend_so_far(tenant.id, "month")
+        await limiter.seed_spend(
+            tenant_id=tenant.id,
+            day_tokens=day.tokens,
+            day_cost_usd=day.cost_usd,
+            month_tokens=month.tokens,
+            month_cost_usd=month.cost_usd,
+        )
+
+
 def build_app(
     config: Config,
     *,
     announce_admin_key: Callable[[str | None], None] | None = None,
     access_log: AccessLog | None = None,
+    span_exporter: SpanExporter | None = None,
 ) -> Starlette:
+    """``access_log`` and ``span_exporter``: where tests collect what the app writes."""
     slot = ServicesSlot()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await migrate(config.store_url)
-        store = create_engine(config.store_url)
-        keys = KeyService(
-            sessions=create_sessionmaker(store), cache_ttl_s=config.store.key_cache_ttl_s
-        )
-        generated = await keys.ensure_admin_key(config.admin_key)
-        if config.admin_key is None and announce_admin_key is not None:
-            announce_admin_key(generated)  # None: one was generated at an earlier start
+        async with contextlib.AsyncExitStack() as stack:
+            await migrate(config.store_url)
+            store = create_engine(config.store_url)
+            stack.push_async_callback(store.dispose)
+            sessions = create_sessionmaker(store)
+            keys = KeyService(sessions=sessions, cache_ttl_s=config.store.key_cache_ttl_s)
+            generated = await keys.ensure_admin_key(config.admin_key)
+            if config.admin_key is None and announce_admin_key is not None:
+                announce_admin_key(generated)  # None: one was generated at an earlier start
+            tenants = TenantService(sessions=sessions)
+            usage = UsageQueries(sessions=sessions)
 
-        metrics = GatewayMetrics()
-        routing = RoutingTable()
-        add_remote_upstreams(config, routing)
-        engines: Engines | None = None
-        if config.engines.replicas > 0:
-            engines = _local_engines(config, routing, metrics)
-
-        server = config.server
-        session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(
-                limit=server.upstream_max_connections, keepalive_timeout=30
-            ),
-            skip_auto_headers=("User-Agent",),
-        )
-        upstream = UpstreamClient(
-            session=session,
-            timeouts=UpstreamTimeouts(
-                connect_s=server.connect_timeout_s,
-                total_s=server.request_timeout_s,
-                idle_s=server.idle_timeout_s,
-            ),
-        )
-        log = access_log or AccessLog(enabled=server.access_log)
-        log.start()
-
-        async def store_ping() -> None:
-            async with store.connect() as connection:
-                await connection.execute(text("SELECT 1"))
-
-        slot.fill(
-            ApiServices(
-                keys=keys,
-                completions=CompletionService(routing=routing, upstream=upstream, metrics=metrics),
-                recorder=RequestRecorder(metrics=metrics, access_log=log),
-                metrics=metrics,
-                routing=routing,
-                store_ping=store_ping,
-                max_body_bytes=server.max_body_bytes,
+            metrics = GatewayMetrics()
+            tracing = Tracing(
+                service_name=config.telemetry.service_name,
+                otlp_endpoint=config.telemetry.otlp_endpoint,
+                exporter=span_exporter,
             )
-        )
-        try:
-            if engines is not None:
+            stack.callback(tracing.shutdown)
+            log = access_log or AccessLog(enabled=config.server.access_log)
+            log.start()
+            stack.push_async_callback(log.stop)
+
+            # Usage first in, last out: every request served below is metered and flushed.
+            meter = UsageMeter(
+                sessions=sessions,
+                wal_dir=config.wal_dir,
+                flush_interval_s=config.metering.flush_interval_s,
+                batch_size=config.metering.batch_size,
+            )
+            await meter.start()
+            stack.push_async_callback(meter.stop)
+            prompt_logs = PromptLogWriter(
+                sessions=sessions,
+                redact=Redactor().redact,
+                flush_interval_s=config.metering.flush_interval_s,
+                batch_size=config.metering.batch_size,
+            )
+            prompt_logs.start()
+            stack.push_async_callback(prompt_logs.stop)
+            purger = RetentionPurger(sessions=sessions, interval_s=config.metering.purge_interval_s)
+            purger.start()
+            stack.push_async_callback(purger.stop)
+
+            limiter = build_limiter(
+                limits=config.limits, pricing=config.pricing, registry=metrics.registry
+            )
+            stack.push_async_callback(limiter.aclose)
+            if config.limits.backend == "memory":
+                await _seed_budgets(limiter, tenants, usage)
+
+            tokenizer_pool = ThreadPoolExecutor(
+                max_workers=config.validation.tokenizer_threads, thread_name_prefix="tokenizer"
+            )
+            stack.callback(tokenizer_pool.shutdown, wait=False, cancel_futures=True)
+            validator = RequestValidator(
+                config=config.validation,
+                models=model_limits(
+                    config, local_model_dir=_local_model_dir(config), executor=tokenizer_pool
+                ),
+            )
+
+            routing = RoutingTable()
+            add_remote_upstreams(config, routing)
+            server = config.server
+            session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(
+                    limit=server.upstream_max_connections, keepalive_timeout=30
+                ),
+                skip_auto_headers=("User-Agent",),
+            )
+            stack.push_async_callback(session.close)
+            upstream = UpstreamClient(
+                session=session,
+                timeouts=UpstreamTimeouts(
+                    connect_s=server.connect_timeout_s,
+                    total_s=server.request_timeout_s,
+                    idle_s=server.idle_timeout_s,
+                ),
+            )
+
+            async def store_ping() -> None:
+                async with store.connect() as connection:
+                    await connection.execute(text("SELECT 1"))
+
+            slot.fill(
+                ApiServices(
+                    keys=keys,
+                    tenants=tenants,
+                    audit=AuditLog(sessions=sessions),
+                    completions=CompletionService(
+                        routing=routing,
+                        upstream=upstream,
+                        metrics=metrics,
+                        validator=validator,
+                        limiter=limiter,
+                        tracing=tracing,
+                    ),
+                    accounting=RequestAccounting(
+                        recorder=RequestRecorder(metrics=metrics, access_log=log),
+                        prices=PriceTable(prices=config.pricing),
+                        meter=meter,
+                        prompt_logs=prompt_logs,
+                    ),
+                    tracing=tracing,
+                    metrics=metrics,
+                    routing=routing,
+                    store_ping=store_ping,
+                    max_body_bytes=server.max_body_bytes,
+                    usage=usage,
+                )
+            )
+            stack.callback(slot.clear)
+            if config.engines.replicas > 0:
+                engines = _local_engines(config, routing, metrics)
+                # Registered before start(): a replica that started must be stopped, even when
+                # another one failed to.
+                stack.push_async_callback(engines.stop)
                 await engines.start()
             yield
-        finally:
-            if engines is not None:
-                await engines.stop()
-            slot.clear()
-            await session.close()
-            await log.stop()
-            await store.dispose()
 
     return Starlette(
         routes=build_routes(slot),

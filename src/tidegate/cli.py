@@ -11,6 +11,8 @@ from rich.console import Console
 
 from tidegate.commands.engine import engine_app, model_app
 from tidegate.commands.keys import keys_app
+from tidegate.commands.tenants import tenants_app
+from tidegate.commands.usage import usage_app
 from tidegate.config import Config, load_config
 
 app = typer.Typer(
@@ -22,6 +24,8 @@ app = typer.Typer(
 app.add_typer(engine_app, name="engine", help="Install and inspect the local vLLM engines.")
 app.add_typer(model_app, name="model", help="Prepare models for the local engines.")
 app.add_typer(keys_app, name="keys", help="Create, list and revoke API keys.")
+app.add_typer(tenants_app, name="tenants", help="Create, list, update and delete tenants.")
+app.add_typer(usage_app, name="usage", help="Usage rollups and CSV export.")
 config_app = typer.Typer(no_args_is_help=True, help="Inspect the effective configuration.")
 app.add_typer(config_app, name="config")
 

@@ -8,8 +8,6 @@ other tenants cannot be probed.
 
 from __future__ import annotations
 
-from typing import Protocol
-
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
@@ -19,11 +17,9 @@ from tidegate.api.asgi import bearer_token
 from tidegate.api.services import ServicesSlot
 from tidegate.errors import (
     InvalidRequestError,
-    NoReadyReplicaError,
     NotFoundError,
     PermissionDeniedError,
 )
-from tidegate.gateway.keys import KeyService
 from tidegate.metering.periods import parse_bound
 from tidegate.metering.queries import GroupBy, UsageQueries
 from tidegate.store.models import SYSTEM_TENANT_ID
@@ -31,20 +27,7 @@ from tidegate.store.models import SYSTEM_TENANT_ID
 _GROUPS: tuple[GroupBy, ...] = ("day", "model")
 
 
-class UsageServices(Protocol):
-    """What these routes read from ApiServices (a narrow view, so they can be served alone)."""
-
-    @property
-    def keys(self) -> KeyService: ...
-    @property
-    def usage(self) -> UsageQueries | None: ...
-
-
-class UsageServicesSlot(Protocol):
-    def get(self) -> UsageServices: ...
-
-
-def build_usage_routes(slot: ServicesSlot | UsageServicesSlot) -> list[BaseRoute]:
+def build_usage_routes(slot: ServicesSlot) -> list[BaseRoute]:
     endpoints = UsageEndpoints(slot=slot)
     return [
         Route("/admin/usage", endpoints.rollup, methods=["GET"]),
@@ -53,7 +36,7 @@ def build_usage_routes(slot: ServicesSlot | UsageServicesSlot) -> list[BaseRoute
 
 
 class UsageEndpoints:
-    def __init__(self, *, slot: ServicesSlot | UsageServicesSlot) -> None:
+    def __init__(self, *, slot: ServicesSlot) -> None:
         self._slot = slot
 
     async def rollup(self, request: Request) -> Response:
@@ -104,8 +87,6 @@ class UsageEndpoints:
         principal = await services.keys.authenticate(bearer_token(request.scope))
         if principal.role != "admin":
             raise PermissionDeniedError("The usage API needs an admin key.")
-        if services.usage is None:
-            raise NoReadyReplicaError("Usage metering is not running.", retry_after_s=5.0)
         requested = request.query_params.get("tenant_id") or None
         if principal.tenant_id != SYSTEM_TENANT_ID:
             if requested is not None and requested != principal.tenant_id:

@@ -3,7 +3,8 @@
 Raw ASGI keeps the hot path short and lets the route watch for the client going away: once the
 body is read, a watcher task waits for ``http.disconnect`` and cancels the handler, which closes
 the upstream connection (so the engine aborts the request) within milliseconds — streaming or
-not. After the response has started, errors are sent in-band by the gateway's relay.
+not. After the response has started, errors are sent in-band by the gateway's relay. Whatever
+happens, the request is accounted exactly once (settled, metered, logged) in ``finally``.
 """
 
 from __future__ import annotations
@@ -11,9 +12,12 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from opentelemetry.trace import Span
+
 from tidegate.api.asgi import (
     JSON_CONTENT_TYPE,
     SSE_HEADERS,
+    Headers,
     Receive,
     Scope,
     Send,
@@ -23,8 +27,10 @@ from tidegate.api.asgi import (
     send_bytes,
 )
 from tidegate.api.errors import error_response, internal_error_response
-from tidegate.api.services import ServicesSlot
+from tidegate.api.services import ApiServices, ServicesSlot
 from tidegate.errors import TidegateError
+from tidegate.gateway.accounting import rejection_reason
+from tidegate.gateway.completions import PreparedRequest
 from tidegate.observability.metrics import Route
 from tidegate.observability.records import RequestRecord
 
@@ -52,25 +58,44 @@ async def _watch_disconnect(
             return
 
 
+def _trace_headers(scope: Scope) -> dict[str, str]:
+    for key, value in scope["headers"]:
+        if key == b"traceparent":
+            return {"traceparent": value.decode("latin-1")}
+    return {}
+
+
 class CompletionEndpoint:
     def __init__(self, *, route: Route, services: ServicesSlot) -> None:
         self._route = route
         self._slot = services
+        self._span_name = "POST /v1/chat/completions" if route == "chat" else "POST /v1/completions"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         rid = request_id(scope)
         record = RequestRecord(request_id=rid, route=self._route)
-        id_header = (b"x-request-id", rid.encode())
+        headers: Headers = [(b"x-request-id", rid.encode())]
         state = _ResponseState()
         watcher: asyncio.Task[None] | None = None
-        services = None
+        services: ApiServices | None = None
+        prepared: PreparedRequest | None = None
+        retention_days = 0
         in_flight = None
+        span: Span | None = None
         try:
             services = self._slot.get()
+            span = services.tracing.start_request(self._span_name, _trace_headers(scope))
             body = await read_body(scope, receive, services.max_body_bytes)
-            principal = await services.keys.authenticate(bearer_token(scope))
+            with services.tracing.stage(span, "auth"):
+                principal = await services.keys.authenticate(bearer_token(scope))
             record.key_id = principal.key_id
-            prepared = services.completions.prepare(self._route, body, record)
+            record.tenant_id = principal.tenant_id
+            record.tenant = principal.tenant_name
+            retention_days = principal.tenant.prompt_retention_days
+            prepared = await services.completions.admit(
+                self._route, body, principal, record, span
+            )
+            headers += prepared.admission.headers
             in_flight = services.metrics.in_flight.labels(record.model)
             in_flight.inc()
             handler = asyncio.current_task()
@@ -81,16 +106,12 @@ class CompletionEndpoint:
             if not prepared.stream:
                 result = await services.completions.complete(prepared, record)
                 state.started = state.finished = True
-                await send_bytes(send, 200, result, [JSON_CONTENT_TYPE, id_header])
+                await send_bytes(send, 200, result, [JSON_CONTENT_TYPE, *headers])
                 return
             events = await services.completions.open_stream(prepared, record)
             state.started = True
             await send(
-                {
-                    "type": "http.response.start",
-                    "status": 200,
-                    "headers": [*SSE_HEADERS, id_header],
-                }
+                {"type": "http.response.start", "status": 200, "headers": SSE_HEADERS + headers}
             )
             try:
                 async for event in events:
@@ -114,17 +135,18 @@ class CompletionEndpoint:
             record.outcome = error.outcome
             record.status = error.status
             record.error_type = error.error_type
+            record.rejection = rejection_reason(error)
             if not state.started:
-                status, body, headers = error_response(error)
-                await send_bytes(send, status, body, [JSON_CONTENT_TYPE, id_header, *headers])
+                status, body, extra = error_response(error)
+                await send_bytes(send, status, body, [JSON_CONTENT_TYPE, *headers, *extra])
         except Exception:
             log.exception("request %s failed inside the gateway", rid)
             record.outcome = "upstream"
             record.status = 500
             record.error_type = "internal_error"
             if not state.started:
-                status, body, headers = internal_error_response(rid)
-                await send_bytes(send, status, body, [JSON_CONTENT_TYPE, id_header, *headers])
+                status, body, extra = internal_error_response(rid)
+                await send_bytes(send, status, body, [JSON_CONTENT_TYPE, *headers, *extra])
         finally:
             state.finished = True
             if watcher is not None:
@@ -132,4 +154,13 @@ class CompletionEndpoint:
             if in_flight is not None:
                 in_flight.dec()
             if services is not None:
-                services.recorder.finish(record)
+                await services.accounting.finish(
+                    record,
+                    admission=prepared.admission if prepared is not None else None,
+                    payload=prepared.payload if prepared is not None else None,
+                    retention_days=retention_days,
+                )
+            if span is not None:
+                span.set_attribute("tidegate.outcome", record.outcome)
+                span.set_attribute("http.response.status_code", record.status)
+                span.end()

@@ -11,7 +11,7 @@ import math
 
 import orjson
 
-from tidegate.errors import TidegateError
+from tidegate.errors import LimitExceededError, TidegateError
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -23,7 +23,7 @@ def error_body(message: str, error_type: str, param: str | None, code: str | Non
 
 
 def error_response(error: TidegateError) -> tuple[int, bytes, Headers]:
-    headers: Headers = []
+    headers: Headers = list(error.headers) if isinstance(error, LimitExceededError) else []
     if error.retry_after_s is not None:
         headers.append((b"retry-after", str(max(1, math.ceil(error.retry_after_s))).encode()))
     if error.status == 401:

@@ -7,6 +7,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from tidegate.api.admin import build_admin_routes
+from tidegate.api.admin_usage import build_usage_routes
 from tidegate.api.completions import CompletionEndpoint
 from tidegate.api.errors import error_body, error_response
 from tidegate.api.services import ServicesSlot
@@ -31,6 +33,8 @@ def build_routes(services: ServicesSlot) -> list[BaseRoute]:
         Route("/healthz", system.healthz, methods=["GET"]),
         Route("/readyz", system.readyz, methods=["GET"]),
         Route("/metrics", system.metrics, methods=["GET"]),
+        *build_admin_routes(services),
+        *build_usage_routes(services),
     ]
 
 

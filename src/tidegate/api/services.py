@@ -6,26 +6,31 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from tidegate.errors import NoReadyReplicaError
+from tidegate.gateway.accounting import RequestAccounting
+from tidegate.gateway.audit import AuditLog
 from tidegate.gateway.completions import CompletionService
 from tidegate.gateway.keys import KeyService
+from tidegate.gateway.tenants import TenantService
 from tidegate.metering.queries import UsageQueries
 from tidegate.observability.metrics import GatewayMetrics
-from tidegate.observability.recorder import RequestRecorder
+from tidegate.observability.tracing import Tracing
 from tidegate.routing.replicas import RoutingTable
 
 
 @dataclass(frozen=True, slots=True)
 class ApiServices:
     keys: KeyService
+    tenants: TenantService
+    audit: AuditLog
     completions: CompletionService
-    recorder: RequestRecorder
+    accounting: RequestAccounting
+    tracing: Tracing
     metrics: GatewayMetrics
     routing: RoutingTable
     store_ping: Callable[[], Awaitable[None]]
     """Raises when the store is unreachable (for /readyz)."""
     max_body_bytes: int
-    usage: UsageQueries | None = None
-    """Usage rollups and records for /admin/usage (None: not wired, the routes answer 503)."""
+    usage: UsageQueries
 
 
 class ServicesSlot:

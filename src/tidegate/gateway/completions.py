@@ -1,7 +1,9 @@
-"""The completion routes' logic: parse, validate, route, call the upstream, account.
+"""The completion routes' logic: parse, validate, admit, route, call the upstream, relay.
 
-No HTTP framework here: ``api/completions.py`` hands in the raw body and a ``RequestRecord``
-and turns the results (bytes, or an event stream) and the tidegate errors into responses.
+No HTTP framework here: ``api/completions.py`` hands in the raw body, the caller's principal and
+a ``RequestRecord`` and turns the results (bytes, or an event stream) and the tidegate errors
+into responses. Order matters: the prompt is counted (validation) before anything is reserved
+(limits and budgets), and nothing refused here ever reaches an engine.
 """
 
 from __future__ import annotations
@@ -13,11 +15,16 @@ from typing import Any
 
 import aiohttp
 import orjson
+from opentelemetry.trace import Span
 
 from tidegate.errors import InvalidRequestError, UpstreamError
-from tidegate.gateway.relay import StreamFailure, relay_events
+from tidegate.gateway.keys import Principal
+from tidegate.gateway.limits import Admission, Limiter
+from tidegate.gateway.relay import StreamFailure, read_usage, relay_events
+from tidegate.gateway.validation import RequestValidator
 from tidegate.observability.metrics import GatewayMetrics, Route
 from tidegate.observability.records import RequestRecord
+from tidegate.observability.tracing import Tracing
 from tidegate.protocol.requests import (
     RequestValidationFailure,
     validate_chat,
@@ -43,6 +50,8 @@ class PreparedRequest:
     payload: dict[str, Any]
     stream: bool
     client_wants_usage: bool
+    admission: Admission
+    span: Span | None
 
     def body_for(self, replica: Replica) -> bytes:
         payload = self.payload
@@ -68,13 +77,31 @@ def parse_json_object(body: bytes) -> dict[str, Any]:
 
 class CompletionService:
     def __init__(
-        self, *, routing: RoutingTable, upstream: UpstreamClient, metrics: GatewayMetrics
+        self,
+        *,
+        routing: RoutingTable,
+        upstream: UpstreamClient,
+        metrics: GatewayMetrics,
+        validator: RequestValidator,
+        limiter: Limiter,
+        tracing: Tracing,
     ) -> None:
         self._routing = routing
         self._upstream = upstream
         self._metrics = metrics
+        self._validator = validator
+        self._limiter = limiter
+        self._tracing = tracing
 
-    def prepare(self, route: Route, body: bytes, record: RequestRecord) -> PreparedRequest:
+    async def admit(
+        self,
+        route: Route,
+        body: bytes,
+        principal: Principal,
+        record: RequestRecord,
+        span: Span | None,
+    ) -> PreparedRequest:
+        """Everything before the upstream: raises the error the client gets, if any."""
         data = parse_json_object(body)
         try:
             _VALIDATORS[route](data)
@@ -84,13 +111,37 @@ class CompletionService:
         record.model = pool.model
         stream = bool(data.get("stream"))
         record.stream = stream
+        tenant = principal.tenant
+        with self._tracing.stage(span, "validation"):
+            checked = await self._validator.check(route, data, tenant, principal.key, pool.model)
+        prompt_tokens = checked.prompt_tokens or 0
+        record.prompt_tokens = prompt_tokens  # the engine's usage replaces this estimate
+        with self._tracing.stage(span, "limits"):
+            admission = await self._limiter.admit(
+                tenant_id=principal.tenant_id,
+                key_id=principal.key_id,
+                tenant_limits=tenant.limits,
+                key_limits=principal.key.limits,
+                budgets=tenant.budgets,
+                model=pool.model,
+                prompt_tokens=prompt_tokens,
+                max_tokens=(checked.max_tokens or 0) * checked.sequences,
+                failure_mode=tenant.on_limiter_unavailable,
+            )
+        allowance = admission.completion_allowance
+        if allowance is not None and not stream:
+            # The budget covers only part of max_tokens: ask the engine for no more than that.
+            field = "max_completion_tokens" if "max_completion_tokens" in data else "max_tokens"
+            data[field] = max(1, allowance // max(1, checked.sequences))
         client_wants_usage = False
         if stream:
             options = data.get("stream_options") or {}
             client_wants_usage = bool(options.get("include_usage"))
             # Always ask for usage, so every stream can be metered.
             data["stream_options"] = {**options, "include_usage": True}
-        return PreparedRequest(route, pool, data, stream, client_wants_usage)
+        if tenant.log_prompts:
+            record.completion_text = []
+        return PreparedRequest(route, pool, data, stream, client_wants_usage, admission, span)
 
     async def _open(
         self, request: PreparedRequest, record: RequestRecord
@@ -101,12 +152,16 @@ class CompletionService:
             record.replica = replica.id
             replica.outstanding += 1
             try:
-                response = await self._upstream.post(
-                    replica,
-                    _PATHS[request.route],
-                    request.body_for(replica),
-                    request_id=record.request_id,
-                )
+                with self._tracing.stage(request.span, "upstream", replica=replica.id) as span:
+                    trace_headers: dict[str, str] = {}
+                    self._tracing.inject(span, trace_headers)
+                    response = await self._upstream.post(
+                        replica,
+                        _PATHS[request.route],
+                        request.body_for(replica),
+                        request_id=record.request_id,
+                        extra_headers=trace_headers,
+                    )
             except UpstreamError as error:
                 replica.outstanding -= 1
                 self._metrics.upstream_errors.labels(record.model, error.kind).inc()
@@ -131,7 +186,7 @@ class CompletionService:
         finally:
             response.release()
             replica.outstanding -= 1
-        _read_usage(body, record)
+        _read_body_usage(body, record)
         return body
 
     async def open_stream(
@@ -154,6 +209,7 @@ class CompletionService:
             record=record,
             client_wants_usage=request.client_wants_usage,
             itl=self._metrics.itl,
+            completion_allowance=request.admission.completion_allowance,
         )
         try:
             async for event in events:
@@ -161,7 +217,10 @@ class CompletionService:
         except StreamFailure as failure:
             record.outcome = failure.error.outcome
             record.error_type = failure.error.error_type
-            self._metrics.upstream_errors.labels(record.model, failure.error.kind).inc()
+            if failure.kind is not None:
+                self._metrics.upstream_errors.labels(record.model, failure.kind).inc()
+            else:
+                record.rejection = "budget"
         finally:
             with contextlib.suppress(BaseException):
                 await events.aclose()
@@ -171,11 +230,20 @@ class CompletionService:
             replica.outstanding -= 1
 
 
-def _read_usage(body: bytes, record: RequestRecord) -> None:
+def _read_body_usage(body: bytes, record: RequestRecord) -> None:
     try:
-        usage = orjson.loads(body).get("usage")
-    except (orjson.JSONDecodeError, AttributeError):
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
         return
+    if not isinstance(data, dict):
+        return
+    usage = data.get("usage")
     if isinstance(usage, dict):
-        record.prompt_tokens = int(usage.get("prompt_tokens") or 0)
-        record.completion_tokens = int(usage.get("completion_tokens") or 0)
+        read_usage(usage, record)
+    if record.completion_text is not None:
+        for choice in data.get("choices") or []:
+            if isinstance(choice, dict):
+                message = choice.get("message")
+                text = message.get("content") if isinstance(message, dict) else choice.get("text")
+                if isinstance(text, str):
+                    record.completion_text.append(text)

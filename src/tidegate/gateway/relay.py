@@ -18,7 +18,7 @@ import aiohttp
 import orjson
 from prometheus_client import Histogram
 
-from tidegate.errors import UpstreamError
+from tidegate.errors import LimitExceededError, TidegateError, UpstreamError, UpstreamErrorKind
 from tidegate.observability.records import RequestRecord
 from tidegate.protocol.sse import DONE_EVENT, DONE_PAYLOAD, SSESplitter, error_event, event_data
 from tidegate.routing.replicas import Replica
@@ -39,12 +39,33 @@ def _has_content(choices: list[Any]) -> bool:
     return False
 
 
+def _texts(choices: list[Any]) -> list[str]:
+    texts = []
+    for choice in choices:
+        if isinstance(choice, dict):
+            delta = choice.get("delta")
+            text = delta.get("content") if isinstance(delta, dict) else choice.get("text")
+            if isinstance(text, str):
+                texts.append(text)
+    return texts
+
+
+def read_usage(usage: dict[str, Any], record: RequestRecord) -> None:
+    record.prompt_tokens = int(usage.get("prompt_tokens") or 0)
+    record.completion_tokens = int(usage.get("completion_tokens") or 0)
+    details = usage.get("prompt_tokens_details")
+    if isinstance(details, dict):
+        record.cached_tokens = int(details.get("cached_tokens") or 0)
+
+
 class StreamFailure(Exception):
     """Raised after the in-band error event has been yielded, so the caller can count it."""
 
-    def __init__(self, error: UpstreamError) -> None:
+    def __init__(self, error: TidegateError, kind: UpstreamErrorKind | None) -> None:
         super().__init__(error.message)
         self.error = error
+        self.kind = kind
+        """The upstream failure kind; None when the gateway itself ended the stream."""
 
 
 async def relay_events(
@@ -54,12 +75,19 @@ async def relay_events(
     record: RequestRecord,
     client_wants_usage: bool,
     itl: Histogram,
+    completion_allowance: int | None = None,
 ) -> AsyncGenerator[bytes, None]:
-    """Yield the client's bytes; raise ``StreamFailure`` after an in-band error."""
+    """Yield the client's bytes; raise ``StreamFailure`` after an in-band error.
+
+    ``completion_allowance``: content chunks the tenant's budget still covers; the stream is cut
+    with an in-band ``budget_exceeded`` error when it is used up.
+    """
     splitter = SSESplitter()
     last_content_at: float | None = None
     itl_child = itl.labels(record.model)
     failure: UpstreamError | None = None
+    content_chunks = 0
+    capture = record.completion_text
     try:
         async for chunk in UpstreamClient.iter_chunks(replica, response):
             for event in splitter.feed(chunk):
@@ -92,8 +120,7 @@ async def relay_events(
                 choices = payload.get("choices")
                 usage = payload.get("usage")
                 if isinstance(usage, dict):
-                    record.prompt_tokens = int(usage.get("prompt_tokens") or 0)
-                    record.completion_tokens = int(usage.get("completion_tokens") or 0)
+                    read_usage(usage, record)
                     if not choices and not client_wants_usage:
                         continue
                 if choices and _has_content(choices):
@@ -103,6 +130,14 @@ async def relay_events(
                     else:
                         itl_child.observe(now - last_content_at)
                     last_content_at = now
+                    content_chunks += 1
+                    if capture is not None:
+                        capture.extend(_texts(choices))
+                    if completion_allowance is not None and content_chunks > completion_allowance:
+                        record.completion_tokens = max(record.completion_tokens, content_chunks - 1)
+                        yield _BUDGET_CUT_EVENT
+                        yield DONE_EVENT
+                        raise StreamFailure(_BUDGET_EXHAUSTED, None)
                 yield event
             if failure is not None:
                 break
@@ -114,6 +149,19 @@ async def relay_events(
     except UpstreamError as error:
         failure = error
     if failure is not None:
+        record.completion_tokens = max(record.completion_tokens, content_chunks)
         yield error_event(failure.message, failure.error_type, failure.kind)
         yield DONE_EVENT
-        raise StreamFailure(failure)
+        raise StreamFailure(failure, failure.kind)
+
+
+_BUDGET_EXHAUSTED = LimitExceededError(
+    "The tenant's token or cost budget ran out during this response, so it was cut here. "
+    "Ask an operator to raise the tenant's budget, or wait for the next budget period.",
+    code="budget_exceeded",
+    retry_after_s=None,
+    headers=[],
+)
+_BUDGET_CUT_EVENT = error_event(
+    _BUDGET_EXHAUSTED.message, _BUDGET_EXHAUSTED.error_type, "budget_exceeded"
+)

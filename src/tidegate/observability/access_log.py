@@ -54,6 +54,7 @@ class AccessLog:
             "event": "access",
             "request_id": record.request_id,
             "key_id": record.key_id,
+            "tenant_id": record.tenant_id,
             "route": record.route,
             "model": record.model,
             "replica": record.replica,
@@ -63,6 +64,8 @@ class AccessLog:
             "error_type": record.error_type,
             "prompt_tokens": record.prompt_tokens,
             "completion_tokens": record.completion_tokens,
+            "cached_tokens": record.cached_tokens,
+            "cost_usd": record.cost_usd,
             "ttft_ms": None if record.ttft_s is None else round(record.ttft_s * 1000, 3),
             "duration_ms": round(duration_s * 1000, 3),
         }

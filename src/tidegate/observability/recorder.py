@@ -14,7 +14,8 @@ class RequestRecorder:
         self._metrics = metrics
         self._access_log = access_log
 
-    def finish(self, record: RequestRecord) -> None:
+    def finish(self, record: RequestRecord) -> float:
+        """Record metrics and the access line; returns the request's duration in seconds."""
         duration = time.perf_counter() - record.started
         m = self._metrics
         m.requests.labels(record.model, record.route, record.outcome).inc()
@@ -25,4 +26,14 @@ class RequestRecorder:
             m.prompt_tokens.labels(record.model).inc(record.prompt_tokens)
         if record.completion_tokens:
             m.completion_tokens.labels(record.model).inc(record.completion_tokens)
+        if record.tenant is not None or record.rejection is not None:
+            tenant = m.tenant_label(record.tenant)
+            m.tenant_requests.labels(tenant, record.outcome).inc()
+            if record.prompt_tokens:
+                m.tenant_tokens.labels(tenant, "prompt").inc(record.prompt_tokens)
+            if record.completion_tokens:
+                m.tenant_tokens.labels(tenant, "completion").inc(record.completion_tokens)
+            if record.rejection is not None:
+                m.tenant_rejections.labels(tenant, record.rejection).inc()
         self._access_log.write(record, duration)
+        return duration

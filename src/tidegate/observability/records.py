@@ -1,4 +1,4 @@
-"""The per-request record that the access log line and the request metrics are made from."""
+"""The per-request record that the access log, the metrics and the usage record are made from."""
 
 from __future__ import annotations
 
@@ -14,14 +14,26 @@ class RequestRecord:
     request_id: str
     route: Route
     started: float = field(default_factory=time.perf_counter)
+    """perf_counter() at arrival, for durations."""
+    arrived_at: float = field(default_factory=time.time)
+    """Wall-clock arrival, for the usage record."""
     key_id: str | None = None
+    tenant_id: str | None = None
+    tenant: str | None = None
+    """The tenant's name (operator-created, so a bounded metric label)."""
     model: str = UNKNOWN_MODEL
     """A public model name from the routing table, or ``unknown``: safe as a metric label."""
     replica: str | None = None
     stream: bool = False
     prompt_tokens: int = 0
+    cached_tokens: int = 0
     completion_tokens: int = 0
+    cost_usd: float = 0.0
     ttft_s: float | None = None
     status: int = 200
     outcome: Outcome = "ok"
     error_type: str | None = None
+    rejection: str | None = None
+    """Why the gateway itself refused the request (a RejectionReason), if it did."""
+    completion_text: list[str] | None = None
+    """Completion text collected for prompt logging; None unless the tenant logs prompts."""

@@ -51,25 +51,39 @@ class UpstreamClient:
         )
         self._headers_by_key: dict[str | None, dict[str, str]] = {}
 
-    def _headers(self, api_key: str | None, request_id: str) -> dict[str, str]:
+    def _headers(
+        self, api_key: str | None, request_id: str, extra: dict[str, str] | None
+    ) -> dict[str, str]:
         base = self._headers_by_key.get(api_key)
         if base is None:
             base = dict(_JSON_HEADERS)
             if api_key:
                 base["Authorization"] = f"Bearer {api_key}"
             self._headers_by_key[api_key] = base
-        return {**base, "X-Request-Id": request_id}
+        headers = {**base, "X-Request-Id": request_id}
+        if extra:
+            headers.update(extra)
+        return headers
 
     async def post(
-        self, replica: Target, path: str, body: bytes, *, request_id: str
+        self,
+        replica: Target,
+        path: str,
+        body: bytes,
+        *,
+        request_id: str,
+        extra_headers: dict[str, str] | None = None,
     ) -> aiohttp.ClientResponse:
-        """Send the request; return the open response once its status is 2xx."""
+        """Send the request; return the open response once its status is 2xx.
+
+        ``extra_headers``: per-request headers such as the W3C ``traceparent``.
+        """
         url = replica.base_url + path
         try:
             response = await self._session.post(
                 url,
                 data=body,
-                headers=self._headers(replica.api_key, request_id),
+                headers=self._headers(replica.api_key, request_id, extra_headers),
                 timeout=self._timeout,
             )
         except TimeoutError:

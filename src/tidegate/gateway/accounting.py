@@ -1,0 +1,135 @@
+"""What happens once a request is over, whatever its outcome: settle its reservation, price it,
+meter it exactly once, log its text when its tenant opted in, and record metrics and the access
+line. Everything here is synchronous or in-process except the limiter's settle (one Redis round
+trip with the shared store).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from tidegate.errors import (
+    AuthenticationError,
+    InvalidRequestError,
+    LimiterUnavailableError,
+    LimitExceededError,
+    NotFoundError,
+    PermissionDeniedError,
+    TidegateError,
+)
+from tidegate.gateway.limits import Admission
+from tidegate.gateway.pricing import PriceTable
+from tidegate.metering import PromptLogWriter, UsageEvent, UsageMeter
+from tidegate.observability.metrics import RejectionReason
+from tidegate.observability.recorder import RequestRecorder
+from tidegate.observability.records import RequestRecord
+
+_LIMIT_REASONS: dict[str, RejectionReason] = {
+    "rate_limit_exceeded": "rate_limit",
+    "concurrency_limit": "concurrency",
+    "budget_exceeded": "budget",
+}
+
+
+def rejection_reason(error: TidegateError) -> RejectionReason | None:
+    """Why the gateway itself refused a request; None for failures further down."""
+    if isinstance(error, LimitExceededError):
+        return _LIMIT_REASONS.get(error.limit_code, "rate_limit")
+    if isinstance(error, LimiterUnavailableError):
+        return "limiter_unavailable"
+    if isinstance(error, AuthenticationError):
+        return "auth"
+    if isinstance(error, InvalidRequestError | NotFoundError | PermissionDeniedError):
+        return "validation"
+    return None
+
+
+def prompt_text(payload: dict[str, Any]) -> str:
+    """The prompt as one text, for prompt logging (redacted later, off the request path)."""
+    messages = payload.get("messages")
+    if isinstance(messages, list):
+        lines = []
+        for message in messages:
+            if isinstance(message, dict):
+                content = message.get("content")
+                text = content if isinstance(content, str) else str(content or "")
+                lines.append(f"{message.get('role', '?')}: {text}")
+        return "\n".join(lines)
+    prompt = payload.get("prompt")
+    return prompt if isinstance(prompt, str) else str(prompt)
+
+
+class RequestAccounting:
+    def __init__(
+        self,
+        *,
+        recorder: RequestRecorder,
+        prices: PriceTable,
+        meter: UsageMeter | None,
+        prompt_logs: PromptLogWriter | None,
+    ) -> None:
+        self._recorder = recorder
+        self._prices = prices
+        self._meter = meter
+        self._prompt_logs = prompt_logs
+
+    async def finish(
+        self,
+        record: RequestRecord,
+        *,
+        admission: Admission | None,
+        payload: dict[str, Any] | None,
+        retention_days: int,
+    ) -> None:
+        if admission is not None:
+            await admission.settle(
+                prompt_tokens=record.prompt_tokens,
+                cached_tokens=record.cached_tokens,
+                completion_tokens=record.completion_tokens,
+            )
+        if record.prompt_tokens or record.completion_tokens:
+            record.cost_usd = self._prices.cost_usd(
+                record.model,
+                prompt_tokens=record.prompt_tokens,
+                cached_tokens=record.cached_tokens,
+                completion_tokens=record.completion_tokens,
+            )
+        duration_s = self._recorder.finish(record)
+        if record.tenant_id is None:
+            return  # refused before its key was known: there is no tenant to meter
+        if self._meter is not None:
+            self._meter.record(_usage_event(record, duration_s))
+        if (
+            self._prompt_logs is not None
+            and record.completion_text is not None
+            and payload is not None
+        ):
+            self._prompt_logs.log(
+                request_id=record.request_id,
+                tenant_id=record.tenant_id,
+                prompt=prompt_text(payload),
+                completion="".join(record.completion_text),
+                retention_days=retention_days,
+            )
+
+
+def _usage_event(record: RequestRecord, duration_s: float) -> UsageEvent:
+    assert record.tenant_id is not None
+    return UsageEvent(
+        request_id=record.request_id,
+        created_at=datetime.fromtimestamp(record.arrived_at, UTC),
+        tenant_id=record.tenant_id,
+        key_id=record.key_id,
+        model=record.model,
+        replica=record.replica,
+        route=record.route,
+        prompt_tokens=record.prompt_tokens,
+        cached_tokens=record.cached_tokens,
+        completion_tokens=record.completion_tokens,
+        cost_usd=record.cost_usd,
+        ttft_ms=None if record.ttft_s is None else record.ttft_s * 1000,
+        duration_ms=duration_s * 1000,
+        status=record.status,
+        outcome=record.outcome,
+    )

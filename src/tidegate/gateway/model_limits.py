@@ -1,0 +1,39 @@
+"""Per-model facts validation needs (context length, tokenizer), gathered from the config."""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import Executor
+from pathlib import Path
+
+from tidegate.config import Config
+from tidegate.gateway.tokens import PromptCounter
+from tidegate.gateway.validation import ModelLimits
+
+log = logging.getLogger(__name__)
+
+
+def _counter(model_dir: str, executor: Executor) -> PromptCounter | None:
+    path = Path(model_dir)
+    if not (path / "tokenizer.json").is_file():
+        log.warning("no tokenizer.json in %s: prompts are not counted before the engine", path)
+        return None
+    return PromptCounter.from_model_dir(path, executor=executor)
+
+
+def model_limits(
+    config: Config, *, local_model_dir: str | None, executor: Executor
+) -> dict[str, ModelLimits]:
+    """``local_model_dir``: what the local replicas load, when it is a directory on this host."""
+    limits: dict[str, ModelLimits] = {}
+    for upstream in config.upstreams:
+        limits[upstream.model] = ModelLimits(
+            context_length=upstream.context_length,
+            counter=_counter(upstream.tokenizer, executor) if upstream.tokenizer else None,
+        )
+    if config.engines.replicas > 0:
+        limits[config.engines.served_model_name] = ModelLimits(
+            context_length=config.engines.profile.max_model_len,
+            counter=_counter(local_model_dir, executor) if local_model_dir else None,
+        )
+    return limits
