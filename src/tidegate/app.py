@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Protocol
 
 import aiohttp
+from opentelemetry.sdk.trace.export import SpanExporter
 from sqlalchemy import text
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from opentelemetry.sdk.trace.export import SpanExporter
 from starlette.middleware import Middleware
 
 from tidegate.api.request_id import RequestIdMiddleware

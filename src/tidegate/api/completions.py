@@ -92,9 +92,7 @@ class CompletionEndpoint:
             record.tenant_id = principal.tenant_id
             record.tenant = principal.tenant_name
             retention_days = principal.tenant.prompt_retention_days
-            prepared = await services.completions.admit(
-                self._route, body, principal, record, span
-            )
+            prepared = await services.completions.admit(self._route, body, principal, record, span)
             headers += prepared.admission.headers
             in_flight = services.metrics.in_flight.labels(record.model)
             in_flight.inc()
