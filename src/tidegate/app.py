@@ -23,6 +23,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 
+from tidegate.api.asgi import RequestIds
 from tidegate.api.request_id import RequestIdMiddleware
 from tidegate.api.routes import build_routes, http_error_handler, tidegate_error_handler
 from tidegate.api.services import ApiServices, ServicesSlot
@@ -235,9 +236,10 @@ def build_app(
                 await engines.start()
             yield
 
+    ids = RequestIds()
     return Starlette(
-        routes=build_routes(slot),
-        middleware=[Middleware(RequestIdMiddleware)],
+        routes=build_routes(slot, ids),
+        middleware=[Middleware(RequestIdMiddleware, ids=ids)],
         exception_handlers={
             TidegateError: tidegate_error_handler,
             HTTPException: http_error_handler,

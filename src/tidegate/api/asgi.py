@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
+import os
 import re
-import secrets
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -31,12 +32,24 @@ def header(scope: Scope, name: bytes) -> bytes | None:
     return None
 
 
-def request_id(scope: Scope) -> str:
+class RequestIds:
+    """Fresh request ids: a random per-process prefix and a counter. Unique across processes
+    and restarts, without a system call per request."""
+
+    def __init__(self) -> None:
+        self._prefix = "req_" + os.urandom(8).hex()
+        self._counter = itertools.count(1)
+
+    def next(self) -> str:
+        return f"{self._prefix}{next(self._counter):08x}"
+
+
+def request_id(scope: Scope, ids: RequestIds) -> str:
     """The client's x-request-id when it is sane, else a fresh one."""
     given = header(scope, b"x-request-id")
     if given is not None and _CLIENT_REQUEST_ID.match(given):
         return given.decode()
-    return "req_" + secrets.token_hex(12)
+    return ids.next()
 
 
 def bearer_token(scope: Scope) -> str:

@@ -19,6 +19,7 @@ from tidegate.api.asgi import (
     SSE_HEADERS,
     Headers,
     Receive,
+    RequestIds,
     Scope,
     Send,
     bearer_token,
@@ -66,13 +67,14 @@ def _trace_headers(scope: Scope) -> dict[str, str]:
 
 
 class CompletionEndpoint:
-    def __init__(self, *, route: Route, services: ServicesSlot) -> None:
+    def __init__(self, *, route: Route, services: ServicesSlot, ids: RequestIds) -> None:
         self._route = route
         self._slot = services
+        self._ids = ids
         self._span_name = "POST /v1/chat/completions" if route == "chat" else "POST /v1/completions"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        rid = request_id(scope)
+        rid = request_id(scope, self._ids)
         record = RequestRecord(request_id=rid, route=self._route)
         headers: Headers = [(b"x-request-id", rid.encode())]
         state = _ResponseState()

@@ -6,14 +6,15 @@ straight through without a wrapped ``send``.
 
 from __future__ import annotations
 
-from tidegate.api.asgi import Message, Receive, Scope, Send, request_id
+from tidegate.api.asgi import Message, Receive, RequestIds, Scope, Send, request_id
 
 SELF_IDENTIFYING_PATHS = frozenset({"/v1/chat/completions", "/v1/completions"})
 
 
 class RequestIdMiddleware:
-    def __init__(self, app: object) -> None:
+    def __init__(self, app: object, ids: RequestIds) -> None:
         self._app = app
+        self._ids = ids
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         app = self._app
@@ -21,7 +22,7 @@ class RequestIdMiddleware:
         if scope["type"] != "http" or scope["path"] in SELF_IDENTIFYING_PATHS:
             await app(scope, receive, send)
             return
-        rid = request_id(scope).encode()
+        rid = request_id(scope, self._ids).encode()
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":

@@ -9,6 +9,7 @@ from starlette.routing import BaseRoute, Route
 
 from tidegate.api.admin import build_admin_routes
 from tidegate.api.admin_usage import build_usage_routes
+from tidegate.api.asgi import RequestIds
 from tidegate.api.completions import CompletionEndpoint
 from tidegate.api.errors import error_body, error_response
 from tidegate.api.services import ServicesSlot
@@ -16,17 +17,17 @@ from tidegate.api.system import SystemRoutes
 from tidegate.errors import TidegateError
 
 
-def build_routes(services: ServicesSlot) -> list[BaseRoute]:
+def build_routes(services: ServicesSlot, ids: RequestIds) -> list[BaseRoute]:
     system = SystemRoutes(services=services)
     return [
         Route(
             "/v1/chat/completions",
-            CompletionEndpoint(route="chat", services=services),
+            CompletionEndpoint(route="chat", services=services, ids=ids),
             methods=["POST"],
         ),
         Route(
             "/v1/completions",
-            CompletionEndpoint(route="completions", services=services),
+            CompletionEndpoint(route="completions", services=services, ids=ids),
             methods=["POST"],
         ),
         Route("/v1/models", system.models, methods=["GET"]),

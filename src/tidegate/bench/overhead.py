@@ -22,6 +22,7 @@ from typing import Any
 import orjson
 from rich.console import Console
 
+from tidegate.bench.protections import provision_tenant
 from tidegate.bench.report import Row, Scenario, compare, make_row, render, to_json
 from tidegate.bench.targets import (
     Processes,
@@ -42,7 +43,14 @@ SCENARIOS = [
     Scenario("chat c=16", stream=False, concurrency=16),
     Scenario(f"stream{STREAM_TOKENS} c=1", stream=True, concurrency=1),
 ]
-TARGETS = ("direct", "passthrough", "tidegate")
+# tidegate as `make run` starts it, then with every protection on (limits, budgets, validation
+# with the model tokenizer, metering) using the in-process and the Redis limit store.
+TIDEGATE_VARIANTS: dict[str, str | None] = {
+    "tidegate": None,
+    "tidegate-protected": "memory",
+    "tidegate-redis": "redis",
+}
+TARGETS = ("direct", "passthrough", *TIDEGATE_VARIANTS)
 
 
 @dataclass(frozen=True)
@@ -158,22 +166,32 @@ def _start(
         proxy_port = free_port()
         procs.start("passthrough", passthrough_launch(port=proxy_port, upstream_origin=origin), 15)
         targets.append(Target("passthrough", f"http://127.0.0.1:{proxy_port}/v1"))
-    if "tidegate" in options.targets:
+    for name, limits_backend in TIDEGATE_VARIANTS.items():
+        if name not in options.targets:
+            continue
         gate_port = free_port()
-        home = workdir / "tidegate-home"
+        home = workdir / f"{name}-home"
         home.mkdir()
         launch = launch_tidegate(
-            upstream_base_url=f"{origin}/v1", model=MODEL, port=gate_port, home=home
+            upstream_base_url=f"{origin}/v1",
+            model=MODEL,
+            port=gate_port,
+            home=home,
+            limits_backend=limits_backend,
         )
+        gate = f"http://127.0.0.1:{gate_port}"
         try:
-            procs.start("tidegate", launch, timeout)
+            procs.start(name, launch, timeout)
+            headers = launch.headers
+            if limits_backend is not None:
+                key = provision_tenant(gate, launch.env["TIDEGATE_ADMIN_KEY"])
+                headers = (("Authorization", f"Bearer {key}"),)
         except (StartError, OSError) as exc:
-            log = workdir / "tidegate.log"
+            log = workdir / f"{name}.log"
             tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
-            skipped["tidegate"] = f"{exc}\n{tail}".strip()
+            skipped[name] = f"{exc}\n{tail}".strip()
         else:
-            base = f"http://127.0.0.1:{gate_port}/v1"
-            targets.append(Target("tidegate", base, launch.headers))
+            targets.append(Target(name, f"{gate}/v1", headers))
     return targets
 
 

@@ -114,7 +114,7 @@ def compare(rows: list[Row], scenarios: list[Scenario]) -> None:
             row.checks.append(_at_most("added p50 ms", row.added_p50_ms, MAX_ADDED_P50_MS))
             row.checks.append(_at_most("added p99 ms", row.added_p99_ms, MAX_ADDED_P99_MS))
         passthrough = by_key.get(("passthrough", row.scenario))
-        if row.target == "tidegate" and passthrough is not None and passthrough.rps > 0:
+        if row.target.startswith("tidegate") and passthrough is not None and passthrough.rps > 0:
             row.pct_of_passthrough = 100 * row.rps / passthrough.rps
             if scenario.concurrency > 1 and not scenario.stream:
                 pct = row.pct_of_passthrough

@@ -21,6 +21,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Protocol
 
+from tidegate.bench.protections import write_config
+
 
 @dataclass(frozen=True)
 class Target:
@@ -68,15 +70,33 @@ def passthrough_launch(*, port: int, upstream_origin: str) -> Launch:
     return Launch(command, f"http://127.0.0.1:{port}/v1/models")
 
 
-def tidegate_launch(*, upstream_base_url: str, model: str, port: int, home: Path) -> Launch:
-    """``tidegate up`` in front of one remote upstream, with no local engines and its own home."""
+def tidegate_launch(
+    *,
+    upstream_base_url: str,
+    model: str,
+    port: int,
+    home: Path,
+    limits_backend: str | None = None,
+) -> Launch:
+    """``tidegate up`` in front of one remote upstream, with no local engines and its own home.
+
+    ``limits_backend`` (memory or redis): switch every protection on (see ``protections``).
+    """
     admin_key = "tg-bench-" + secrets.token_hex(16)
     tidegate = Path(sys.executable).with_name("tidegate")
-    command = [
-        str(tidegate),
-        "up",
-        *("--upstream", upstream_base_url, "--model", model, "--port", str(port)),
-    ]
+    command = [str(tidegate), "up", "--port", str(port)]
+    if limits_backend is None:
+        command += ["--upstream", upstream_base_url, "--model", model]
+    else:
+        config_path = home / "tidegate.yaml"
+        write_config(
+            config_path,
+            upstream_base_url=upstream_base_url,
+            model=model,
+            limits_backend=limits_backend,
+            redis_prefix="tidegate-bench-" + secrets.token_hex(4),
+        )
+        command += ["--config", str(config_path)]
     env = {
         "TIDEGATE_ADMIN_KEY": admin_key,
         "TIDEGATE_HOME": str(home),
@@ -89,7 +109,15 @@ def tidegate_launch(*, upstream_base_url: str, model: str, port: int, home: Path
 class TidegateLauncher(Protocol):
     """The shape of ``tidegate_launch``; pass another to benchmark a different command line."""
 
-    def __call__(self, *, upstream_base_url: str, model: str, port: int, home: Path) -> Launch: ...
+    def __call__(
+        self,
+        *,
+        upstream_base_url: str,
+        model: str,
+        port: int,
+        home: Path,
+        limits_backend: str | None = None,
+    ) -> Launch: ...
 
 
 class StartError(RuntimeError):

@@ -82,12 +82,19 @@ class RequestAccounting:
         payload: dict[str, Any] | None,
         retention_days: int,
     ) -> None:
+        # Metered before the settle's await (a Redis round trip): the client may already hold
+        # the whole response, so a crash or a cancellation there must not lose its record.
+        self._account(record, payload=payload, retention_days=retention_days)
         if admission is not None:
             await admission.settle(
                 prompt_tokens=record.prompt_tokens,
                 cached_tokens=record.cached_tokens,
                 completion_tokens=record.completion_tokens,
             )
+
+    def _account(
+        self, record: RequestRecord, *, payload: dict[str, Any] | None, retention_days: int
+    ) -> None:
         if record.prompt_tokens or record.completion_tokens:
             record.cost_usd = self._prices.cost_usd(
                 record.model,

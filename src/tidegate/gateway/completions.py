@@ -115,7 +115,6 @@ class CompletionService:
         with self._tracing.stage(span, "validation"):
             checked = await self._validator.check(route, data, tenant, principal.key, pool.model)
         prompt_tokens = checked.prompt_tokens or 0
-        record.prompt_tokens = prompt_tokens  # the engine's usage replaces this estimate
         with self._tracing.stage(span, "limits"):
             admission = await self._limiter.admit(
                 tenant_id=principal.tenant_id,
@@ -128,6 +127,8 @@ class CompletionService:
                 max_tokens=(checked.max_tokens or 0) * checked.sequences,
                 failure_mode=tenant.on_limiter_unavailable,
             )
+        # Only now: a refused request used nothing, so it is metered with no tokens.
+        record.prompt_tokens = prompt_tokens  # the engine's usage replaces this estimate
         allowance = admission.completion_allowance
         if allowance is not None and not stream:
             # The budget covers only part of max_tokens: ask the engine for no more than that.

@@ -124,6 +124,10 @@ async def relay_events(
                     if not choices and not client_wants_usage:
                         continue
                 if choices and _has_content(choices):
+                    if completion_allowance is not None and content_chunks >= completion_allowance:
+                        yield _BUDGET_CUT_EVENT
+                        yield DONE_EVENT
+                        raise StreamFailure(_BUDGET_EXHAUSTED, None)
                     now = time.perf_counter()
                     if last_content_at is None:
                         record.ttft_s = now - record.started
@@ -133,11 +137,6 @@ async def relay_events(
                     content_chunks += 1
                     if capture is not None:
                         capture.extend(_texts(choices))
-                    if completion_allowance is not None and content_chunks > completion_allowance:
-                        record.completion_tokens = max(record.completion_tokens, content_chunks - 1)
-                        yield _BUDGET_CUT_EVENT
-                        yield DONE_EVENT
-                        raise StreamFailure(_BUDGET_EXHAUSTED, None)
                 yield event
             if failure is not None:
                 break
@@ -148,6 +147,11 @@ async def relay_events(
             )
     except UpstreamError as error:
         failure = error
+    except BaseException:
+        # The client went away (GeneratorExit, CancelledError) or the budget cut the stream
+        # before the engine's usage arrived: the content relayed so far is what was used.
+        record.completion_tokens = max(record.completion_tokens, content_chunks)
+        raise
     if failure is not None:
         record.completion_tokens = max(record.completion_tokens, content_chunks)
         yield error_event(failure.message, failure.error_type, failure.kind)

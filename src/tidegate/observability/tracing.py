@@ -20,6 +20,7 @@ from opentelemetry.trace import NonRecordingSpan, Span, SpanKind, Tracer, set_sp
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 _PROPAGATOR = TraceContextTextMapPropagator()
+_NO_SPAN: contextlib.nullcontext[None] = contextlib.nullcontext()
 
 
 class Tracing:
@@ -50,12 +51,19 @@ class Tracing:
         parent = _PROPAGATOR.extract(headers) if "traceparent" in headers else None
         return self._tracer.start_span(name, context=parent, kind=SpanKind.SERVER)
 
-    @contextlib.contextmanager
-    def stage(self, parent: Span | None, name: str, **attributes: Any) -> Iterator[Span | None]:
+    def stage(
+        self, parent: Span | None, name: str, **attributes: Any
+    ) -> contextlib.AbstractContextManager[Span | None]:
         """A child span around one stage (auth, limits, validation, queue, upstream)."""
         if self._tracer is None or parent is None:
-            yield None
-            return
+            return _NO_SPAN  # the common case: no generator, no allocation
+        return self._stage(parent, name, attributes)
+
+    @contextlib.contextmanager
+    def _stage(
+        self, parent: Span, name: str, attributes: dict[str, Any]
+    ) -> Iterator[Span | None]:
+        assert self._tracer is not None
         span = self._tracer.start_span(
             name, context=set_span_in_context(parent), attributes=attributes or None
         )

@@ -99,6 +99,9 @@ class FakeUpstream:
         self.host = host
         self.port = port
         self.requests: list[dict[str, Any]] = []
+        self.request_headers: list[dict[str, str]] = []
+        """The headers of each recorded request (names lower-cased), in the order of
+        ``requests``."""
         self.active = 0
         self.cancelled = 0
         self.completed = 0
@@ -213,6 +216,7 @@ class FakeUpstream:
             return _error(400, "The request body must be a JSON object.", "BadRequestError")
         if self._record:
             self.requests.append(body)
+            self.request_headers.append({k.lower(): v for k, v in request.headers.items()})
         if body.get("model") != self.model:
             message = f"The model `{body.get('model')}` does not exist."
             return _error(404, message, "NotFoundError", "model")
