@@ -13,11 +13,12 @@ import itertools
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import orjson
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import Row, func, select
 
 from tests.support.processes import (
     AdminClient,
@@ -33,7 +34,8 @@ MODEL = "fake-model"
 PROMPT = [11, 12, 13, 14, 15]
 TOKENS = 8
 CLIENTS = 20
-KILL_AFTER = 150  # fully received responses before the kill
+KILL_AFTER = 300  # fully received responses before the kill, at least
+BATCH = 100  # usage records per flush
 DONE = b"data: [DONE]\n\n"
 
 
@@ -102,7 +104,10 @@ async def test_kill_9_mid_load_leaves_one_record_per_completed_request(
         store_url=shared_store,
         redis_prefix=prefix,
         wal_dir=tmp_path / "wal",
-        flush_interval_s=0.2,
+        # Flushes come only from full batches, so the kill can be timed to leave some records
+        # committed and some only in the WAL.
+        flush_interval_s=60,
+        extra_env={"TIDEGATE_METERING__BATCH_SIZE": str(BATCH)},
     )
     started = time.monotonic()
     async with running_cluster(
@@ -126,7 +131,9 @@ async def test_kill_9_mid_load_leaves_one_record_per_completed_request(
         driving = asyncio.create_task(before.drive())
         try:
             deadline = time.monotonic() + 20
-            while len(before.complete) < KILL_AFTER:
+            # A full batch is flushed soon after it fills (with the few records that arrive
+            # meanwhile): a kill 40-80 records past one leaves dozens only in the WAL.
+            while len(before.complete) < KILL_AFTER or not 40 <= len(before.complete) % BATCH <= 80:
                 assert time.monotonic() < deadline, f"too slow: {len(before.complete)} done"
                 assert not driving.done(), driving
                 await asyncio.sleep(0.005)
@@ -136,7 +143,10 @@ async def test_kill_9_mid_load_leaves_one_record_per_completed_request(
             before.stop = True
             await asyncio.wait_for(driving, timeout=15)
         assert before.unexpected == []
-        assert any((tmp_path / "wal").glob("*.wal")), "the kill left nothing to replay"
+        committed = await stored_ids(shared_store, tenant_id)
+        only_in_wal = before.complete - committed
+        assert len(only_in_wal) >= 10, "the kill left too little to replay"
+        assert committed <= before.complete
 
         gateway.start()  # same home, WAL directory and store: replays the dead process's WAL
         await gateway.wait_ready("/readyz")
@@ -147,29 +157,15 @@ async def test_kill_9_mid_load_leaves_one_record_per_completed_request(
     # Stopped cleanly: everything it metered is in the store.
     assert not any((tmp_path / "wal").glob("*.wal")), "the WAL was not replayed and emptied"
 
-    engine = create_engine(shared_store)
-    try:
-        async with create_sessionmaker(engine)() as session:
-            rows = (
-                await session.execute(
-                    select(
-                        UsageRecord.request_id,
-                        UsageRecord.status,
-                        UsageRecord.prompt_tokens,
-                        UsageRecord.completion_tokens,
-                    ).where(UsageRecord.tenant_id == tenant_id)
-                )
-            ).all()
-            total = await session.scalar(select(func.count()).select_from(UsageRecord))
-    finally:
-        await engine.dispose()
+    rows, total = await stored_rows(shared_store, tenant_id)
     ids = [row[0] for row in rows]
     by_id = {row[0]: row for row in rows}
     complete = before.complete | after.complete
     missing = sorted(complete - by_id.keys())
     cut_recorded = before.cut & by_id.keys()
     print(
-        f"{len(before.complete)} complete before the kill (killed at {killed_at}), "
+        f"{len(before.complete)} complete before the kill (killed at {killed_at}; "
+        f"{len(committed)} committed, {len(only_in_wal)} only in the WAL), "
         f"{len(before.cut)} cut by it, {len(after.complete)} after the restart; "
         f"{len(rows)} records for the tenant ({total} in all), {len(missing)} complete ones "
         f"missing, {len(cut_recorded)} cut ones recorded; {time.monotonic() - started:.1f} s"
@@ -181,3 +177,23 @@ async def test_kill_9_mid_load_leaves_one_record_per_completed_request(
         assert (status, prompt, completion) == (200, len(PROMPT), TOKENS), by_id[rid]
     # Nothing but what the clients sent (and no request recorded under two ids).
     assert by_id.keys() <= complete | before.cut
+
+
+async def stored_rows(store_url: str, tenant_id: str) -> tuple[list[Row[Any]], int]:
+    """(request id, status, prompt tokens, completion tokens) of the tenant's records, and the
+    number of records in the store."""
+    engine = create_engine(store_url)
+    try:
+        async with create_sessionmaker(engine)() as session:
+            u = UsageRecord
+            statement = select(u.request_id, u.status, u.prompt_tokens, u.completion_tokens)
+            rows = (await session.execute(statement.where(u.tenant_id == tenant_id))).all()
+            total = await session.scalar(select(func.count()).select_from(u))
+    finally:
+        await engine.dispose()
+    return list(rows), int(total or 0)
+
+
+async def stored_ids(store_url: str, tenant_id: str) -> set[str]:
+    rows, _ = await stored_rows(store_url, tenant_id)
+    return {row[0] for row in rows}
