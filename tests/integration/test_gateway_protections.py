@@ -344,12 +344,12 @@ async def test_validation_rejections_never_reach_the_upstream(
         deduped = await env.chat(key, chat(stop=["a", "b", "a", "b", "c", "d"], max_tokens=3))
         assert deduped.status_code == 200, deduped.text
         assert fake.requests[-1]["stop"] == ["a", "b", "c", "d"]
-        text = await env.http.post(
+        plain = await env.http.post(
             "/v1/completions",
             json={"model": "fake-model", "prompt": "hello world"},
             headers=key.headers,
         )
-        assert text.status_code == 200, text.text
+        assert plain.status_code == 200, plain.text
         assert fake.requests[-1]["max_tokens"] == 7
         assert len(fake.requests) == 4
 

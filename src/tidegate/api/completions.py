@@ -34,6 +34,7 @@ from tidegate.gateway.accounting import rejection_reason
 from tidegate.gateway.completions import PreparedRequest
 from tidegate.observability.metrics import Route
 from tidegate.observability.records import RequestRecord
+from tidegate.protocol.sse import DONE_EVENT
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +83,7 @@ class CompletionEndpoint:
         services: ApiServices | None = None
         prepared: PreparedRequest | None = None
         retention_days = 0
+        metered = False
         in_flight = None
         span: Span | None = None
         try:
@@ -106,6 +108,12 @@ class CompletionEndpoint:
             if not prepared.stream:
                 result = await services.completions.complete(prepared, record)
                 state.started = state.finished = True
+                # Metered before the client can hold the whole answer, so a crash after this
+                # send never loses the record of a request the client got.
+                services.accounting.meter(
+                    record, payload=prepared.payload, retention_days=retention_days
+                )
+                metered = True
                 await send_bytes(send, 200, result, [JSON_CONTENT_TYPE, *headers])
                 return
             events = await services.completions.open_stream(prepared, record)
@@ -115,6 +123,12 @@ class CompletionEndpoint:
             )
             try:
                 async for event in events:
+                    if event is DONE_EVENT:
+                        # The client holds the whole answer once it has [DONE]: meter first.
+                        services.accounting.meter(
+                            record, payload=prepared.payload, retention_days=retention_days
+                        )
+                        metered = True
                     await send({"type": "http.response.body", "body": event, "more_body": True})
             finally:
                 await events.aclose()
@@ -159,6 +173,7 @@ class CompletionEndpoint:
                     admission=prepared.admission if prepared is not None else None,
                     payload=prepared.payload if prepared is not None else None,
                     retention_days=retention_days,
+                    metered=metered,
                 )
             if span is not None:
                 span.set_attribute("tidegate.outcome", record.outcome)

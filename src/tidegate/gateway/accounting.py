@@ -81,10 +81,13 @@ class RequestAccounting:
         admission: Admission | None,
         payload: dict[str, Any] | None,
         retention_days: int,
+        metered: bool = False,
     ) -> None:
+        """``metered``: ``meter`` already ran (before the response's last bytes were sent)."""
         # Metered before the settle's await (a Redis round trip): the client may already hold
         # the whole response, so a crash or a cancellation there must not lose its record.
-        self._account(record, payload=payload, retention_days=retention_days)
+        if not metered:
+            self.meter(record, payload=payload, retention_days=retention_days)
         if admission is not None:
             await admission.settle(
                 prompt_tokens=record.prompt_tokens,
@@ -92,9 +95,11 @@ class RequestAccounting:
                 completion_tokens=record.completion_tokens,
             )
 
-    def _account(
+    def meter(
         self, record: RequestRecord, *, payload: dict[str, Any] | None, retention_days: int
     ) -> None:
+        """Price the request, record its metrics and access line, and write its usage record
+        ahead (no await: once this returns, the record survives a kill -9)."""
         if record.prompt_tokens or record.completion_tokens:
             record.cost_usd = self._prices.cost_usd(
                 record.model,

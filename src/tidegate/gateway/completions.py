@@ -215,13 +215,9 @@ class CompletionService:
         try:
             async for event in events:
                 yield event
-        except StreamFailure as failure:
-            record.outcome = failure.error.outcome
-            record.error_type = failure.error.error_type
+        except StreamFailure as failure:  # the relay has set the outcome and sent the error
             if failure.kind is not None:
                 self._metrics.upstream_errors.labels(record.model, failure.kind).inc()
-            else:
-                record.rejection = "budget"
         finally:
             with contextlib.suppress(BaseException):
                 await events.aclose()

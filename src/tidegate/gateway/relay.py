@@ -112,10 +112,10 @@ async def relay_events(
                     )
                     break
                 if "error" in payload:  # the engine's own in-band error: relay it, then end
-                    yield event
-                    yield DONE_EVENT
                     record.outcome = "upstream"
                     record.error_type = "upstream_error"
+                    yield event
+                    yield DONE_EVENT
                     return
                 choices = payload.get("choices")
                 usage = payload.get("usage")
@@ -125,6 +125,9 @@ async def relay_events(
                         continue
                 if choices and _has_content(choices):
                     if completion_allowance is not None and content_chunks >= completion_allowance:
+                        record.completion_tokens = max(record.completion_tokens, content_chunks)
+                        _mark(record, _BUDGET_EXHAUSTED)
+                        record.rejection = "budget"
                         yield _BUDGET_CUT_EVENT
                         yield DONE_EVENT
                         raise StreamFailure(_BUDGET_EXHAUSTED, None)
@@ -148,15 +151,22 @@ async def relay_events(
     except UpstreamError as error:
         failure = error
     except BaseException:
-        # The client went away (GeneratorExit, CancelledError) or the budget cut the stream
-        # before the engine's usage arrived: the content relayed so far is what was used.
+        # The client went away (GeneratorExit, CancelledError) before the engine's usage
+        # arrived: the content relayed so far is what was used.
         record.completion_tokens = max(record.completion_tokens, content_chunks)
         raise
     if failure is not None:
         record.completion_tokens = max(record.completion_tokens, content_chunks)
+        _mark(record, failure)
         yield error_event(failure.message, failure.error_type, failure.kind)
         yield DONE_EVENT
         raise StreamFailure(failure, failure.kind)
+
+
+def _mark(record: RequestRecord, error: TidegateError) -> None:
+    """Set the outcome before the last events go out: the request is metered at [DONE]."""
+    record.outcome = error.outcome
+    record.error_type = error.error_type
 
 
 _BUDGET_EXHAUSTED = LimitExceededError(
