@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import SecretStr
-from sqlalchemy import and_, or_, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tidegate.errors import AuthenticationError, InvalidRequestError, NotFoundError
@@ -46,6 +46,7 @@ from tidegate.gateway.policy import KeySettings, TenantSettings, Tier
 from tidegate.gateway.tenants import parse_tier
 from tidegate.store.db import transaction
 from tidegate.store.models import SYSTEM_TENANT_ID, ApiKey, Tenant
+from tidegate.store.paging import after_row
 
 __all__ = [
     "ROLES",
@@ -200,9 +201,11 @@ class KeyService:
                         param="after",
                     )
                 query = query.where(
-                    or_(
-                        ApiKey.created_at > last.created_at,
-                        and_(ApiKey.created_at == last.created_at, ApiKey.id > last.id),
+                    after_row(
+                        ApiKey.created_at,
+                        ApiKey.id,
+                        last_created_at=last.created_at,
+                        last_id=last.id,
                     )
                 )
             return [key_info(row) for row in await session.scalars(query)]

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import and_, delete, func, or_, select
+from sqlalchemy import delete, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -31,6 +31,7 @@ from tidegate.gateway.audit import record
 from tidegate.gateway.policy import TIERS, TenantSettings, Tier
 from tidegate.store.db import transaction
 from tidegate.store.models import SYSTEM_TENANT_ID, ApiKey, Tenant
+from tidegate.store.paging import after_row
 
 DEFAULT_TIER: Tier = "interactive"
 MAX_NAME_LEN = 200
@@ -171,9 +172,11 @@ class TenantService:
                         param="after",
                     )
                 query = query.where(
-                    or_(
-                        Tenant.created_at > last.created_at,
-                        and_(Tenant.created_at == last.created_at, Tenant.id > last.id),
+                    after_row(
+                        Tenant.created_at,
+                        Tenant.id,
+                        last_created_at=last.created_at,
+                        last_id=last.id,
                     )
                 )
             return [_info(row) for row in await session.scalars(query)]
