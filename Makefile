@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-stamp
 # pip on these machines lists every local index it skips; keep that noise off the console.
 QUIET_PIP := grep -v "WARNING: Location" || true
 
-.PHONY: setup engine run test test-fast lint bench-overhead config-docs clean
+.PHONY: setup engine system-deps run test test-fast lint bench-overhead config-docs clean
 
 $(STAMP): pyproject.toml
 	@echo "==> project environment ($(VENV))"
@@ -29,8 +29,23 @@ engine: setup
 run: setup
 	$(BIN)/tidegate up
 
-## Everything: unit, integration (PostgreSQL, loopback servers) and the real-engine e2e tests.
-test: engine
+## Debian packages some tests drive: Chromium (the bench report is checked in a real browser)
+## and docker-compose (parses the compose file; no daemon needed). Installed when missing and this
+## user may (root); otherwise those tests skip and say why.
+SYSTEM_PACKAGES := chromium fonts-dejavu-core docker-compose
+system-deps:
+	@if ! command -v chromium >/dev/null 2>&1 || ! command -v docker-compose >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "==> installing $(SYSTEM_PACKAGES) (Debian)"; \
+	    apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	      $(SYSTEM_PACKAGES) >/dev/null; \
+	  else echo "chromium or docker-compose missing and not root: their tests will skip"; fi; \
+	fi
+
+## Everything: unit, integration (PostgreSQL, Redis, loopback servers), deploy manifests and the
+## real-engine e2e tests.
+test: engine system-deps
 	$(BIN)/pytest
 
 ## Without the real engine (seconds instead of minutes).

@@ -42,8 +42,10 @@ from tidegate.gateway.validation import RequestValidator
 from tidegate.metering import PromptLogWriter, RetentionPurger, UsageMeter, UsageQueries
 from tidegate.observability.access_log import AccessLog
 from tidegate.observability.metrics import GatewayMetrics
+from tidegate.observability.pool_metrics import register_pool_metrics
 from tidegate.observability.recorder import RequestRecorder
 from tidegate.observability.tracing import Tracing
+from tidegate.routing.discovery import Resolver, dns_discoveries, resolve_host
 from tidegate.routing.replicas import Replica, ReplicaState, RoutingTable
 from tidegate.store.db import create_engine, create_sessionmaker
 from tidegate.store.migrate import migrate
@@ -59,6 +61,8 @@ class Engines(Protocol):
 
 def add_remote_upstreams(config: Config, routing: RoutingTable) -> None:
     for index, upstream in enumerate(config.upstreams):
+        if upstream.discovery == "dns":
+            continue  # its replicas come and go with DNS (routing.discovery)
         routing.add(
             Replica(
                 id=f"u{index}",
@@ -67,6 +71,7 @@ def add_remote_upstreams(config: Config, routing: RoutingTable) -> None:
                 upstream_model=upstream.upstream_model or upstream.model,
                 api_key=upstream.api_key.get_secret_value() if upstream.api_key else None,
                 state=ReplicaState.READY,
+                max_concurrency=upstream.max_concurrency,
             )
         )
 
@@ -109,8 +114,10 @@ def build_app(
     announce_admin_key: Callable[[str | None], None] | None = None,
     access_log: AccessLog | None = None,
     span_exporter: SpanExporter | None = None,
+    dns_resolver: Resolver = resolve_host,
 ) -> Starlette:
-    """``access_log`` and ``span_exporter``: where tests collect what the app writes."""
+    """``access_log`` and ``span_exporter``: where tests collect what the app writes;
+    ``dns_resolver``: how ``discovery: dns`` upstreams are resolved."""
     slot = ServicesSlot()
 
     @contextlib.asynccontextmanager
@@ -179,6 +186,11 @@ def build_app(
 
             routing = RoutingTable()
             add_remote_upstreams(config, routing)
+            register_pool_metrics(
+                metrics.registry,
+                routing=routing,
+                default_concurrency=config.engines.profile.max_num_seqs,
+            )
             server = config.server
             session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(
@@ -187,6 +199,15 @@ def build_app(
                 skip_auto_headers=("User-Agent",),
             )
             stack.push_async_callback(session.close)
+            for discovery in dns_discoveries(
+                config.upstreams,
+                routing=routing,
+                session=session,
+                metrics=metrics,
+                resolver=dns_resolver,
+            ):
+                await discovery.start()
+                stack.push_async_callback(discovery.stop)
             upstream = UpstreamClient(
                 session=session,
                 timeouts=UpstreamTimeouts(

@@ -11,6 +11,7 @@ from rich.console import Console
 
 from tidegate.commands.engine import engine_app, model_app
 from tidegate.commands.keys import keys_app
+from tidegate.commands.plan import plan_command
 from tidegate.commands.tenants import tenants_app
 from tidegate.commands.usage import usage_app
 from tidegate.config import Config, load_config
@@ -26,6 +27,7 @@ app.add_typer(model_app, name="model", help="Prepare models for the local engine
 app.add_typer(keys_app, name="keys", help="Create, list and revoke API keys.")
 app.add_typer(tenants_app, name="tenants", help="Create, list, update and delete tenants.")
 app.add_typer(usage_app, name="usage", help="Usage rollups and CSV export.")
+app.command("plan", help="Size GPUs for a model and write the engine profile.")(plan_command)
 config_app = typer.Typer(no_args_is_help=True, help="Inspect the effective configuration.")
 app.add_typer(config_app, name="config")
 

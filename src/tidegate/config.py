@@ -131,6 +131,19 @@ class UpstreamServer(_Section):
     tokenizer: str = ""
     """A model directory holding tokenizer.json (and tokenizer_config.json with the chat template)
     to count prompt tokens with. Empty: prompts are not counted before the engine."""
+    max_concurrency: int = Field(default=64, ge=1)
+    """Requests one replica of this upstream serves at once (vLLM's --max-num-seqs); the pool's
+    capacity and saturation metrics are ready replicas times this."""
+    discovery: Literal["static", "dns"] = "static"
+    """static: the URL is one replica. dns: the URL's host (a Kubernetes headless Service) is
+    resolved periodically and every A/AAAA address becomes a replica on the URL's port."""
+    discovery_interval_s: float = Field(default=10.0, gt=0)
+    """With discovery dns: seconds between resolutions."""
+    discovery_max_replicas: int = Field(default=256, ge=1)
+    """With discovery dns: at most this many addresses become replicas (ids are metric labels)."""
+    discovery_health_path: str = "/health"
+    """With discovery dns: a new address becomes ready once GET of this path (on the server root,
+    as vLLM serves /health) answers 2xx. Empty: new addresses are ready at once."""
 
 
 class LimitsConfig(_Section):

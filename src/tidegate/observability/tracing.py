@@ -60,9 +60,7 @@ class Tracing:
         return self._stage(parent, name, attributes)
 
     @contextlib.contextmanager
-    def _stage(
-        self, parent: Span, name: str, attributes: dict[str, Any]
-    ) -> Iterator[Span | None]:
+    def _stage(self, parent: Span, name: str, attributes: dict[str, Any]) -> Iterator[Span | None]:
         assert self._tracer is not None
         span = self._tracer.start_span(
             name, context=set_span_in_context(parent), attributes=attributes or None

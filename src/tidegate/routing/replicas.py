@@ -42,6 +42,8 @@ class Replica:
     api_key: str | None = None
     state: ReplicaState = ReplicaState.STARTING
     outstanding: int = 0
+    max_concurrency: int = 0
+    """Requests it serves at once, for the pool capacity metric; 0: the engine profile's."""
 
     @property
     def ready(self) -> bool:
@@ -81,13 +83,28 @@ class Pool:
 
 
 class RoutingTable:
-    """Public model name → pool. Built once at startup; replica states change at runtime."""
+    """Public model name → pool. Built at startup; replica states change at runtime and DNS
+    discovery adds and removes replicas."""
 
     def __init__(self) -> None:
         self._pools: dict[str, Pool] = {}
 
     def add(self, replica: Replica) -> None:
-        self._pools.setdefault(replica.model, Pool(replica.model)).replicas.append(replica)
+        self.ensure_pool(replica.model).replicas.append(replica)
+
+    def ensure_pool(self, model: str) -> Pool:
+        """The model's pool, created empty if needed (discovery may not have found replicas yet:
+        requests then get 503 Retry-After instead of 404)."""
+        return self._pools.setdefault(model, Pool(model))
+
+    def remove(self, replica: Replica) -> None:
+        """Take a replica out of its pool (discovery, once a drained one has no requests left)."""
+        pool = self._pools.get(replica.model)
+        if pool is not None and replica in pool.replicas:
+            pool.replicas.remove(replica)
+
+    def pools(self) -> list[Pool]:
+        return list(self._pools.values())
 
     def pool(self, model: str) -> Pool:
         pool = self._pools.get(model)

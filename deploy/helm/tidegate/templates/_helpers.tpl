@@ -1,0 +1,268 @@
+{{/* Names, labels and the merged engine pools. */}}
+
+{{- define "tidegate.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "tidegate.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "tidegate.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+app.kubernetes.io/name: {{ include "tidegate.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{- define "tidegate.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "tidegate.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "tidegate.gatewayName" -}}
+{{- printf "%s-gateway" (include "tidegate.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "tidegate.secretName" -}}
+{{- if .Values.secrets.create -}}
+{{- printf "%s-secrets" (include "tidegate.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- required "secrets.existingSecret is required when secrets.create is false" .Values.secrets.existingSecret -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Resource name of a pool's engines: call with (list $ $pool). */}}
+{{- define "tidegate.engineName" -}}
+{{- $root := index . 0 -}}
+{{- $pool := index . 1 -}}
+{{- printf "%s-engine-%s" (include "tidegate.fullname" $root) $pool.name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/*
+The pools with engines.defaults filled in, as YAML {pools: [...]}. A pool's keys replace the
+defaults one by one; profile, autoscaling, multiNode, modelCache and upstream are merged key by
+key, so a pool can set `enforce_eager: false` over a default of true (a plain deep merge would
+drop false and null).
+*/}}
+{{- define "tidegate.pools" -}}
+{{- $defaults := .Values.engines.defaults -}}
+{{- $nested := list "profile" "autoscaling" "multiNode" "modelCache" "upstream" -}}
+{{- $pools := list -}}
+{{- $seen := dict -}}
+{{- range $index, $given := .Values.engines.pools -}}
+{{- $name := required (printf "engines.pools[%d].name is required" $index) $given.name -}}
+{{- if not (regexMatch "^[a-z]([-a-z0-9]*[a-z0-9])?$" $name) -}}
+{{- fail (printf "engines.pools[%d].name %q must be a DNS label (a-z, 0-9, -)" $index $name) -}}
+{{- end -}}
+{{- if hasKey $seen $name -}}
+{{- fail (printf "engines.pools: the name %q is used twice" $name) -}}
+{{- end -}}
+{{- $_ := set $seen $name true -}}
+{{- $_ := required (printf "engines.pools[%d].model is required" $index) $given.model -}}
+{{- $pool := deepCopy $defaults -}}
+{{- range $key, $value := $given -}}
+{{- if and (has $key $nested) (kindIs "map" $value) -}}
+{{- $merged := deepCopy (get $defaults $key | default dict) -}}
+{{- range $k, $v := $value -}}
+{{- $_ := set $merged $k $v -}}
+{{- end -}}
+{{- $_ := set $pool $key $merged -}}
+{{- else -}}
+{{- $_ := set $pool $key $value -}}
+{{- end -}}
+{{- end -}}
+{{- if not $pool.servedModelName -}}
+{{- $_ := set $pool "servedModelName" $pool.model -}}
+{{- end -}}
+{{- $pools = append $pools $pool -}}
+{{- end -}}
+{{- toYaml (dict "pools" $pools) -}}
+{{- end -}}
+
+{{/* The gateway's upstream entry of a pool: call with (list $ $pool). */}}
+{{- define "tidegate.poolUpstream" -}}
+{{- $root := index . 0 -}}
+{{- $pool := index . 1 -}}
+{{- $host := printf "%s.%s.svc.%s" (include "tidegate.engineName" (list $root $pool)) $root.Release.Namespace $root.Values.clusterDomain -}}
+{{- $entry := dict "url" (printf "http://%s:%d/v1" $host (int $root.Values.engines.port)) "model" $pool.servedModelName "discovery" "dns" "max_concurrency" (int $pool.profile.max_num_seqs) "context_length" (int $pool.profile.max_model_len) -}}
+{{- range $k, $v := $pool.upstream -}}
+{{- $_ := set $entry $k $v -}}
+{{- end -}}
+{{- toYaml $entry -}}
+{{- end -}}
+
+{{/* All upstream entries: the pools', then gateway.providers. */}}
+{{- define "tidegate.upstreams" -}}
+{{- $root := . -}}
+{{- $list := list -}}
+{{- range (include "tidegate.pools" $root | fromYaml).pools -}}
+{{- $list = append $list (include "tidegate.poolUpstream" (list $root .) | fromYaml) -}}
+{{- end -}}
+{{- range $root.Values.gateway.providers -}}
+{{- $list = append $list . -}}
+{{- end -}}
+{{- toYaml (dict "upstreams" $list) -}}
+{{- end -}}
+
+{{/* tidegate's YAML config for the gateway pods (secrets come from the environment). */}}
+{{- define "tidegate.gatewayConfig" -}}
+{{- $base := dict
+  "home" "/var/lib/tidegate"
+  "server" (dict "host" "0.0.0.0" "port" (int .Values.gateway.port))
+  "engines" (dict "replicas" 0 "drain_grace_s" (int .Values.gateway.drainSeconds))
+-}}
+{{- if .Values.secrets.redisUrl -}}
+{{- $_ := set $base "limits" (dict "backend" "redis") -}}
+{{- end -}}
+{{- if not .Values.gateway.providers -}}
+{{- $_ := set $base "upstreams" (include "tidegate.upstreams" . | fromYaml).upstreams -}}
+{{- end -}}
+{{- toYaml (mergeOverwrite $base (deepCopy .Values.gateway.config)) -}}
+{{- end -}}
+
+{{/* vLLM's arguments from a pool's engine profile: call with (list $ $pool). */}}
+{{- define "tidegate.vllmArgs" -}}
+{{- $root := index . 0 -}}
+{{- $pool := index . 1 -}}
+{{- $p := $pool.profile -}}
+- --model
+- {{ $pool.model | quote }}
+- --served-model-name
+- {{ $pool.servedModelName | quote }}
+- --host
+- "0.0.0.0"
+- --port
+- {{ $root.Values.engines.port | quote }}
+- --max-model-len
+- {{ int $p.max_model_len | quote }}
+- --max-num-seqs
+- {{ int $p.max_num_seqs | quote }}
+{{- if ne $p.device "cpu" }}
+- --gpu-memory-utilization
+- {{ $p.gpu_memory_utilization | toString | quote }}
+{{- end }}
+- --tensor-parallel-size
+- {{ int $p.tensor_parallel_size | quote }}
+{{- if $pool.multiNode.enabled }}
+- --pipeline-parallel-size
+- {{ int $pool.multiNode.pipelineParallelSize | quote }}
+- --distributed-executor-backend
+- ray
+{{- end }}
+- --dtype
+- {{ $p.dtype | quote }}
+{{- if $p.enforce_eager }}
+- --enforce-eager
+{{- end }}
+{{- if $pool.priorityScheduling }}
+- --scheduling-policy
+- priority
+{{- end }}
+{{- range $p.extra_args }}
+- {{ . | quote }}
+{{- end }}
+{{- end -}}
+
+{{/* Environment of an engine container: call with (list $ $pool). */}}
+{{- define "tidegate.engineEnv" -}}
+{{- $root := index . 0 -}}
+{{- $pool := index . 1 -}}
+- name: HF_HOME
+  value: /models/hf
+- name: HF_TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "tidegate.secretName" $root }}
+      key: HF_TOKEN
+      optional: true
+{{- if eq $pool.profile.device "cpu" }}
+- name: VLLM_CPU_KVCACHE_SPACE
+  value: {{ int $pool.profile.cpu_kvcache_space_gib | quote }}
+{{- end }}
+{{- range $k, $v := $pool.profile.extra_env }}
+- name: {{ $k }}
+  value: {{ $v | toString | quote }}
+{{- end }}
+{{- end -}}
+
+{{/* Resources of an engine container: GPUs = tensor_parallel_size. */}}
+{{- define "tidegate.engineResources" -}}
+{{- $pool := . -}}
+{{- $res := deepCopy ($pool.resources | default dict) -}}
+{{- if ne $pool.profile.device "cpu" -}}
+{{- $gpus := int $pool.profile.tensor_parallel_size -}}
+{{- $limits := deepCopy ($res.limits | default dict) -}}
+{{- $_ := set $limits "nvidia.com/gpu" $gpus -}}
+{{- $_ := set $res "limits" $limits -}}
+{{- $requests := deepCopy ($res.requests | default dict) -}}
+{{- $_ := set $requests "nvidia.com/gpu" $gpus -}}
+{{- $_ := set $res "requests" $requests -}}
+{{- end -}}
+{{- toYaml $res -}}
+{{- end -}}
+
+{{/* Startup, readiness and liveness probes of an engine container. */}}
+{{- define "tidegate.engineProbes" -}}
+{{- $pool := . -}}
+{{- $period := 10 -}}
+startupProbe:
+  httpGet:
+    path: /health
+    port: http
+  periodSeconds: {{ $period }}
+  timeoutSeconds: 5
+  failureThreshold: {{ add1 (div (add (int $pool.loadTimeSeconds) (sub $period 1)) $period) }}
+readinessProbe:
+  httpGet:
+    path: /health
+    port: http
+  periodSeconds: 5
+  timeoutSeconds: 5
+  failureThreshold: 3
+livenessProbe:
+  httpGet:
+    path: /health
+    port: http
+  periodSeconds: 15
+  timeoutSeconds: 10
+  failureThreshold: 4
+{{- end -}}
+
+{{/* Volumes of an engine pod: call with (list $ $pool). */}}
+{{- define "tidegate.engineVolumes" -}}
+{{- $root := index . 0 -}}
+{{- $pool := index . 1 -}}
+- name: model-cache
+{{- if eq $pool.modelCache.type "pvc" }}
+  persistentVolumeClaim:
+    claimName: {{ $pool.modelCache.existingClaim | default (printf "%s-models" (include "tidegate.engineName" (list $root $pool))) }}
+{{- else }}
+  emptyDir:
+    sizeLimit: {{ $pool.modelCache.size }}
+{{- end }}
+- name: dshm
+  emptyDir:
+    medium: Memory
+    sizeLimit: {{ $pool.shmSize }}
+{{- end -}}
+
+{{- define "tidegate.engineMounts" -}}
+- name: model-cache
+  mountPath: /models
+- name: dshm
+  mountPath: /dev/shm
+{{- end -}}

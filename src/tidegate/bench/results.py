@@ -1,0 +1,151 @@
+"""The run's JSON document (``"tidegate_bench": 1``) and one CSV of requests per run and target.
+
+The layout is documented in the README; the HTML report reads it. CSV paths in the JSON are
+relative to the JSON file's folder.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import re
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from tidegate.bench.metrics import target_figures
+from tidegate.bench.records import RequestRecord
+from tidegate.bench.runner import PointResult
+from tidegate.bench.selfcheck import ClientHealth
+from tidegate.bench.spec import Slo, Target
+from tidegate.bench.stats import paired_difference
+
+SCHEMA_VERSION = 1
+COMPARED = ("ttft_ms", "e2el_ms", "tpot_ms")
+CSV_HEADER = (
+    "index", "target", "tenant", "scheduled_s", "sent_s", "ttft_ms", "e2el_ms", "tpot_ms",
+    "prompt_tokens", "output_tokens", "status", "error",
+)  # fmt: skip
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.=-]+", "_", text).strip("_") or "x"
+
+
+def comparisons(
+    result: PointResult, names: Sequence[str], *, seed: int, min_effect: float
+) -> list[dict[str, Any]]:
+    """Paired differences b - a for every pair of targets, over prompts both served."""
+    out = []
+    for a, b in itertools.combinations(names, 2):
+        ra = {r.index: r for r in result.records[a] if r.measured and r.ok}
+        rb = {r.index: r for r in result.records[b] if r.measured and r.ok}
+        for metric in COMPARED:
+            pairs = [
+                (va, vb)
+                for i in sorted(ra.keys() & rb.keys())
+                if (va := getattr(ra[i], metric)) is not None
+                and (vb := getattr(rb[i], metric)) is not None
+            ]
+            diff = paired_difference(
+                [p[0] for p in pairs], [p[1] for p in pairs], seed=seed, min_effect=min_effect
+            )
+            if diff is None:
+                continue
+            out.append({
+                "a": a, "b": b, "metric": metric, "median_diff_ms": diff.median_diff_ms,
+                "ci95": list(diff.ci95), "ratio": diff.ratio, "significant": diff.significant,
+                "pairs": diff.pairs,
+            })  # fmt: skip
+    return out
+
+
+def write_csv(path: Path, records: Sequence[RequestRecord]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(CSV_HEADER)
+        for r in records:
+            writer.writerow([
+                r.index, r.target, r.tenant, f"{r.scheduled_s:.6f}", f"{r.sent_s:.6f}",
+                _ms(r.ttft_ms), _ms(r.e2el_ms), _ms(r.tpot_ms),
+                "" if r.prompt_tokens is None else r.prompt_tokens,
+                "" if r.output_tokens is None else r.output_tokens,
+                r.status, r.error,
+            ])  # fmt: skip
+
+
+def _ms(value: float | None) -> str:
+    return "" if value is None else f"{value:.3f}"
+
+
+def build_document(
+    *,
+    command: str,
+    workload: dict[str, Any],
+    results: Sequence[PointResult],
+    targets: Sequence[tuple[Target, str]],
+    slo: Slo,
+    json_path: Path,
+    seed: int,
+    min_effect: float,
+    started_at: datetime | None = None,
+) -> dict[str, Any]:
+    """Write every CSV next to ``json_path`` and return the JSON document (not yet written)."""
+    csv_dir = json_path.parent / f"{json_path.stem}_requests"
+    runs = []
+    for result in results:
+        point = result.point
+        rows = []
+        for target, model in targets:
+            records = result.records[target.name]
+            csv_path = csv_dir / f"{slug(point.label)}__{slug(target.name)}.csv"
+            write_csv(csv_path, records)
+            rows.append(
+                target_figures(
+                    target=target,
+                    model=model,
+                    records=records,
+                    window_start_s=result.window_start_s,
+                    slo=slo,
+                    csv_path=str(csv_path.relative_to(json_path.parent)),
+                )
+            )
+        process = point.process
+        runs.append({
+            "label": point.label,
+            "shape": point.shape,
+            "concurrency": point.concurrency,
+            "rate": process.rate if process is not None else None,
+            "duration_s": max((float(str(t["duration_s"])) for t in rows), default=0.0),
+            "client": result.health.as_json(),
+            "targets": rows,
+            "comparisons": comparisons(
+                result, [t.name for t, _ in targets], seed=seed, min_effect=min_effect
+            ),
+        })  # fmt: skip
+    health = ClientHealth.worst([r.health for r in results])
+    return {
+        "tidegate_bench": SCHEMA_VERSION,
+        "started_at": (started_at or datetime.now(UTC)).isoformat(),
+        "command": command,
+        "workload": workload,
+        "slo": {"ttft_ms": slo.ttft_ms, "tpot_ms": slo.tpot_ms, "e2el_ms": slo.e2el_ms},
+        "client": health.as_json(),
+        "runs": runs,
+    }
+
+
+def write_document(path: Path, document: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(orjson.dumps(document, option=orjson.OPT_INDENT_2))
+
+
+def read_document(path: Path) -> dict[str, Any]:
+    doc = orjson.loads(path.read_bytes())
+    if not isinstance(doc, dict) or doc.get("tidegate_bench") != SCHEMA_VERSION:
+        raise ValueError(f"{path} is not a tidegate bench result (version {SCHEMA_VERSION})")
+    return doc

@@ -1,0 +1,139 @@
+"""``tidegate plan``: which GPU, how many, and the engine profile to run a model with.
+
+Mounted in cli.py as a single command: ``app.command("plan")(plan_command)``.
+The table and YAML go to stdout (``--json``: one JSON object instead); errors go to stderr.
+Exit status: 0 with a recommendation, 1 when nothing fits, 2 on bad input.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import psutil
+import typer
+from rich.console import Console
+
+from tidegate.config import load_config
+from tidegate.engines.model_prepare import bundled_name
+from tidegate.plan.errors import PlanError, PlanInputError
+from tidegate.plan.gpus import find_gpu
+from tidegate.plan.memory import GIB
+from tidegate.plan.model_source import load_model_spec
+from tidegate.plan.model_spec import ModelSpec
+from tidegate.plan.profile_yaml import engines_section, render_yaml
+from tidegate.plan.recommend import PlanRequest, Recommendation, recommend, recommend_cpu
+from tidegate.plan.report import describe_model, plan_json, plan_table
+
+
+def _spec(model: str, config_path: Path | None) -> ModelSpec:
+    name = bundled_name(model)
+    if name is None:
+        return load_model_spec(model)
+    directory = load_config(config_path).models_dir / name
+    if not (directory / "config.json").is_file():
+        raise PlanInputError(f"{model} is not prepared ({directory}); run `tidegate model prepare`")
+    return load_model_spec(str(directory))
+
+
+def _plan(
+    spec: ModelSpec,
+    request: PlanRequest,
+    *,
+    cpu: bool,
+    kv_space_gib: int | None,
+    gpu: str | None,
+    tp: int | None,
+) -> Recommendation:
+    if cpu:
+        if request.weights_dtype == "fp8" or gpu or tp:
+            raise PlanInputError("--cpu takes neither --dtype fp8, --gpu nor --tp")
+        plan = recommend_cpu(spec, request, kv_space_gib=kv_space_gib)
+        weights = plan.weights_bytes
+        if weights + plan.options[0].kv_budget_per_device > psutil.virtual_memory().total:
+            raise PlanInputError(
+                f"weights {weights / GIB:.1f} GiB + KV cache {plan.options[0].cpu_kv_space_gib} "
+                f"GiB exceed this machine's memory"
+            )
+        return plan
+    try:
+        device = find_gpu(gpu) if gpu else None
+    except ValueError as exc:
+        raise PlanInputError(str(exc)) from exc
+    return recommend(spec, request, gpu=device, tp=tp)
+
+
+def plan_command(
+    model: Annotated[
+        str,
+        typer.Option(
+            help="Model directory, config.json, hub id, or bundled:NAME.", show_default=False
+        ),
+    ],
+    context: Annotated[int, typer.Option(help="Context length per sequence (tokens).")] = 8192,
+    concurrency: Annotated[int, typer.Option(help="Sequences served at once.")] = 32,
+    dtype: Annotated[str, typer.Option(help="Weights: auto, bf16, or fp8 (quantized).")] = "auto",
+    kv_dtype: Annotated[str, typer.Option(help="KV cache: auto or fp8.")] = "auto",
+    gpu: Annotated[str | None, typer.Option(help="Only this GPU (e.g. H100-80GB).")] = None,
+    tp: Annotated[int | None, typer.Option(help="Only this tensor-parallel size.")] = None,
+    gpu_memory_utilization: Annotated[
+        float, typer.Option(help="vLLM's share of GPU memory.")
+    ] = 0.9,
+    headroom: Annotated[float, typer.Option(help="Spare KV capacity over the target.")] = 0.2,
+    enforce_eager: Annotated[
+        bool, typer.Option(help="No CUDA graphs (saves their memory).")
+    ] = False,
+    block_size: Annotated[
+        int | None, typer.Option(help="KV block size (default: vLLM's for the device).")
+    ] = None,
+    cpu: Annotated[bool, typer.Option("--cpu", help="Plan the embedded vLLM CPU engine.")] = False,
+    kv_space_gib: Annotated[
+        int | None, typer.Option(help="CPU KV cache GiB (default: the least that fits).")
+    ] = None,
+    served_model_name: Annotated[str | None, typer.Option(help="Name clients use.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Write the engine profile YAML here.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object on stdout.")] = False,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="Config, to find bundled models.")
+    ] = None,
+) -> None:
+    """Size GPUs (or the CPU engine) for a model, a context length and a concurrency."""
+    console, err = Console(), Console(stderr=True)
+    request = PlanRequest(
+        context=context,
+        concurrency=concurrency,
+        weights_dtype=dtype,
+        kv_dtype=kv_dtype,
+        gpu_memory_utilization=gpu_memory_utilization,
+        headroom=headroom,
+        enforce_eager=enforce_eager,
+        block_size=block_size,
+    )
+    try:
+        plan = _plan(
+            _spec(model, config), request, cpu=cpu, kv_space_gib=kv_space_gib, gpu=gpu, tp=tp
+        )
+    except PlanError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    section, text = None, ""
+    if plan.chosen is not None:
+        section = engines_section(
+            plan, plan.chosen, model=model, served_model_name=served_model_name
+        )
+        text = render_yaml(plan, plan.chosen, section)
+        if out is not None:
+            out.write_text(text, encoding="utf-8")
+    if as_json:
+        typer.echo(json.dumps(plan_json(plan, profile=section), indent=2))
+    else:
+        console.print(describe_model(plan), soft_wrap=True)
+        console.print(plan_table(plan))
+        if out is None:
+            console.print(text, markup=False, highlight=False, end="")
+    if plan.chosen is None:
+        err.print(f"[red]{plan.refusal}[/red]", soft_wrap=True)
+        raise typer.Exit(1)
+    if out is not None:
+        err.print(f"engine profile written to {out} (use: tidegate up --config {out})")

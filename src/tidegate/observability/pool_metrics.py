@@ -1,0 +1,73 @@
+"""Per-pool load signals for autoscalers (KEDA, HPA), read from the routing table at scrape time.
+
+Nothing is counted on the request path: the collector sums the replicas' ``outstanding`` counters
+when Prometheus scrapes. Per pool (``model`` label, a public model name from config):
+
+- ``tidegate_pool_in_flight_requests``: requests the gateway has on the pool's replicas;
+- ``tidegate_pool_ready_replicas``: replicas the balancer may pick;
+- ``tidegate_pool_capacity``: ready replicas × requests one replica serves at once
+  (``max_num_seqs`` of the engine profile for local replicas, ``max_concurrency`` of the upstream
+  entry for remote ones);
+- ``tidegate_pool_saturation``: in-flight / capacity (1 when nothing is ready but work is in
+  flight, 0 when idle): above 1 requests queue inside the engines.
+
+A per-class queue depth comes with the scheduler; an autoscaler can then scale on that instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from tidegate.routing.replicas import RoutingTable
+
+
+class PoolCollector(Collector):
+    def __init__(self, *, routing: RoutingTable, default_concurrency: int) -> None:
+        """``default_concurrency``: per-replica concurrency of replicas that do not state one."""
+        self._routing = routing
+        self._default = max(1, default_concurrency)
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        in_flight = GaugeMetricFamily(
+            "tidegate_pool_in_flight_requests",
+            "Requests in flight on the pool's replicas.",
+            labels=["model"],
+        )
+        ready = GaugeMetricFamily(
+            "tidegate_pool_ready_replicas", "Replicas ready to serve.", labels=["model"]
+        )
+        capacity = GaugeMetricFamily(
+            "tidegate_pool_capacity",
+            "Requests the ready replicas serve at once (ready replicas x max_num_seqs).",
+            labels=["model"],
+        )
+        saturation = GaugeMetricFamily(
+            "tidegate_pool_saturation",
+            "In-flight requests / capacity; above 1 requests wait in engine queues.",
+            labels=["model"],
+        )
+        for pool in self._routing.pools():
+            busy = sum(max(0, r.outstanding) for r in pool.replicas)
+            ready_replicas = [r for r in pool.replicas if r.ready]
+            cap = sum(r.max_concurrency or self._default for r in ready_replicas)
+            labels = [pool.model]
+            in_flight.add_metric(labels, busy)
+            ready.add_metric(labels, len(ready_replicas))
+            capacity.add_metric(labels, cap)
+            saturation.add_metric(labels, busy / cap if cap else (1.0 if busy else 0.0))
+        yield from (in_flight, ready, capacity, saturation)
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        return iter(())  # the model labels are only known at scrape time
+
+
+def register_pool_metrics(
+    registry: CollectorRegistry, *, routing: RoutingTable, default_concurrency: int
+) -> PoolCollector:
+    collector = PoolCollector(routing=routing, default_concurrency=default_concurrency)
+    registry.register(collector)
+    return collector
