@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-stamp
 # pip on these machines lists every local index it skips; keep that noise off the console.
 QUIET_PIP := grep -v "WARNING: Location" || true
 
-.PHONY: setup engine system-deps run test test-fast lint bench-overhead config-docs clean
+.PHONY: setup engine system-deps run test test-fast lint bench-overhead bench-priority config-docs clean
 
 $(STAMP): pyproject.toml
 	@echo "==> project environment ($(VENV))"
@@ -60,6 +60,11 @@ lint: setup
 
 bench-overhead: setup
 	$(BIN)/python -m tidegate.bench.overhead
+
+## Interactive TTFT under a batch flood: one real vLLM replica, straight and through tidegate
+## (~5 min).
+bench-priority: engine
+	$(BIN)/python -m tidegate.bench.priority
 
 ## Regenerate the README's configuration reference from the schema.
 config-docs: setup

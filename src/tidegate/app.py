@@ -4,8 +4,8 @@ Startup: migrate the store, make sure an admin key exists (announcing a generate
 start usage metering (replaying what a crashed process left), build the limiter, the validator
 (each model's tokenizer and context length) and the routing table (remote upstreams are ready at
 once; local engines are started by the supervisor and become ready when loaded), open the
-upstream connection pool. Shutdown runs in exact reverse order through one exit stack: the
-supervisor drains the replicas first, usage is flushed last.
+upstream connection pool, start the scheduler. Shutdown runs in exact reverse order through one
+exit stack: the supervisor drains the replicas first, usage is flushed last.
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ from tidegate.observability.recorder import RequestRecorder
 from tidegate.observability.tracing import Tracing
 from tidegate.routing.discovery import Resolver, dns_discoveries, resolve_host
 from tidegate.routing.replicas import Replica, ReplicaState, RoutingTable
+from tidegate.scheduling import Scheduler
 from tidegate.store.db import create_engine, create_sessionmaker
 from tidegate.store.migrate import migrate
 from tidegate.upstream.client import UpstreamClient, UpstreamTimeouts
@@ -72,6 +73,7 @@ def add_remote_upstreams(config: Config, routing: RoutingTable) -> None:
                 api_key=upstream.api_key.get_secret_value() if upstream.api_key else None,
                 state=ReplicaState.READY,
                 max_concurrency=upstream.max_concurrency,
+                priority_scheduling=upstream.priority_scheduling,
             )
         )
 
@@ -217,6 +219,16 @@ def build_app(
                 ),
             )
 
+            scheduler: Scheduler | None = None
+            if config.scheduling.enabled:
+                scheduler = Scheduler(
+                    config=config.scheduling,
+                    default_concurrency=config.engines.profile.max_num_seqs,
+                    metrics=metrics,
+                )
+                scheduler.start()
+                stack.push_async_callback(scheduler.stop)
+
             async def store_ping() -> None:
                 async with store.connect() as connection:
                     await connection.execute(text("SELECT 1"))
@@ -233,6 +245,7 @@ def build_app(
                         validator=validator,
                         limiter=limiter,
                         tracing=tracing,
+                        scheduler=scheduler,
                     ),
                     accounting=RequestAccounting(
                         recorder=RequestRecorder(metrics=metrics, access_log=log),

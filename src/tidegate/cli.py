@@ -29,7 +29,9 @@ app.add_typer(model_app, name="model", help="Prepare models for the local engine
 app.add_typer(keys_app, name="keys", help="Create, list and revoke API keys.")
 app.add_typer(tenants_app, name="tenants", help="Create, list, update and delete tenants.")
 app.add_typer(usage_app, name="usage", help="Usage rollups and CSV export.")
-bench_app.command("report", help="Plots and an HTML report from a `bench run` result.")(bench_report)
+bench_app.command("report", help="Plots and an HTML report from a `bench run` result.")(
+    bench_report
+)
 app.add_typer(bench_app, name="bench", help="Load-test OpenAI-compatible endpoints side by side.")
 app.command("plan", help="Size GPUs for a model and write the engine profile.")(plan_command)
 config_app = typer.Typer(no_args_is_help=True, help="Inspect the effective configuration.")

@@ -134,6 +134,9 @@ class UpstreamServer(_Section):
     max_concurrency: int = Field(default=64, ge=1)
     """Requests one replica of this upstream serves at once (vLLM's --max-num-seqs); the pool's
     capacity and saturation metrics are ready replicas times this."""
+    priority_scheduling: bool = False
+    """The upstream runs vLLM with --scheduling-policy priority: each request carries its
+    scheduling class as vLLM's `priority` field (0 interactive, 10 batch)."""
     discovery: Literal["static", "dns"] = "static"
     """static: the URL is one replica. dns: the URL's host (a Kubernetes headless Service) is
     resolved periodically and every A/AAAA address becomes a replica on the URL's port."""
@@ -144,6 +147,49 @@ class UpstreamServer(_Section):
     discovery_health_path: str = "/health"
     """With discovery dns: a new address becomes ready once GET of this path (on the server root,
     as vLLM serves /health) answers 2xx. Empty: new addresses are ready at once."""
+
+
+class QueueClassConfig(_Section):
+    """How one priority class waits in the gateway's per-pool queue."""
+
+    max_queue_depth: int = Field(default=256, ge=0)
+    """Most requests of this class that wait per pool; one more gets 429 with Retry-After at
+    once (0: never queue, refuse when the pool is full)."""
+    queue_timeout_s: float = Field(default=30.0, gt=0)
+    """Longest a request of this class waits for a slot before it gets 503 with Retry-After."""
+
+
+class SchedulingConfig(_Section):
+    """The gateway's scheduler: per-pool admission by replica capacity, priority classes and
+    fair sharing between tenants."""
+
+    enabled: bool = True
+    """Admit at most each ready replica's capacity (its upstream's max_concurrency, or the engine
+    profile's max_num_seqs for local replicas) per pool and queue the rest in the gateway. Off:
+    every request goes straight to a replica and waits in the engine's own queue."""
+    interactive: QueueClassConfig = Field(
+        default_factory=lambda: QueueClassConfig(max_queue_depth=256, queue_timeout_s=30.0)
+    )
+    """The interactive class (tenant tiers interactive and internal)."""
+    batch: QueueClassConfig = Field(
+        default_factory=lambda: QueueClassConfig(max_queue_depth=4096, queue_timeout_s=600.0)
+    )
+    """The batch class (tenant tier batch, keys with priority batch, or the request header
+    x-tidegate-priority: batch)."""
+    interactive_reserve: float = Field(default=0.25, ge=0.0, lt=1.0)
+    """Share of each pool's capacity batch requests may not take, so interactive requests find a
+    free slot at once (rounded down; batch always gets at least one slot)."""
+    ageing_s: float = Field(default=60.0, gt=0)
+    """A batch request that has waited this long is served before interactive ones and may use
+    the reserved share, so batch work is never starved."""
+    tenant_weights: dict[str, float] = Field(default_factory=dict)
+    """Fair-share weight per tenant name inside a class (deficit round robin by estimated
+    tokens: prompt + max_tokens). Tenants not listed weigh 1."""
+    quantum_tokens: int = Field(default=1024, ge=1)
+    """Deficit round robin quantum: estimated tokens a weight-1 tenant may send per round."""
+    engine_priority: bool = False
+    """Start local vLLM replicas with --scheduling-policy priority and send each request's
+    class to them as vLLM's `priority` field (0 interactive, 10 batch)."""
 
 
 class LimitsConfig(_Section):
@@ -228,6 +274,8 @@ class Config(BaseSettings):
     """Local vLLM replicas supervised by tidegate."""
     upstreams: list[UpstreamServer] = Field(default_factory=list)
     """Already-running OpenAI-compatible servers to route to (no engine is started for them)."""
+    scheduling: SchedulingConfig = Field(default_factory=SchedulingConfig)
+    """Per-pool queues in the gateway: priority classes, fair share, admission control."""
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     """Rate limits, concurrency and budget reservations."""
     pricing: dict[str, ModelPrice] = Field(default_factory=dict)

@@ -15,8 +15,10 @@ a 500, never a 4xx.
     ├── NotFoundError               404  not_found_error         validation
     │   └── ModelNotFoundError      404  not_found_error         validation
     ├── OverloadedError             429  rate_limit_error        overload  (Retry-After)
-    │   └── LimitExceededError      429  rate_limit_error        overload  (+ .headers)
+    │   ├── LimitExceededError      429  rate_limit_error        overload  (+ .headers)
+    │   └── QueueFullError          429  rate_limit_error        overload  (Retry-After)
     ├── NoReadyReplicaError         503  service_unavailable     overload  (Retry-After)
+    ├── QueueTimeoutError           503  service_unavailable     overload  (Retry-After, .reason)
     ├── LimiterUnavailableError     503  service_unavailable     overload  (Retry-After)
     ├── UpstreamError               502  upstream_error          upstream  (.kind)
     │   └── UpstreamTimeoutError    504  timeout_error           timeout
@@ -128,6 +130,26 @@ class NoReadyReplicaError(TidegateError):
     status = 503
     error_type = "service_unavailable"
     outcome = "overload"
+
+
+class QueueFullError(OverloadedError):
+    """The pool's queue for the request's priority class is at its depth limit."""
+
+
+QueueTimeoutReason = Literal["queue_timeout", "deadline"]
+"""Why a queued request was given up (a metric label)."""
+
+
+class QueueTimeoutError(TidegateError):
+    """A queued request did not get a slot within its class's queue timeout or its deadline."""
+
+    status = 503
+    error_type = "service_unavailable"
+    outcome = "overload"
+
+    def __init__(self, message: str, *, reason: QueueTimeoutReason, retry_after_s: float) -> None:
+        super().__init__(message, code=reason, retry_after_s=retry_after_s)
+        self.reason: QueueTimeoutReason = reason
 
 
 class LimiterUnavailableError(TidegateError):

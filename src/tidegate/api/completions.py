@@ -35,6 +35,7 @@ from tidegate.gateway.completions import PreparedRequest
 from tidegate.observability.metrics import Route
 from tidegate.observability.records import RequestRecord
 from tidegate.protocol.sse import DONE_EVENT
+from tidegate.scheduling.classes import DEADLINE_HEADER, PRIORITY_HEADER
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,18 @@ def _trace_headers(scope: Scope) -> dict[str, str]:
     return {}
 
 
+def _scheduling_headers(scope: Scope) -> tuple[str | None, str | None]:
+    """x-tidegate-priority and x-tidegate-deadline-ms, if sent."""
+    priority = deadline = None
+    for key, value in scope["headers"]:
+        if key.startswith(b"x-tidegate-"):
+            if key == PRIORITY_HEADER:
+                priority = value.decode("latin-1")
+            elif key == DEADLINE_HEADER:
+                deadline = value.decode("latin-1")
+    return priority, deadline
+
+
 class CompletionEndpoint:
     def __init__(self, *, route: Route, services: ServicesSlot, ids: RequestIds) -> None:
         self._route = route
@@ -96,7 +109,16 @@ class CompletionEndpoint:
             record.tenant_id = principal.tenant_id
             record.tenant = principal.tenant_name
             retention_days = principal.tenant.prompt_retention_days
-            prepared = await services.completions.admit(self._route, body, principal, record, span)
+            priority, deadline_ms = _scheduling_headers(scope)
+            prepared = await services.completions.admit(
+                self._route,
+                body,
+                principal,
+                record,
+                span,
+                priority=priority,
+                deadline_ms=deadline_ms,
+            )
             headers += prepared.admission.headers
             in_flight = services.metrics.in_flight.labels(record.model)
             in_flight.inc()
@@ -117,11 +139,11 @@ class CompletionEndpoint:
                 await send_bytes(send, 200, result, [JSON_CONTENT_TYPE, *headers])
                 return
             events = await services.completions.open_stream(prepared, record)
-            state.started = True
-            await send(
-                {"type": "http.response.start", "status": 200, "headers": SSE_HEADERS + headers}
-            )
             try:
+                state.started = True
+                await send(
+                    {"type": "http.response.start", "status": 200, "headers": SSE_HEADERS + headers}
+                )
                 async for event in events:
                     if event is DONE_EVENT:
                         # The client holds the whole answer once it has [DONE]: meter first.

@@ -63,6 +63,8 @@ def build_engine_command(
         argv += ["--gpu-memory-utilization", str(profile.gpu_memory_utilization)]
     else:
         env["VLLM_CPU_KVCACHE_SPACE"] = str(profile.cpu_kvcache_space_gib)
+    if config.scheduling.engine_priority:
+        argv += ["--scheduling-policy", "priority"]
     argv += profile.extra_args
     env.update(profile.extra_env)
     return EngineCommand(argv=tuple(argv), env=env)

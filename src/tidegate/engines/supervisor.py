@@ -69,6 +69,7 @@ class EngineSupervisor:
                 model=engines.served_model_name,
                 base_url=f"http://{_HOST}:{port}/v1",
                 upstream_model=engines.served_model_name,
+                priority_scheduling=self.config.scheduling.engine_priority,
             )
             self.routing.add(replica)
             self.runners.append(

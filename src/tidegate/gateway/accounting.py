@@ -16,6 +16,8 @@ from tidegate.errors import (
     LimitExceededError,
     NotFoundError,
     PermissionDeniedError,
+    QueueFullError,
+    QueueTimeoutError,
     TidegateError,
 )
 from tidegate.gateway.limits import Admission
@@ -42,6 +44,8 @@ def rejection_reason(error: TidegateError) -> RejectionReason | None:
         return "auth"
     if isinstance(error, InvalidRequestError | NotFoundError | PermissionDeniedError):
         return "validation"
+    if isinstance(error, QueueFullError | QueueTimeoutError):
+        return "overload"  # the gateway's own queue refused it (queue metrics say which way)
     return None
 
 

@@ -9,6 +9,7 @@ into responses. Order matters: the prompt is counted (validation) before anythin
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +32,14 @@ from tidegate.protocol.requests import (
     validate_completion,
 )
 from tidegate.routing.replicas import Pool, Replica, RoutingTable
+from tidegate.scheduling import (
+    ENGINE_PRIORITY,
+    PriorityClass,
+    Scheduler,
+    Slot,
+    parse_deadline_ms,
+    resolve_class,
+)
 from tidegate.upstream.client import UpstreamClient
 
 _PATHS: dict[Route, str] = {"chat": "/chat/completions", "completions": "/completions"}
@@ -41,6 +50,8 @@ _VALIDATORS: dict[Route, Callable[[dict[str, Any]], object]] = {
 # A connect failure (a replica restarting) is retried once on another replica: nothing has
 # reached the client yet, so the retry is invisible to it.
 _CONNECT_ATTEMPTS = 2
+# The scheduler's cost of a request whose max_tokens is unbounded (no default, no context known).
+_UNBOUNDED_COMPLETION_COST = 1024
 
 
 @dataclass(slots=True)
@@ -52,12 +63,69 @@ class PreparedRequest:
     client_wants_usage: bool
     admission: Admission
     span: Span | None
+    klass: PriorityClass = "interactive"
+    """The scheduling class."""
+    tenant: str = ""
+    """Whose fair share the request counts against (the tenant's name)."""
+    cost: int = 1
+    """Estimated tokens (prompt + max_tokens), for fair sharing."""
+    deadline_s: float | None = None
+    """How long after arrival the request may still wait for a slot (x-tidegate-deadline-ms)."""
 
     def body_for(self, replica: Replica) -> bytes:
         payload = self.payload
         if payload["model"] != replica.upstream_model:
             payload = {**payload, "model": replica.upstream_model}
+        if replica.priority_scheduling:
+            payload = {**payload, "priority": ENGINE_PRIORITY[self.klass]}
         return orjson.dumps(payload)
+
+
+class _Exchange:
+    """One upstream exchange's resources; ``end`` gives them all back, exactly once."""
+
+    __slots__ = ("replica", "response", "slot", "_ended")
+
+    def __init__(self, replica: Replica, response: aiohttp.ClientResponse, slot: Slot | None):
+        self.replica = replica
+        self.response = response
+        self.slot = slot
+        self._ended = False
+
+    def end(self, *, reuse: bool = False) -> None:
+        """``reuse``: the body was read whole, so the connection may serve another request."""
+        if self._ended:
+            return
+        self._ended = True
+        if reuse:
+            self.response.release()
+        else:
+            # close() rather than release(): an unfinished upstream stream must be torn down so
+            # the engine aborts the request instead of generating for nobody.
+            self.response.close()
+        self.replica.outstanding -= 1
+        if self.slot is not None:
+            self.slot.release()
+
+
+class UpstreamStream:
+    """The relayed events of one streamed exchange. ``aclose`` ends the exchange even when the
+    events were never iterated (the client went before the response started)."""
+
+    __slots__ = ("_events", "_exchange")
+
+    def __init__(self, events: AsyncGenerator[bytes, None], exchange: _Exchange) -> None:
+        self._events = events
+        self._exchange = exchange
+
+    def __aiter__(self) -> AsyncGenerator[bytes, None]:
+        return self._events
+
+    async def aclose(self) -> None:
+        try:
+            await self._events.aclose()
+        finally:
+            self._exchange.end()
 
 
 def parse_json_object(body: bytes) -> dict[str, Any]:
@@ -85,7 +153,11 @@ class CompletionService:
         validator: RequestValidator,
         limiter: Limiter,
         tracing: Tracing,
+        scheduler: Scheduler | None = None,
     ) -> None:
+        """``scheduler``: per-pool admission and queueing; None sends every request straight to
+        a replica."""
+        self._scheduler = scheduler
         self._routing = routing
         self._upstream = upstream
         self._metrics = metrics
@@ -100,9 +172,17 @@ class CompletionService:
         principal: Principal,
         record: RequestRecord,
         span: Span | None,
+        *,
+        priority: str | None = None,
+        deadline_ms: str | None = None,
     ) -> PreparedRequest:
-        """Everything before the upstream: raises the error the client gets, if any."""
+        """Everything before the upstream: raises the error the client gets, if any.
+
+        ``priority`` and ``deadline_ms``: the x-tidegate-priority and x-tidegate-deadline-ms
+        request headers, as sent."""
         data = parse_json_object(body)
+        klass = resolve_class(principal.tier, principal.key.priority, priority)
+        deadline_s = parse_deadline_ms(deadline_ms)
         try:
             _VALIDATORS[route](data)
         except RequestValidationFailure as failure:
@@ -142,9 +222,53 @@ class CompletionService:
             data["stream_options"] = {**options, "include_usage": True}
         if tenant.log_prompts:
             record.completion_text = []
-        return PreparedRequest(route, pool, data, stream, client_wants_usage, admission, span)
+        reserved = checked.reserved_tokens
+        cost = reserved if reserved is not None else prompt_tokens + _UNBOUNDED_COMPLETION_COST
+        return PreparedRequest(
+            route,
+            pool,
+            data,
+            stream,
+            client_wants_usage,
+            admission,
+            span,
+            klass=klass,
+            tenant=principal.tenant_name,
+            cost=cost,
+            deadline_s=deadline_s,
+        )
 
-    async def _open(
+    async def _acquire(self, request: PreparedRequest, record: RequestRecord) -> Slot | None:
+        scheduler = self._scheduler
+        if scheduler is None:
+            return None
+        slot = scheduler.try_acquire(request.pool, request.klass)
+        if slot is not None:
+            return slot  # the fast path: no span, no future, no timer
+        deadline_s = request.deadline_s
+        if deadline_s is not None:
+            deadline_s -= time.perf_counter() - record.started
+        with self._tracing.stage(request.span, "queue"):
+            return await scheduler.wait(
+                request.pool,
+                request.klass,
+                tenant=request.tenant,
+                cost=request.cost,
+                deadline_s=deadline_s,
+            )
+
+    async def _open(self, request: PreparedRequest, record: RequestRecord) -> _Exchange:
+        """Take a scheduler slot, then post to a replica; the slot is given back if that fails."""
+        slot = await self._acquire(request, record)
+        try:
+            replica, response = await self._post(request, record)
+        except BaseException:
+            if slot is not None:
+                slot.release()
+            raise
+        return _Exchange(replica, response, slot)
+
+    async def _post(
         self, request: PreparedRequest, record: RequestRecord
     ) -> tuple[Replica, aiohttp.ClientResponse]:
         tried: Replica | None = None
@@ -178,35 +302,29 @@ class CompletionService:
 
     async def complete(self, request: PreparedRequest, record: RequestRecord) -> bytes:
         """A non-streaming exchange: the upstream's JSON body, as it sent it."""
-        replica, response = await self._open(request, record)
+        exchange = await self._open(request, record)
         try:
-            body = await UpstreamClient.read(replica, response)
+            body = await UpstreamClient.read(exchange.replica, exchange.response)
         except UpstreamError as error:
             self._metrics.upstream_errors.labels(record.model, error.kind).inc()
             raise
         finally:
-            response.release()
-            replica.outstanding -= 1
+            exchange.end(reuse=True)
         _read_body_usage(body, record)
         return body
 
-    async def open_stream(
-        self, request: PreparedRequest, record: RequestRecord
-    ) -> AsyncGenerator[bytes, None]:
-        """Open the upstream stream (errors here are still plain error responses)."""
-        replica, response = await self._open(request, record)
-        return self._stream(replica, response, request, record)
+    async def open_stream(self, request: PreparedRequest, record: RequestRecord) -> UpstreamStream:
+        """Open the upstream stream (errors here are still plain error responses). The caller
+        must ``aclose`` what it gets, whether it iterated it or not."""
+        exchange = await self._open(request, record)
+        return UpstreamStream(self._stream(exchange, request, record), exchange)
 
     async def _stream(
-        self,
-        replica: Replica,
-        response: aiohttp.ClientResponse,
-        request: PreparedRequest,
-        record: RequestRecord,
+        self, exchange: _Exchange, request: PreparedRequest, record: RequestRecord
     ) -> AsyncGenerator[bytes, None]:
         events = relay_events(
-            replica=replica,
-            response=response,
+            replica=exchange.replica,
+            response=exchange.response,
             record=record,
             client_wants_usage=request.client_wants_usage,
             itl=self._metrics.itl,
@@ -221,10 +339,7 @@ class CompletionService:
         finally:
             with contextlib.suppress(BaseException):
                 await events.aclose()
-            # close() rather than release(): an unfinished upstream stream must be torn down so
-            # the engine aborts the request instead of generating for nobody.
-            response.close()
-            replica.outstanding -= 1
+            exchange.end()
 
 
 def _read_body_usage(body: bytes, record: RequestRecord) -> None:

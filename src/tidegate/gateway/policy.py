@@ -68,3 +68,6 @@ class KeySettings(_Doc):
     """Rate limits of this key alone (on top of its tenant's)."""
     allowed_models: list[str] | None = None
     """Public model names this key may use (within its tenant's). None: the tenant's."""
+    priority: Literal["interactive", "batch"] | None = None
+    """The scheduling class of this key's requests. None: from the tenant's tier (interactive
+    and internal: interactive; batch: batch)."""

@@ -27,6 +27,9 @@ RejectionReason = Literal[
     "auth", "validation", "rate_limit", "concurrency", "budget", "limiter_unavailable", "overload"
 ]
 
+QueueRejection = Literal["queue_full", "queue_timeout", "deadline"]
+QUEUE_REJECTIONS: tuple[QueueRejection, ...] = ("queue_full", "queue_timeout", "deadline")
+
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 _ITL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.06, 0.1, 0.2, 0.5, 1, 2.5)
 
@@ -122,6 +125,26 @@ class GatewayMetrics:
             "tidegate_tenant_rejections",
             "Requests refused by the gateway, by tenant and reason.",
             ["tenant", "reason"],
+            registry=r,
+        )
+        # The scheduler's queues; `class` is a scheduling class (interactive or batch).
+        self.queue_depth = Gauge(
+            "tidegate_queue_depth",
+            "Requests waiting in the gateway's queue, by pool and class.",
+            ["model", "class"],
+            registry=r,
+        )
+        self.queue_wait = Histogram(
+            "tidegate_queue_wait_seconds",
+            "Time a request waited for a slot (0 when one was free), by pool and class.",
+            ["model", "class"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.queue_rejections = Counter(
+            "tidegate_queue_rejections",
+            "Requests refused by the scheduler, by pool, class and reason.",
+            ["model", "class", "reason"],
             registry=r,
         )
         # Normalised vLLM engine metrics, scraped from each replica's /metrics.

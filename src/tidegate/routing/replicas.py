@@ -44,6 +44,8 @@ class Replica:
     outstanding: int = 0
     max_concurrency: int = 0
     """Requests it serves at once, for the pool capacity metric; 0: the engine profile's."""
+    priority_scheduling: bool = False
+    """It runs vLLM's priority scheduler: requests carry a `priority` field."""
 
     @property
     def ready(self) -> bool:

@@ -1,0 +1,108 @@
+"""The scheduler: one ``PoolQueue`` per model pool, and a tick that keeps them moving.
+
+Slots are normally handed on when one is released; the tick (every ``tick_s``) also dispatches
+when capacity appears without a release (a replica became ready), promotes aged batch requests and
+gives up waiters past their deadline even if their own timer was late.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import TYPE_CHECKING
+
+from tidegate.config import SchedulingConfig
+from tidegate.routing.replicas import Pool
+from tidegate.scheduling.classes import PriorityClass
+from tidegate.scheduling.pool_queue import Clock, PoolQueue, Slot
+
+if TYPE_CHECKING:
+    from tidegate.observability.metrics import GatewayMetrics
+
+
+class Scheduler:
+    def __init__(
+        self,
+        *,
+        config: SchedulingConfig,
+        default_concurrency: int,
+        metrics: GatewayMetrics | None = None,
+        clock: Clock = time.monotonic,
+        tick_s: float = 0.25,
+    ) -> None:
+        """``default_concurrency``: per-replica capacity of replicas that do not state one (the
+        engine profile's max_num_seqs)."""
+        self._config = config
+        self._default = default_concurrency
+        self._metrics = metrics
+        self._clock = clock
+        self._tick_s = tick_s
+        self._queues: dict[Pool, PoolQueue] = {}
+        self._ticker: asyncio.Task[None] | None = None
+
+    def queue(self, pool: Pool) -> PoolQueue:
+        queue = self._queues.get(pool)
+        if queue is None:
+            queue = self._queues[pool] = PoolQueue(
+                pool=pool,
+                config=self._config,
+                default_concurrency=self._default,
+                clock=self._clock,
+                metrics=self._metrics,
+            )
+        return queue
+
+    def try_acquire(self, pool: Pool, klass: PriorityClass) -> Slot | None:
+        """A slot at once when the pool has room and nobody waits ahead; None: ``wait``."""
+        queue = self._queues.get(pool) or self.queue(pool)
+        return queue.try_acquire(klass)
+
+    async def wait(
+        self,
+        pool: Pool,
+        klass: PriorityClass,
+        *,
+        tenant: str,
+        cost: int,
+        deadline_s: float | None = None,
+    ) -> Slot:
+        """Queue for a slot: it comes, or an error does (429 queue full, 503 queue timeout or
+        deadline)."""
+        return await self.queue(pool).wait(klass, tenant=tenant, cost=cost, deadline_s=deadline_s)
+
+    async def acquire(
+        self,
+        pool: Pool,
+        klass: PriorityClass,
+        *,
+        tenant: str,
+        cost: int,
+        deadline_s: float | None = None,
+    ) -> Slot:
+        """``try_acquire``, else ``wait``. 503 at once when no replica of the pool is ready."""
+        slot = self.try_acquire(pool, klass)
+        if slot is not None:
+            return slot
+        return await self.wait(pool, klass, tenant=tenant, cost=cost, deadline_s=deadline_s)
+
+    def tick(self) -> None:
+        for queue in self._queues.values():
+            queue.expire_due()
+            queue.dispatch()
+
+    def start(self) -> None:
+        if self._ticker is None:
+            self._ticker = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+            self._ticker = None
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self._tick_s)
+            self.tick()
