@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -154,5 +155,9 @@ def config_show(config_path: ConfigOption = None) -> None:
     typer.echo(yaml.safe_dump(data, sort_keys=False))
 
 
-def main() -> None:
-    app()
+def main(argv: list[str] | None = None) -> None:
+    """The console script. ``tidegate bench --target ...`` is short for ``tidegate bench run``."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) >= 2 and args[0] == "bench" and args[1].startswith("-") and args[1] != "--help":
+        args.insert(1, "run")
+    app(args, prog_name="tidegate")
