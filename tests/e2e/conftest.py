@@ -18,6 +18,7 @@ from rich.console import Console
 from tidegate.config import Config, EngineProfile, EnginesConfig, load_config
 from tidegate.engines.install import EngineInstaller
 from tidegate.engines.model_prepare import ModelPreparer
+from tidegate.engines.shared_home import with_shared_engine
 from tidegate.engines.supervisor import EngineSupervisor
 from tidegate.observability.metrics import GatewayMetrics
 from tidegate.routing.replicas import RoutingTable
@@ -36,11 +37,8 @@ def shared_engine_config() -> Config:
 @pytest.fixture(scope="module")
 def engine_config(shared_engine_config: Config, tmp_path_factory: pytest.TempPathFactory) -> Config:
     home: Path = tmp_path_factory.mktemp("tidegate-home")
-    (home / "models").symlink_to(shared_engine_config.models_dir, target_is_directory=True)
-    return Config(
-        home=home,
+    config = Config(
         engines=EnginesConfig(
-            venv=str(shared_engine_config.engine_venv),
             replicas=1,
             ready_timeout_s=240,
             health_interval_s=0.5,
@@ -57,6 +55,7 @@ def engine_config(shared_engine_config: Config, tmp_path_factory: pytest.TempPat
             ),
         ),
     )
+    return with_shared_engine(config, home=home, shared=shared_engine_config)
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")

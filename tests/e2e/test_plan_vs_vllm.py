@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tidegate.config import BUNDLED_MODEL, Config, EngineProfile, EnginesConfig
+from tidegate.engines.shared_home import with_shared_engine
 from tidegate.engines.supervisor import EngineSupervisor
 from tidegate.observability.metrics import GatewayMetrics
 from tidegate.plan.model_source import load_model_spec
@@ -52,11 +53,8 @@ async def test_planner_matches_vllm_kv_cache(
     option = plan.options[0]
     section = engines_section(plan, option, model=BUNDLED_MODEL)["engines"]
 
-    (tmp_path / "models").symlink_to(shared_engine_config.models_dir, target_is_directory=True)
     config = Config(
-        home=tmp_path,
         engines=EnginesConfig(
-            venv=str(shared_engine_config.engine_venv),
             model=section["model"],
             served_model_name=section["served_model_name"],
             replicas=1,
@@ -66,6 +64,7 @@ async def test_planner_matches_vllm_kv_cache(
             profile=EngineProfile(**section["profile"]),
         ),
     )
+    config = with_shared_engine(config, home=tmp_path, shared=shared_engine_config)
     supervisor = EngineSupervisor(config=config, routing=RoutingTable(), metrics=GatewayMetrics())
     await supervisor.start()
     try:

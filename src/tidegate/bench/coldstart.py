@@ -138,18 +138,16 @@ async def user_command(command: str, *, log_path: Path) -> AsyncIterator[float]:
 async def engine_replica(config: Config) -> AsyncIterator[tuple[float, str, str]]:
     """A fresh replica through the engine supervisor, in a temporary tidegate home that links
     to the configured models; yields (spawn time, base URL, served model name)."""
+    from tidegate.engines.shared_home import with_shared_engine
     from tidegate.engines.supervisor import EngineSupervisor
     from tidegate.observability.metrics import GatewayMetrics
     from tidegate.routing.replicas import RoutingTable
 
     with tempfile.TemporaryDirectory(prefix="tidegate-coldstart-") as tmp:
-        home = Path(tmp)
-        (home / "models").symlink_to(config.models_dir, target_is_directory=True)
-        data = config.model_dump()
-        data["home"] = home
-        data["engines"]["venv"] = str(config.engine_venv)
-        data["engines"]["replicas"] = 1
-        fresh = Config.model_validate(data)
+        one_replica = config.engines.model_copy(update={"replicas": 1})
+        fresh = with_shared_engine(
+            config.model_copy(update={"engines": one_replica}), home=Path(tmp)
+        )
         supervisor = EngineSupervisor(
             config=fresh, routing=RoutingTable(), metrics=GatewayMetrics()
         )

@@ -43,6 +43,7 @@ from rich.table import Table
 from tidegate.bench.stats import percentile
 from tidegate.bench.targets import Launch, Processes, free_port
 from tidegate.config import Config, EngineProfile, EnginesConfig, load_config
+from tidegate.engines.shared_home import with_shared_engine
 from tidegate.engines.supervisor import EngineSupervisor
 from tidegate.observability.metrics import GatewayMetrics
 from tidegate.routing.replicas import RoutingTable
@@ -257,12 +258,8 @@ async def _wait_engine_idle(base_url: str, timeout_s: float = 60.0) -> None:
 
 
 def _engine_config(home: Path, options: Options) -> Config:
-    shared = load_config()
-    (home / "models").symlink_to(shared.models_dir, target_is_directory=True)
-    return Config(
-        home=home,
+    config = Config(
         engines=EnginesConfig(
-            venv=str(shared.engine_venv),
             replicas=1,
             ready_timeout_s=options.ready_timeout_s,
             health_interval_s=0.5,
@@ -276,6 +273,7 @@ def _engine_config(home: Path, options: Options) -> Config:
             ),
         ),
     )
+    return with_shared_engine(config, home=home, shared=load_config())
 
 
 def _admin_post(origin: str, admin_key: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
