@@ -18,6 +18,7 @@ from tidegate.api.admin_usage import build_usage_routes
 from tidegate.api.routes import tidegate_error_handler
 from tidegate.errors import TidegateError
 from tidegate.gateway.keys import KeyService
+from tidegate.gateway.tenants import TenantService
 from tidegate.metering import UsageMeter, UsageQueries
 from tidegate.store.db import transaction
 from tidegate.store.models import SYSTEM_TENANT_ID, Tenant
@@ -27,10 +28,11 @@ Sessions = async_sessionmaker[AsyncSession]
 
 @dataclass(frozen=True)
 class Services:
-    """The two services these routes read; the gateway passes its ApiServices instead."""
+    """The services these routes read; the gateway passes its ApiServices instead."""
 
     keys: KeyService
-    usage: UsageQueries | None
+    tenants: TenantService
+    usage: UsageQueries
 
 
 @dataclass(frozen=True)
@@ -75,7 +77,11 @@ async def keys(sessions: Sessions, tmp_path: Path) -> Keys:
 @pytest.fixture
 async def client(sessions: Sessions) -> AsyncIterator[httpx.AsyncClient]:
     slot = Slot(
-        Services(KeyService(sessions=sessions, cache_ttl_s=60), UsageQueries(sessions=sessions))
+        Services(
+            KeyService(sessions=sessions, cache_ttl_s=60),
+            TenantService(sessions=sessions),
+            UsageQueries(sessions=sessions),
+        )
     )
     app = Starlette(
         routes=build_usage_routes(slot),

@@ -11,7 +11,6 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from tests.support.usage_events import T0, usage_event
 from tidegate.errors import InvalidRequestError
 from tidegate.metering import UsageEvent, UsageMeter, UsageQueries
-from tidegate.store.models import SYSTEM_TENANT_ID
 
 Sessions = async_sessionmaker[AsyncSession]
 DAY = timedelta(days=1)
@@ -110,9 +109,3 @@ async def test_records_come_in_stable_pages(sessions: Sessions, tmp_path: Path) 
         await queries.list_records(None, None, None, after="not-a-cursor")
     with pytest.raises(InvalidRequestError):
         await queries.list_records(None, None, None, limit=0)
-
-
-async def test_tenant_exists(sessions: Sessions) -> None:
-    queries = UsageQueries(sessions=sessions)
-    assert await queries.tenant_exists(SYSTEM_TENANT_ID)
-    assert not await queries.tenant_exists("ten_nobody")

@@ -17,12 +17,10 @@ from tidegate.api.asgi import bearer_token
 from tidegate.api.services import ServicesSlot
 from tidegate.errors import (
     InvalidRequestError,
-    NotFoundError,
-    PermissionDeniedError,
 )
+from tidegate.gateway.actors import Actor
 from tidegate.metering.periods import parse_bound
 from tidegate.metering.queries import GroupBy, UsageQueries
-from tidegate.store.models import SYSTEM_TENANT_ID
 
 _GROUPS: tuple[GroupBy, ...] = ("day", "model")
 
@@ -84,21 +82,13 @@ class UsageEndpoints:
     async def _authorize(self, request: Request) -> tuple[UsageQueries, str | None]:
         """The usage queries and the tenant the caller may see (None: every tenant)."""
         services = self._slot.get()
-        principal = await services.keys.authenticate(bearer_token(request.scope))
-        if principal.role != "admin":
-            raise PermissionDeniedError("The usage API needs an admin key.")
+        actor = Actor.admin(await services.keys.authenticate(bearer_token(request.scope)))
         requested = request.query_params.get("tenant_id") or None
-        if principal.tenant_id != SYSTEM_TENANT_ID:
-            if requested is not None and requested != principal.tenant_id:
-                raise _no_tenant(requested)  # a foreign tenant looks like a missing one
-            return services.usage, principal.tenant_id
-        if requested is not None and not await services.usage.tenant_exists(requested):
-            raise _no_tenant(requested)
-        return services.usage, requested
-
-
-def _no_tenant(tenant_id: str) -> NotFoundError:
-    return NotFoundError(f"No tenant with id {tenant_id!r}.", param="tenant_id")
+        if requested is not None:
+            # A foreign tenant is answered exactly like a missing one.
+            await services.tenants.get(requested, actor=actor)
+            return services.usage, requested
+        return services.usage, actor.tenant_id
 
 
 def _group_by(value: str) -> GroupBy:

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from tidegate.errors import InvalidRequestError
 from tidegate.metering.events import CHARGED_KINDS, FIELD_NAMES, UsageEvent
 from tidegate.store.db import transaction
-from tidegate.store.models import Tenant, UsageRecord
+from tidegate.store.models import UsageRecord
 
 GroupBy = Literal["day", "model"]
 Period = Literal["day", "month"]
@@ -154,10 +154,6 @@ class UsageQueries:
         events = events[:limit]
         cursor = _encode_cursor(events[-1]) if more else None
         return RecordPage(records=events, next_cursor=cursor)
-
-    async def tenant_exists(self, tenant_id: str) -> bool:
-        async with transaction(self._sessions, "look up a tenant") as session:
-            return await session.scalar(select(Tenant.id).where(Tenant.id == tenant_id)) is not None
 
 
 def _day(session: AsyncSession) -> ColumnElement[Any]:
