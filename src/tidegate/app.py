@@ -44,12 +44,17 @@ from tidegate.observability.access_log import AccessLog
 from tidegate.observability.metrics import GatewayMetrics
 from tidegate.observability.pool_metrics import register_pool_metrics
 from tidegate.observability.recorder import RequestRecorder
+from tidegate.observability.routing_metrics import RoutingMetrics
 from tidegate.observability.tracing import Tracing
+from tidegate.routing.build import build_routing
 from tidegate.routing.discovery import Resolver, dns_discoveries, resolve_host
-from tidegate.routing.replicas import Replica, ReplicaState, RoutingTable
+from tidegate.routing.outlier import OutlierDetector
+from tidegate.routing.replicas import RoutingTable
+from tidegate.routing.retry_budget import RetryBudget
 from tidegate.scheduling import Scheduler
 from tidegate.store.db import create_engine, create_sessionmaker
 from tidegate.store.migrate import migrate
+from tidegate.upstream.anthropic import AnthropicClient
 from tidegate.upstream.client import UpstreamClient, UpstreamTimeouts
 
 
@@ -58,24 +63,6 @@ class Engines(Protocol):
 
     async def start(self) -> None: ...
     async def stop(self) -> None: ...
-
-
-def add_remote_upstreams(config: Config, routing: RoutingTable) -> None:
-    for index, upstream in enumerate(config.upstreams):
-        if upstream.discovery == "dns":
-            continue  # its replicas come and go with DNS (routing.discovery)
-        routing.add(
-            Replica(
-                id=f"u{index}",
-                model=upstream.model,
-                base_url=upstream.url.rstrip("/"),
-                upstream_model=upstream.upstream_model or upstream.model,
-                api_key=upstream.api_key.get_secret_value() if upstream.api_key else None,
-                state=ReplicaState.READY,
-                max_concurrency=upstream.max_concurrency,
-                priority_scheduling=upstream.priority_scheduling,
-            )
-        )
 
 
 def _local_engines(config: Config, routing: RoutingTable, metrics: GatewayMetrics) -> Engines:
@@ -186,8 +173,7 @@ def build_app(
                 ),
             )
 
-            routing = RoutingTable()
-            add_remote_upstreams(config, routing)
+            routing = build_routing(config)
             register_pool_metrics(
                 metrics.registry,
                 routing=routing,
@@ -210,14 +196,13 @@ def build_app(
             ):
                 await discovery.start()
                 stack.push_async_callback(discovery.stop)
-            upstream = UpstreamClient(
-                session=session,
-                timeouts=UpstreamTimeouts(
-                    connect_s=server.connect_timeout_s,
-                    total_s=server.request_timeout_s,
-                    idle_s=server.idle_timeout_s,
-                ),
+            timeouts = UpstreamTimeouts(
+                connect_s=server.connect_timeout_s,
+                total_s=server.request_timeout_s,
+                idle_s=server.idle_timeout_s,
             )
+            upstream = UpstreamClient(session=session, timeouts=timeouts)
+            routing_metrics = RoutingMetrics(metrics.registry)
 
             scheduler: Scheduler | None = None
             if config.scheduling.enabled:
@@ -240,11 +225,23 @@ def build_app(
                     audit=AuditLog(sessions=sessions),
                     completions=CompletionService(
                         routing=routing,
-                        upstream=upstream,
+                        providers={
+                            "openai": upstream,
+                            "anthropic": AnthropicClient(session=session, timeouts=timeouts),
+                        },
                         metrics=metrics,
+                        routing_metrics=routing_metrics,
                         validator=validator,
                         limiter=limiter,
                         tracing=tracing,
+                        outliers=OutlierDetector(
+                            config.routing.health, on_eject=routing_metrics.ejected
+                        ),
+                        retry_budget=RetryBudget(ratio=config.routing.health.retry_budget_ratio),
+                        ttft_targets={
+                            "interactive": config.scheduling.interactive.ttft_target_s,
+                            "batch": config.scheduling.batch.ttft_target_s,
+                        },
                         scheduler=scheduler,
                     ),
                     accounting=RequestAccounting(

@@ -137,6 +137,19 @@ class UpstreamServer(_Section):
     priority_scheduling: bool = False
     """The upstream runs vLLM with --scheduling-policy priority: each request carries its
     scheduling class as vLLM's `priority` field (0 interactive, 10 batch)."""
+    provider: Literal["openai", "anthropic"] = "openai"
+    """openai: an OpenAI-compatible API (vLLM, SGLang, TGI, Ollama, OpenAI). anthropic: the
+    Anthropic Messages API (url https://api.anthropic.com/v1); chat requests, streams, usage and
+    errors are translated both ways."""
+    pool: str = ""
+    """The pool this upstream's replicas join. Empty: the pool named like `model`. Several
+    upstreams with the same model but different pools form a fallback chain in config order."""
+    api_key_env: str = ""
+    """Name of an environment variable holding the key (instead of api_key, which wins when both
+    are set). Provider credentials never come from the client."""
+    health_check_path: str = ""
+    """Active health checks: GET this path on the server root (vLLM: /health) every
+    routing.health.interval_s; failing replicas leave rotation. Empty: passive health only."""
     discovery: Literal["static", "dns"] = "static"
     """static: the URL is one replica. dns: the URL's host (a Kubernetes headless Service) is
     resolved periodically and every A/AAAA address becomes a replica on the URL's port."""
@@ -148,6 +161,14 @@ class UpstreamServer(_Section):
     """With discovery dns: a new address becomes ready once GET of this path (on the server root,
     as vLLM serves /health) answers 2xx. Empty: new addresses are ready at once."""
 
+    def resolved_api_key(self) -> str | None:
+        """The provider key: api_key, else the variable named by api_key_env."""
+        if self.api_key is not None:
+            return self.api_key.get_secret_value()
+        if self.api_key_env:
+            return os.environ.get(self.api_key_env) or None
+        return None
+
 
 class QueueClassConfig(_Section):
     """How one priority class waits in the gateway's per-pool queue."""
@@ -157,6 +178,10 @@ class QueueClassConfig(_Section):
     once (0: never queue, refuse when the pool is full)."""
     queue_timeout_s: float = Field(default=30.0, gt=0)
     """Longest a request of this class waits for a slot before it gets 503 with Retry-After."""
+    ttft_target_s: float | None = None
+    """The class's time-to-first-token target. On routes with spillover, a request whose
+    predicted queue wait in a pool would exceed it goes to the next pool of its chain instead.
+    None: this class never spills over."""
 
 
 class SchedulingConfig(_Section):
@@ -168,7 +193,9 @@ class SchedulingConfig(_Section):
     profile's max_num_seqs for local replicas) per pool and queue the rest in the gateway. Off:
     every request goes straight to a replica and waits in the engine's own queue."""
     interactive: QueueClassConfig = Field(
-        default_factory=lambda: QueueClassConfig(max_queue_depth=256, queue_timeout_s=30.0)
+        default_factory=lambda: QueueClassConfig(
+            max_queue_depth=256, queue_timeout_s=30.0, ttft_target_s=2.0
+        )
     )
     """The interactive class (tenant tiers interactive and internal)."""
     batch: QueueClassConfig = Field(
@@ -190,6 +217,107 @@ class SchedulingConfig(_Section):
     engine_priority: bool = False
     """Start local vLLM replicas with --scheduling-policy priority and send each request's
     class to them as vLLM's `priority` field (0 interactive, 10 batch)."""
+
+
+class PoolConfig(_Section):
+    """Settings of one pool of replicas (pools not listed use the defaults)."""
+
+    name: str
+    """The pool's name: an upstream's `pool` (or `model`), or the local engines'
+    served_model_name."""
+    balancer: Literal["least_outstanding", "round_robin", "prefix_affinity"] = "least_outstanding"
+    """least_outstanding: power-of-two choices on in-flight requests. round_robin: in turn.
+    prefix_affinity: requests sharing a session id (x-tidegate-session-id) or leading prompt
+    content go to the same replica (consistent hashing with bounded load), so its KV prefix
+    cache is reused; requests without either are balanced like least_outstanding."""
+    affinity_load_factor: float = Field(default=1.25, gt=1.0)
+    """prefix_affinity: no replica takes more than this times the pool's mean in-flight load
+    (plus one); a request whose affine replica is that full moves to the next one on the ring."""
+    affinity_prefix_chars: int = Field(default=2048, ge=16)
+    """prefix_affinity: how many leading characters of the prompt (system and first messages)
+    are hashed into the affinity key."""
+    engine_signals: bool = False
+    """Count requests waiting in each engine's own queue (from its /metrics) as load, and avoid
+    replicas whose KV cache is nearly full while others have room (local engines only)."""
+    circuit_breaker: bool | None = None
+    """Stop sending to the whole pool for breaker_open_s after breaker_failures failures in a
+    row, then let one probe through. None: on for remote pools, off for local engines."""
+
+
+class RouteRule(_Section):
+    """A rule sends matching requests to its own pool chain; all its conditions must hold."""
+
+    pools: list[str] = Field(min_length=1)
+    """The pool chain for matching requests: the first, then the rest in order as fallbacks."""
+    tiers: list[str] = Field(default_factory=list)
+    """Tenant tiers that match (interactive, batch, internal ...). Empty: any."""
+    min_prompt_tokens: int | None = None
+    """Matches prompts of at least this many tokens (counted by the model's tokenizer)."""
+    max_prompt_tokens: int | None = None
+    """Matches prompts of at most this many tokens."""
+    response_format: list[Literal["text", "json_object", "json_schema"]] = Field(
+        default_factory=list
+    )
+    """Matches requests whose response_format type is one of these. Empty: any."""
+    quality: list[str] = Field(default_factory=list)
+    """Matches requests whose x-tidegate-quality header is one of these. Empty: any."""
+
+
+class ModelRoute(_Section):
+    """How requests for one public model name reach pools."""
+
+    model: str
+    """The public model name clients send."""
+    pools: list[str] = Field(min_length=1)
+    """The default pool chain: the first pool serves; the next ones take over, in order, when
+    one has no healthy replica, its breaker is open, its queue is full, it fails before the
+    first byte, or (with spillover) its predicted wait breaks the class's TTFT target."""
+    rules: list[RouteRule] = Field(default_factory=list)
+    """Checked in order; the first rule that matches picks the chain, else `pools` does."""
+    spillover: bool = False
+    """Send a request to the next pool when its predicted queue wait here would exceed its
+    class's ttft_target_s (baseline on local GPUs, overflow to a managed API)."""
+
+
+class HealthConfig(_Section):
+    """Active health checks, passive outlier ejection, circuit breaking and retries."""
+
+    interval_s: float = Field(default=0.5, gt=0)
+    """Seconds between active checks of each replica with a health_check_path."""
+    timeout_s: float = Field(default=0.5, gt=0)
+    """A check slower than this fails."""
+    unhealthy_threshold: int = Field(default=2, ge=1)
+    """Failed checks in a row that take a replica out of rotation."""
+    healthy_threshold: int = Field(default=2, ge=1)
+    """Passed checks in a row that bring it back."""
+    consecutive_failures: int = Field(default=5, ge=1)
+    """Request failures in a row (5xx, timeouts, dropped streams) that eject a replica. A
+    refused connection ejects at once."""
+    base_ejection_s: float = Field(default=5.0, gt=0)
+    """First ejection time; it doubles with each ejection that follows without a success."""
+    max_ejection_s: float = Field(default=120.0, gt=0)
+    """Longest ejection."""
+    max_ejected_share: float = Field(default=0.5, gt=0, le=1.0)
+    """At most this share of a pool's replicas is ejected at once (at least one may be)."""
+    retry_budget_ratio: float = Field(default=0.2, ge=0.0, le=1.0)
+    """Retries (before the first byte reached the client only) may add at most this share of
+    extra upstream requests."""
+    breaker_failures: int = Field(default=5, ge=1)
+    """Failures in a row of a pool that open its circuit breaker."""
+    breaker_open_s: float = Field(default=30.0, gt=0)
+    """How long an open breaker keeps traffic away before one probe request is let through."""
+
+
+class RoutingConfig(_Section):
+    """Pools, routes from public model names to pool chains, and replica health."""
+
+    pools: list[PoolConfig] = Field(default_factory=list)
+    """Per-pool balancing and circuit breaking."""
+    routes: list[ModelRoute] = Field(default_factory=list)
+    """Public model names served by pool chains. A model name with no route is served by the
+    pools of the upstreams (and local engines) that name it, in config order."""
+    health: HealthConfig = Field(default_factory=HealthConfig)
+    """Health checks, ejection, circuit breaking and the retry budget."""
 
 
 class LimitsConfig(_Section):
@@ -276,6 +404,8 @@ class Config(BaseSettings):
     """Already-running OpenAI-compatible servers to route to (no engine is started for them)."""
     scheduling: SchedulingConfig = Field(default_factory=SchedulingConfig)
     """Per-pool queues in the gateway: priority classes, fair share, admission control."""
+    routing: RoutingConfig = Field(default_factory=RoutingConfig)
+    """Pools, routing rules, fallback, spillover, balancing and replica health."""
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     """Rate limits, concurrency and budget reservations."""
     pricing: dict[str, ModelPrice] = Field(default_factory=dict)

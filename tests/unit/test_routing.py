@@ -68,4 +68,4 @@ def test_unknown_model_names_the_served_ones() -> None:
     table = RoutingTable()
     table.add(_replica("a"))
     with pytest.raises(ModelNotFoundError, match="Models served here: m"):
-        table.pool("other")
+        table.route("other")

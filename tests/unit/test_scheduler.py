@@ -170,7 +170,7 @@ def test_batch_is_not_starved_by_a_steady_interactive_load() -> None:
         if batch.state is WaiterState.GRANTED:
             break
         assert waiter.state is WaiterState.GRANTED
-        slots.append(Slot(queue, "interactive", 0.0))
+        slots.append(Slot(queue, "interactive", 0.0, 0.0))
         clock.advance(1.0)
     assert batch.state is WaiterState.GRANTED  # ... until the batch request has aged
 
@@ -275,7 +275,7 @@ def test_tenants_share_by_weight_within_ten_percent() -> None:
         (w,) = granted
         served[w.tenant] += w.cost
         waiters.remove(w)
-        slot = Slot(queue, "interactive", 0.0)
+        slot = Slot(queue, "interactive", 0.0, 0.0)
     total = sum(served.values())
     weights = {"small": 1.0, "big": 3.0, "other": 1.0}
     for tenant, weight in weights.items():

@@ -31,11 +31,18 @@ from tidegate.api.errors import error_response, internal_error_response
 from tidegate.api.services import ApiServices, ServicesSlot
 from tidegate.errors import TidegateError
 from tidegate.gateway.accounting import rejection_reason
-from tidegate.gateway.completions import PreparedRequest
+from tidegate.gateway.completions import PreparedRequest, RoutingHints
 from tidegate.observability.metrics import Route
 from tidegate.observability.records import RequestRecord
 from tidegate.protocol.sse import DONE_EVENT
 from tidegate.scheduling.classes import DEADLINE_HEADER, PRIORITY_HEADER
+
+QUALITY_HEADER = b"x-tidegate-quality"
+"""A quality hint routing rules can match (routing.routes[].rules[].quality)."""
+SESSION_HEADER = b"x-tidegate-session-id"
+"""An explicit affinity key: requests with the same one go to the same replica."""
+BACKEND_HEADER = b"x-tidegate-backend"
+"""On every answer: the pool and replica that served it, POOL/REPLICA."""
 
 log = logging.getLogger(__name__)
 
@@ -61,23 +68,29 @@ async def _watch_disconnect(
             return
 
 
-def _trace_headers(scope: Scope) -> dict[str, str]:
+_HINT_FIELDS = {
+    PRIORITY_HEADER: "priority",
+    DEADLINE_HEADER: "deadline_ms",
+    QUALITY_HEADER: "quality",
+    SESSION_HEADER: "session_id",
+}
+
+
+def _read_headers(scope: Scope) -> tuple[dict[str, str], RoutingHints | None]:
+    """One pass over the request headers: the trace context, and the x-tidegate-* routing
+    hints (None when none was sent)."""
+    trace: dict[str, str] = {}
+    hints: RoutingHints | None = None
     for key, value in scope["headers"]:
         if key == b"traceparent":
-            return {"traceparent": value.decode("latin-1")}
-    return {}
-
-
-def _scheduling_headers(scope: Scope) -> tuple[str | None, str | None]:
-    """x-tidegate-priority and x-tidegate-deadline-ms, if sent."""
-    priority = deadline = None
-    for key, value in scope["headers"]:
-        if key.startswith(b"x-tidegate-"):
-            if key == PRIORITY_HEADER:
-                priority = value.decode("latin-1")
-            elif key == DEADLINE_HEADER:
-                deadline = value.decode("latin-1")
-    return priority, deadline
+            trace = {"traceparent": value.decode("latin-1")}
+        elif key.startswith(b"x-tidegate-"):
+            name = _HINT_FIELDS.get(key)
+            if name is not None:
+                if hints is None:
+                    hints = RoutingHints()
+                setattr(hints, name, value.decode("latin-1"))
+    return trace, hints
 
 
 class CompletionEndpoint:
@@ -101,7 +114,8 @@ class CompletionEndpoint:
         span: Span | None = None
         try:
             services = self._slot.get()
-            span = services.tracing.start_request(self._span_name, _trace_headers(scope))
+            trace, hints = _read_headers(scope)
+            span = services.tracing.start_request(self._span_name, trace)
             body = await read_body(scope, receive, services.max_body_bytes)
             with services.tracing.stage(span, "auth"):
                 principal = await services.keys.authenticate(bearer_token(scope))
@@ -109,15 +123,8 @@ class CompletionEndpoint:
             record.tenant_id = principal.tenant_id
             record.tenant = principal.tenant_name
             retention_days = principal.tenant.prompt_retention_days
-            priority, deadline_ms = _scheduling_headers(scope)
             prepared = await services.completions.admit(
-                self._route,
-                body,
-                principal,
-                record,
-                span,
-                priority=priority,
-                deadline_ms=deadline_ms,
+                self._route, body, principal, record, span, hints
             )
             headers += prepared.admission.headers
             in_flight = services.metrics.in_flight.labels(record.model)
@@ -136,9 +143,11 @@ class CompletionEndpoint:
                     record, payload=prepared.payload, retention_days=retention_days
                 )
                 metered = True
+                headers.append((BACKEND_HEADER, prepared.backend))
                 await send_bytes(send, 200, result, [JSON_CONTENT_TYPE, *headers])
                 return
             events = await services.completions.open_stream(prepared, record)
+            headers.append((BACKEND_HEADER, prepared.backend))
             try:
                 state.started = True
                 await send(

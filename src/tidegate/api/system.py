@@ -50,7 +50,7 @@ class SystemRoutes:
             problems.append(f"store unreachable: {type(error).__name__}")
         models = {}
         for model in services.routing.models():
-            ready = services.routing.pool(model).has_ready
+            ready = services.routing.model_ready(model)
             models[model] = ready
             if not ready:
                 problems.append(f"no ready replica for model '{model}'")

@@ -81,7 +81,8 @@ def metrics_url(replica: Replica) -> str:
 
 
 class EngineMetricsScraper:
-    """Scrapes every ready replica's /metrics each ``interval_s`` into the gateway's gauges."""
+    """Scrapes every ready replica's /metrics each ``interval_s`` into the gateway's gauges and
+    the replica's ``engine_waiting`` and ``kv_cache_usage``."""
 
     def __init__(
         self,
@@ -131,6 +132,11 @@ class EngineMetricsScraper:
         self.export(replica, sample)
 
     def export(self, replica: Replica, sample: EngineSample) -> None:
+        # On the replica too: engine-signal balancing reads them per request.
+        if sample.requests_waiting is not None:
+            replica.engine_waiting = int(sample.requests_waiting)
+        if sample.kv_cache_usage is not None:
+            replica.kv_cache_usage = sample.kv_cache_usage
         labels = {"model": replica.model, "replica": replica.id}
         m = self.metrics
         for gauge, value in (

@@ -18,20 +18,30 @@ import aiohttp
 import orjson
 from opentelemetry.trace import Span
 
-from tidegate.errors import InvalidRequestError, UpstreamError
+from tidegate.errors import (
+    InvalidRequestError,
+    NoReadyReplicaError,
+    QueueFullError,
+    UpstreamError,
+)
 from tidegate.gateway.keys import Principal
 from tidegate.gateway.limits import Admission, Limiter
 from tidegate.gateway.relay import StreamFailure, read_usage, relay_events
 from tidegate.gateway.validation import RequestValidator
 from tidegate.observability.metrics import GatewayMetrics, Route
 from tidegate.observability.records import RequestRecord
+from tidegate.observability.routing_metrics import RoutingMetrics
 from tidegate.observability.tracing import Tracing
 from tidegate.protocol.requests import (
     RequestValidationFailure,
     validate_chat,
     validate_completion,
 )
+from tidegate.routing.affinity import affinity_key
+from tidegate.routing.outlier import OutlierDetector
 from tidegate.routing.replicas import Pool, Replica, RoutingTable
+from tidegate.routing.retry_budget import RetryBudget
+from tidegate.routing.rules import RequestTraits, response_format_type
 from tidegate.scheduling import (
     ENGINE_PRIORITY,
     PriorityClass,
@@ -40,24 +50,32 @@ from tidegate.scheduling import (
     parse_deadline_ms,
     resolve_class,
 )
-from tidegate.upstream.client import UpstreamClient
+from tidegate.upstream.client import Provider
 
 _PATHS: dict[Route, str] = {"chat": "/chat/completions", "completions": "/completions"}
 _VALIDATORS: dict[Route, Callable[[dict[str, Any]], object]] = {
     "chat": validate_chat,
     "completions": validate_completion,
 }
-# A connect failure (a replica restarting) is retried once on another replica: nothing has
-# reached the client yet, so the retry is invisible to it.
-_CONNECT_ATTEMPTS = 2
 # The scheduler's cost of a request whose max_tokens is unbounded (no default, no context known).
 _UNBOUNDED_COMPLETION_COST = 1024
 
 
 @dataclass(slots=True)
+class RoutingHints:
+    """Request headers that steer routing (x-tidegate-*), as sent."""
+
+    priority: str | None = None
+    deadline_ms: str | None = None
+    quality: str | None = None
+    session_id: str | None = None
+
+
+@dataclass(slots=True)
 class PreparedRequest:
     route: Route
-    pool: Pool
+    chain: tuple[Pool, ...]
+    """The pools to try, in order (the route's rules chose them)."""
     payload: dict[str, Any]
     stream: bool
     client_wants_usage: bool
@@ -71,6 +89,12 @@ class PreparedRequest:
     """Estimated tokens (prompt + max_tokens), for fair sharing."""
     deadline_s: float | None = None
     """How long after arrival the request may still wait for a slot (x-tidegate-deadline-ms)."""
+    spillover: bool = False
+    """Move on to the next pool when the predicted queue wait breaks the class's TTFT target."""
+    session_id: str | None = None
+    """x-tidegate-session-id, the explicit affinity key."""
+    backend: bytes = b""
+    """The x-tidegate-backend value once a replica took the request: POOL/REPLICA."""
 
     def body_for(self, replica: Replica) -> bytes:
         payload = self.payload
@@ -84,12 +108,15 @@ class PreparedRequest:
 class _Exchange:
     """One upstream exchange's resources; ``end`` gives them all back, exactly once."""
 
-    __slots__ = ("replica", "response", "slot", "_ended")
+    __slots__ = ("replica", "response", "slot", "pool", "_ended")
 
-    def __init__(self, replica: Replica, response: aiohttp.ClientResponse, slot: Slot | None):
+    def __init__(
+        self, replica: Replica, response: aiohttp.ClientResponse, slot: Slot | None, pool: Pool
+    ):
         self.replica = replica
         self.response = response
         self.slot = slot
+        self.pool = pool
         self._ended = False
 
     def end(self, *, reuse: bool = False) -> None:
@@ -148,22 +175,32 @@ class CompletionService:
         self,
         *,
         routing: RoutingTable,
-        upstream: UpstreamClient,
+        providers: dict[str, Provider],
         metrics: GatewayMetrics,
+        routing_metrics: RoutingMetrics,
         validator: RequestValidator,
         limiter: Limiter,
         tracing: Tracing,
+        outliers: OutlierDetector,
+        retry_budget: RetryBudget,
+        ttft_targets: dict[PriorityClass, float | None],
         scheduler: Scheduler | None = None,
     ) -> None:
-        """``scheduler``: per-pool admission and queueing; None sends every request straight to
-        a replica."""
+        """``providers``: the transport per replica provider (openai, anthropic). ``scheduler``:
+        per-pool admission and queueing; None sends every request straight to a replica.
+        ``ttft_targets``: per class, the predicted queue wait above which a route with
+        spillover moves on to its next pool."""
         self._scheduler = scheduler
         self._routing = routing
-        self._upstream = upstream
+        self._providers = providers
         self._metrics = metrics
+        self._routing_metrics = routing_metrics
         self._validator = validator
         self._limiter = limiter
         self._tracing = tracing
+        self._outliers = outliers
+        self._retry_budget = retry_budget
+        self._ttft_targets = ttft_targets
 
     async def admit(
         self,
@@ -172,28 +209,24 @@ class CompletionService:
         principal: Principal,
         record: RequestRecord,
         span: Span | None,
-        *,
-        priority: str | None = None,
-        deadline_ms: str | None = None,
+        hints: RoutingHints | None = None,
     ) -> PreparedRequest:
-        """Everything before the upstream: raises the error the client gets, if any.
-
-        ``priority`` and ``deadline_ms``: the x-tidegate-priority and x-tidegate-deadline-ms
-        request headers, as sent."""
+        """Everything before the upstream: raises the error the client gets, if any."""
         data = parse_json_object(body)
-        klass = resolve_class(principal.tier, principal.key.priority, priority)
-        deadline_s = parse_deadline_ms(deadline_ms)
+        hints = hints or _NO_HINTS
+        klass = resolve_class(principal.tier, principal.key.priority, hints.priority)
+        deadline_s = parse_deadline_ms(hints.deadline_ms)
         try:
             _VALIDATORS[route](data)
         except RequestValidationFailure as failure:
             raise InvalidRequestError(failure.message, param=failure.param) from None
-        pool = self._routing.pool(data["model"])
-        record.model = pool.model
+        model_route = self._routing.route(data["model"])
+        model = record.model = model_route.model
         stream = bool(data.get("stream"))
         record.stream = stream
         tenant = principal.tenant
         with self._tracing.stage(span, "validation"):
-            checked = await self._validator.check(route, data, tenant, principal.key, pool.model)
+            checked = await self._validator.check(route, data, tenant, principal.key, model)
         prompt_tokens = checked.prompt_tokens or 0
         with self._tracing.stage(span, "limits"):
             admission = await self._limiter.admit(
@@ -202,7 +235,7 @@ class CompletionService:
                 tenant_limits=tenant.limits,
                 key_limits=principal.key.limits,
                 budgets=tenant.budgets,
-                model=pool.model,
+                model=model,
                 prompt_tokens=prompt_tokens,
                 max_tokens=(checked.max_tokens or 0) * checked.sequences,
                 failure_mode=tenant.on_limiter_unavailable,
@@ -224,9 +257,15 @@ class CompletionService:
             record.completion_text = []
         reserved = checked.reserved_tokens
         cost = reserved if reserved is not None else prompt_tokens + _UNBOUNDED_COMPLETION_COST
+        traits = RequestTraits(
+            tier=principal.tier,
+            prompt_tokens=checked.prompt_tokens,
+            response_format=response_format_type(data),
+            quality=hints.quality,
+        )
         return PreparedRequest(
             route,
-            pool,
+            self._routing.chain(model_route, traits),
             data,
             stream,
             client_wants_usage,
@@ -236,21 +275,31 @@ class CompletionService:
             tenant=principal.tenant_name,
             cost=cost,
             deadline_s=deadline_s,
+            spillover=model_route.spillover,
+            session_id=hints.session_id,
         )
 
-    async def _acquire(self, request: PreparedRequest, record: RequestRecord) -> Slot | None:
+    async def _acquire(
+        self, request: PreparedRequest, record: RequestRecord, pool: Pool, *, may_spill: bool
+    ) -> Slot | None | _Spill:
+        """A slot in ``pool`` (None without a scheduler), or ``SPILL`` when the request should
+        rather go to the next pool of its chain than wait here past its TTFT target."""
         scheduler = self._scheduler
         if scheduler is None:
             return None
-        slot = scheduler.try_acquire(request.pool, request.klass)
+        slot = scheduler.try_acquire(pool, request.klass)
         if slot is not None:
             return slot  # the fast path: no span, no future, no timer
+        if may_spill:
+            target = self._ttft_targets.get(request.klass)
+            if target is not None and scheduler.predicted_wait_s(pool, request.klass) > target:
+                return SPILL
         deadline_s = request.deadline_s
         if deadline_s is not None:
             deadline_s -= time.perf_counter() - record.started
         with self._tracing.stage(request.span, "queue"):
             return await scheduler.wait(
-                request.pool,
+                pool,
                 request.klass,
                 tenant=request.tenant,
                 cost=request.cost,
@@ -258,29 +307,76 @@ class CompletionService:
             )
 
     async def _open(self, request: PreparedRequest, record: RequestRecord) -> _Exchange:
-        """Take a scheduler slot, then post to a replica; the slot is given back if that fails."""
-        slot = await self._acquire(request, record)
-        try:
-            replica, response = await self._post(request, record)
-        except BaseException:
-            if slot is not None:
-                slot.release()
-            raise
-        return _Exchange(replica, response, slot)
+        """Walk the request's pool chain: take a slot in a pool, then post to one of its
+        replicas. A pool is passed over, for the next one, when it has no healthy replica, its
+        breaker is open, its queue is full, its predicted wait breaks the TTFT target (routes
+        with spillover), or it failed before the first byte (within the retry budget). The
+        last pool's error is the client's."""
+        chain = request.chain
+        last = len(chain) - 1
+        self._retry_budget.on_request()
+        for index, pool in enumerate(chain):
+            final = index == last
+            if not final and not pool.available(time.monotonic()):
+                self._routing_metrics.fallback(pool.name, "unavailable")
+                continue
+            try:
+                slot = await self._acquire(
+                    request, record, pool, may_spill=request.spillover and not final
+                )
+            except (QueueFullError, NoReadyReplicaError):
+                if final:
+                    raise
+                self._routing_metrics.fallback(pool.name, "overloaded")
+                continue
+            if slot is SPILL:
+                self._routing_metrics.fallback(pool.name, "spillover")
+                continue
+            assert not isinstance(slot, _Spill)
+            try:
+                replica, response = await self._post(request, record, pool)
+            except UpstreamError as error:
+                if slot is not None:
+                    slot.release()
+                if final or not _retryable(error) or not self._may_retry(error):
+                    raise
+                self._routing_metrics.fallback(pool.name, "error")
+                continue
+            except BaseException:
+                if slot is not None:
+                    slot.release()
+                raise
+            request.backend = replica.backend
+            return _Exchange(replica, response, slot, pool)
+        raise AssertionError("unreachable: the last pool either returns or raises")
 
     async def _post(
-        self, request: PreparedRequest, record: RequestRecord
+        self, request: PreparedRequest, record: RequestRecord, pool: Pool
     ) -> tuple[Replica, aiohttp.ClientResponse]:
+        """Post to one of the pool's replicas; a failure before the first byte is retried once
+        on another replica of the pool, within the retry budget."""
+        breaker = pool.breaker
+        if breaker is not None and not breaker.allow():
+            raise _circuit_open(pool)
+        key = (
+            affinity_key(
+                request.payload,
+                session_id=request.session_id,
+                prefix_chars=pool.affinity_prefix_chars,
+            )
+            if pool.affinity_prefix_chars
+            else None
+        )
         tried: Replica | None = None
-        for attempt in range(_CONNECT_ATTEMPTS):
-            replica = request.pool.pick(avoid=tried)
+        while True:
+            replica = pool.pick(avoid=tried, affinity=key)
             record.replica = replica.id
             replica.outstanding += 1
             try:
                 with self._tracing.stage(request.span, "upstream", replica=replica.id) as span:
                     trace_headers: dict[str, str] = {}
                     self._tracing.inject(span, trace_headers)
-                    response = await self._upstream.post(
+                    response = await self._providers[replica.provider].post(
                         replica,
                         _PATHS[request.route],
                         request.body_for(replica),
@@ -290,23 +386,48 @@ class CompletionService:
             except UpstreamError as error:
                 replica.outstanding -= 1
                 self._metrics.upstream_errors.labels(record.model, error.kind).inc()
-                if error.kind != "connect" or attempt + 1 == _CONNECT_ATTEMPTS:
+                if not _is_failure(error):
+                    raise  # the upstream refused the request itself: the client's error
+                self._failed(pool, replica, decisive=error.kind == "connect")
+                if (
+                    tried is not None
+                    or not _retryable(error)
+                    or all(r is replica for r in pool.candidates())
+                    or not self._may_retry(error)
+                ):
                     raise
+                self._routing_metrics.retry(pool.name)
                 tried = replica
                 continue
             except BaseException:
                 replica.outstanding -= 1
                 raise
+            if replica.consecutive_failures or replica.ejections:
+                OutlierDetector.record_success(replica)
+            if breaker is not None:
+                breaker.record_success()
             return replica, response
-        raise AssertionError("unreachable")
+
+    def _may_retry(self, error: UpstreamError) -> bool:
+        """A refused connection reached no server, so sending the request elsewhere adds no
+        upstream load and is free; any other retry spends from the retry budget."""
+        return error.kind == "connect" or self._retry_budget.try_retry()
+
+    def _failed(self, pool: Pool, replica: Replica, *, decisive: bool) -> None:
+        """Count a replica's failure towards outlier ejection and the pool's breaker."""
+        self._outliers.record_failure(pool.name, pool.replicas, replica, decisive=decisive)
+        if pool.breaker is not None:
+            pool.breaker.record_failure()
 
     async def complete(self, request: PreparedRequest, record: RequestRecord) -> bytes:
-        """A non-streaming exchange: the upstream's JSON body, as it sent it."""
+        """A non-streaming exchange: the upstream's JSON body (OpenAI format)."""
         exchange = await self._open(request, record)
+        replica = exchange.replica
         try:
-            body = await UpstreamClient.read(exchange.replica, exchange.response)
+            body = await self._providers[replica.provider].read(replica, exchange.response)
         except UpstreamError as error:
             self._metrics.upstream_errors.labels(record.model, error.kind).inc()
+            self._failed(exchange.pool, replica, decisive=False)
             raise
         finally:
             exchange.end(reuse=True)
@@ -322,9 +443,10 @@ class CompletionService:
     async def _stream(
         self, exchange: _Exchange, request: PreparedRequest, record: RequestRecord
     ) -> AsyncGenerator[bytes, None]:
+        replica = exchange.replica
         events = relay_events(
-            replica=exchange.replica,
-            response=exchange.response,
+            replica=replica,
+            chunks=self._providers[replica.provider].iter_chunks(replica, exchange.response),
             record=record,
             client_wants_usage=request.client_wants_usage,
             itl=self._metrics.itl,
@@ -336,10 +458,38 @@ class CompletionService:
         except StreamFailure as failure:  # the relay has set the outcome and sent the error
             if failure.kind is not None:
                 self._metrics.upstream_errors.labels(record.model, failure.kind).inc()
+                self._failed(exchange.pool, replica, decisive=False)
         finally:
             with contextlib.suppress(BaseException):
                 await events.aclose()
             exchange.end()
+
+
+class _Spill:
+    """The request should go to the next pool of its chain (see ``_acquire``)."""
+
+
+SPILL = _Spill()
+_NO_HINTS = RoutingHints()
+
+
+def _is_failure(error: UpstreamError) -> bool:
+    """A replica failure (counts towards ejection), not the upstream refusing the request."""
+    return error.status >= 500
+
+
+def _retryable(error: UpstreamError) -> bool:
+    """Safe and useful to send again elsewhere: a refused connection or a 5xx status. Not a
+    timeout: the request may still be running there, and a second one doubles the load."""
+    return error.kind in ("connect", "status") and error.status >= 500
+
+
+def _circuit_open(pool: Pool) -> NoReadyReplicaError:
+    return NoReadyReplicaError(
+        f"Pool '{pool.name}' is failing and its circuit breaker is open. Retry after the "
+        "Retry-After interval.",
+        retry_after_s=5.0,
+    )
 
 
 def _read_body_usage(body: bytes, record: RequestRecord) -> None:

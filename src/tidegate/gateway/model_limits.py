@@ -26,14 +26,25 @@ def model_limits(
 ) -> dict[str, ModelLimits]:
     """``local_model_dir``: what the local replicas load, when it is a directory on this host."""
     limits: dict[str, ModelLimits] = {}
+    by_pool: dict[str, ModelLimits] = {}
     for upstream in config.upstreams:
-        limits[upstream.model] = ModelLimits(
-            context_length=upstream.context_length,
-            counter=_counter(upstream.tokenizer, executor) if upstream.tokenizer else None,
+        model = limits.setdefault(
+            upstream.model,
+            ModelLimits(
+                context_length=upstream.context_length,
+                counter=_counter(upstream.tokenizer, executor) if upstream.tokenizer else None,
+            ),
         )
+        by_pool.setdefault(upstream.pool or upstream.model, model)
     if config.engines.replicas > 0:
-        limits[config.engines.served_model_name] = ModelLimits(
+        name = config.engines.served_model_name
+        limits[name] = by_pool[name] = ModelLimits(
             context_length=config.engines.profile.max_model_len,
             counter=_counter(local_model_dir, executor) if local_model_dir else None,
         )
+    # A configured route is validated like its primary pool's model.
+    for route in config.routing.routes:
+        primary = by_pool.get(route.pools[0])
+        if primary is not None:
+            limits[route.model] = primary
     return limits

@@ -11,10 +11,9 @@ end the stream with an in-band error event and ``[DONE]`` — never an invented 
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
-import aiohttp
 import orjson
 from prometheus_client import Histogram
 
@@ -22,7 +21,6 @@ from tidegate.errors import LimitExceededError, TidegateError, UpstreamError, Up
 from tidegate.observability.records import RequestRecord
 from tidegate.protocol.sse import DONE_EVENT, DONE_PAYLOAD, SSESplitter, error_event, event_data
 from tidegate.routing.replicas import Replica
-from tidegate.upstream.client import UpstreamClient
 
 
 def _has_content(choices: list[Any]) -> bool:
@@ -71,7 +69,7 @@ class StreamFailure(Exception):
 async def relay_events(
     *,
     replica: Replica,
-    response: aiohttp.ClientResponse,
+    chunks: AsyncIterator[bytes],
     record: RequestRecord,
     client_wants_usage: bool,
     itl: Histogram,
@@ -89,7 +87,7 @@ async def relay_events(
     content_chunks = 0
     capture = record.completion_text
     try:
-        async for chunk in UpstreamClient.iter_chunks(replica, response):
+        async for chunk in chunks:
             for event in splitter.feed(chunk):
                 data = event_data(event)
                 if data is None:

@@ -54,7 +54,7 @@ class PoolCollector(Collector):
             busy = sum(max(0, r.outstanding) for r in pool.replicas)
             ready_replicas = [r for r in pool.replicas if r.ready]
             cap = sum(r.max_concurrency or self._default for r in ready_replicas)
-            labels = [pool.model]
+            labels = [pool.name]
             in_flight.add_metric(labels, busy)
             ready.add_metric(labels, len(ready_replicas))
             capacity.add_metric(labels, cap)

@@ -52,6 +52,7 @@ class DnsTarget:
 
     index: int
     model: str
+    pool: str
     upstream_model: str
     api_key: str | None
     scheme: str
@@ -71,8 +72,9 @@ class DnsTarget:
         return cls(
             index=index,
             model=upstream.model,
+            pool=upstream.pool or upstream.model,
             upstream_model=upstream.upstream_model or upstream.model,
-            api_key=upstream.api_key.get_secret_value() if upstream.api_key else None,
+            api_key=upstream.resolved_api_key(),
             scheme=url.scheme or "http",
             host=url.hostname,
             port=url.port or (443 if url.scheme == "https" else 80),
@@ -110,7 +112,7 @@ class DnsDiscovery:
         self._probe_timeout = aiohttp.ClientTimeout(total=probe_timeout_s)
         self._replicas: dict[str, Replica] = {}
         self._task: asyncio.Task[None] | None = None
-        routing.ensure_pool(target.model)
+        routing.ensure_pool(target.pool, model=target.model)
 
     @property
     def replicas(self) -> dict[str, Replica]:
@@ -180,6 +182,7 @@ class DnsDiscovery:
         replica = Replica(
             id=f"u{target.index}-{address}",
             model=target.model,
+            pool=target.pool,
             base_url=target.root_url(address) + target.path,
             upstream_model=target.upstream_model,
             api_key=target.api_key,

@@ -1,127 +1,169 @@
-"""Replicas and pools: the routing table the supervisor and the upstream config fill in.
+"""Pools and the routing table the supervisor, discovery and the upstream config fill in.
 
-A ``Replica`` is one OpenAI-compatible server (a local vLLM process or a remote URL). Its
-``state`` is written by whoever owns its lifecycle (the engine supervisor for local replicas;
-remote ones start ``READY``) and read by the balancer, which only picks ``READY`` replicas.
-``outstanding`` counts requests the gateway has in flight on it; the supervisor waits for it to
-reach zero when draining.
+A ``Pool`` is a named group of interchangeable replicas with one balancer and, for remote APIs, a
+circuit breaker. The ``RoutingTable`` maps pool names to pools and public model names to
+``Route``s (chains of pool names, see ``rules``).
 """
 
 from __future__ import annotations
 
-import random
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from enum import StrEnum
 
 from tidegate.errors import ModelNotFoundError, NoReadyReplicaError
+from tidegate.routing.balancer import Balancer, LeastOutstanding
+from tidegate.routing.breaker import CircuitBreaker
+from tidegate.routing.replica import REPLICA_STATES, Replica, ReplicaState
+from tidegate.routing.rules import RequestTraits, Route
 
-
-class ReplicaState(StrEnum):
-    STARTING = "starting"
-    READY = "ready"
-    UNHEALTHY = "unhealthy"
-    DRAINING = "draining"
-    STOPPED = "stopped"
-    CRASHED = "crashed"
-
-
-REPLICA_STATES: tuple[ReplicaState, ...] = tuple(ReplicaState)
-
-
-@dataclass(eq=False)
-class Replica:
-    id: str
-    """Stable and bounded (from config), so it may be a metric label."""
-    model: str
-    """The public model name clients use."""
-    base_url: str
-    """Base URL including /v1, without a trailing slash."""
-    upstream_model: str
-    """The model name sent upstream."""
-    api_key: str | None = None
-    state: ReplicaState = ReplicaState.STARTING
-    outstanding: int = 0
-    max_concurrency: int = 0
-    """Requests it serves at once, for the pool capacity metric; 0: the engine profile's."""
-    priority_scheduling: bool = False
-    """It runs vLLM's priority scheduler: requests carry a `priority` field."""
-
-    @property
-    def ready(self) -> bool:
-        return self.state is ReplicaState.READY
+__all__ = ["REPLICA_STATES", "Pool", "Replica", "ReplicaState", "RoutingTable"]
 
 
 @dataclass(eq=False)
 class Pool:
-    """The replicas that serve one public model name."""
+    """The replicas behind one pool name."""
 
-    model: str
+    name: str
     replicas: list[Replica] = field(default_factory=list)
-    _rng: random.Random = field(default_factory=random.Random, repr=False)
+    balancer: Balancer = field(default_factory=LeastOutstanding)
+    breaker: CircuitBreaker | None = None
+    affinity_prefix_chars: int = 0
+    """How much leading prompt the affinity key hashes; 0: the balancer takes no key."""
 
-    def pick(self, *, avoid: Replica | None = None) -> Replica:
-        """Least outstanding requests with power-of-two choices among ready replicas.
+    def candidates(self, now: float | None = None) -> list[Replica]:
+        """Ready replicas not ejected by outlier detection."""
+        if now is None:
+            now = time.monotonic()
+        return [
+            r for r in self.replicas if r.state is ReplicaState.READY and r.ejected_until <= now
+        ]
 
-        ``avoid`` (a replica that just failed) is skipped unless it is the only one ready.
+    def pick(self, *, avoid: Replica | None = None, affinity: int | None = None) -> Replica:
+        """The balancer's choice among the candidates.
+
+        ``avoid`` (a replica that just failed) is skipped unless it is the only candidate.
         """
-        ready = [r for r in self.replicas if r.state is ReplicaState.READY]
+        ready = self.candidates()
         if avoid is not None and len(ready) > 1 and avoid in ready:
             ready.remove(avoid)
         if not ready:
             raise NoReadyReplicaError(
-                f"No replica of model '{self.model}' is ready yet (engines may still be loading). "
-                "Retry after the Retry-After interval; GET /readyz tells when the model is up.",
+                f"No replica of pool '{self.name}' is ready (engines may still be loading, or "
+                "all are failing health checks). Retry after the Retry-After interval; GET /readyz "
+                "tells when the model is up.",
                 retry_after_s=2.0,
             )
         if len(ready) == 1:
             return ready[0]
-        a, b = self._rng.sample(ready, 2)
-        return a if a.outstanding <= b.outstanding else b
+        return self.balancer.pick(ready, affinity=affinity)
 
     @property
     def has_ready(self) -> bool:
         return any(r.state is ReplicaState.READY for r in self.replicas)
 
+    def available(self, now: float) -> bool:
+        """Worth trying: a candidate exists and the breaker (if any) is not open."""
+        if self.breaker is not None and self.breaker.state == "open":
+            return False
+        return any(r.state is ReplicaState.READY and r.ejected_until <= now for r in self.replicas)
+
 
 class RoutingTable:
-    """Public model name → pool. Built at startup; replica states change at runtime and DNS
-    discovery adds and removes replicas."""
+    """Pool name → pool, public model name → route. Built at startup; replica states change at
+    runtime and DNS discovery adds and removes replicas."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, routes: list[Route] | None = None) -> None:
         self._pools: dict[str, Pool] = {}
+        self._routes: dict[str, Route] = {route.model: route for route in routes or ()}
+        self._chains: dict[tuple[str, ...], tuple[Pool, ...]] = {}
 
     def add(self, replica: Replica) -> None:
-        self.ensure_pool(replica.model).replicas.append(replica)
+        replica.backend = f"{replica.pool_name}/{replica.id}".encode()
+        self.ensure_pool(replica.pool_name, model=replica.model).replicas.append(replica)
 
-    def ensure_pool(self, model: str) -> Pool:
-        """The model's pool, created empty if needed (discovery may not have found replicas yet:
-        requests then get 503 Retry-After instead of 404)."""
-        return self._pools.setdefault(model, Pool(model))
+    def add_pool(self, pool: Pool) -> None:
+        """Register a configured pool (before its replicas join)."""
+        self._pools.setdefault(pool.name, pool)
+
+    def ensure_pool(self, name: str, *, model: str | None = None) -> Pool:
+        """The pool, created empty if needed (discovery may not have found replicas yet:
+        requests then get 503 Retry-After instead of 404). ``model``: the public model name its
+        replicas serve, which gets an implicit route to this pool unless one is configured."""
+        pool = self._pools.get(name)
+        if pool is None:
+            pool = self._pools[name] = Pool(name)
+        model = model or name
+        route = self._routes.get(model)
+        if route is None:
+            self._routes[model] = Route(model=model, pools=(name,))
+        elif not route.explicit and name not in route.pools:
+            route.pools = (*route.pools, name)
+        return pool
 
     def remove(self, replica: Replica) -> None:
         """Take a replica out of its pool (discovery, once a drained one has no requests left)."""
-        pool = self._pools.get(replica.model)
+        pool = self._pools.get(replica.pool_name)
         if pool is not None and replica in pool.replicas:
             pool.replicas.remove(replica)
 
     def pools(self) -> list[Pool]:
         return list(self._pools.values())
 
-    def pool(self, model: str) -> Pool:
-        pool = self._pools.get(model)
+    def pool(self, name: str) -> Pool:
+        pool = self._pools.get(name)
         if pool is None:
-            known = ", ".join(sorted(self._pools)) or "none"
+            raise KeyError(f"no pool named {name!r}")
+        return pool
+
+    def route(self, model: str) -> Route:
+        route = self._routes.get(model)
+        if route is None:
+            known = ", ".join(self.models()) or "none"
             raise ModelNotFoundError(
                 f"The model '{model}' does not exist on this gateway. Models served here: {known}. "
                 "GET /v1/models lists them.",
                 param="model",
                 code="model_not_found",
             )
-        return pool
+        return route
+
+    def chain(self, route: Route, traits: RequestTraits) -> tuple[Pool, ...]:
+        """The pools a request tries, in order: the route's rules pick the names."""
+        names = route.chain(traits)
+        pools = self._chains.get(names)
+        if pools is None:
+            pools = tuple(self._pools[name] for name in names if name in self._pools)
+            if not pools:
+                raise NoReadyReplicaError(
+                    f"No pool of model '{route.model}' has been set up yet. Retry after the "
+                    "Retry-After interval.",
+                    retry_after_s=2.0,
+                )
+            if len(pools) == len(names):
+                self._chains[names] = pools  # complete: pools are never removed
+        return pools
 
     def models(self) -> list[str]:
-        return sorted(self._pools)
+        """Public model names."""
+        return sorted(self._routes)
+
+    def model_ready(self, model: str) -> bool:
+        """A pool of the model's default chain has a ready replica."""
+        route = self._routes.get(model)
+        return route is not None and any(
+            name in self._pools and self._pools[name].has_ready for name in route.pools
+        )
+
+    def unknown_pools(self) -> list[str]:
+        """Pool names configured routes refer to that no replica or pool config provides."""
+        names = {
+            name
+            for route in self._routes.values()
+            for chain in (route.pools, *(pools for _, pools in route.rules))
+            for name in chain
+        }
+        return sorted(names - self._pools.keys())
 
     def replicas(self) -> Iterator[Replica]:
         for pool in self._pools.values():

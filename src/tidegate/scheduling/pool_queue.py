@@ -76,12 +76,15 @@ class Slot:
     """One admitted request's place in a pool; ``release`` gives it back (once, however often
     it is called)."""
 
-    __slots__ = ("_queue", "klass", "waited_s")
+    __slots__ = ("_queue", "klass", "waited_s", "_granted_at")
 
-    def __init__(self, queue: PoolQueue, klass: PriorityClass, waited_s: float) -> None:
+    def __init__(
+        self, queue: PoolQueue, klass: PriorityClass, waited_s: float, granted_at: float
+    ) -> None:
         self._queue: PoolQueue | None = queue
         self.klass = klass
         self.waited_s = waited_s
+        self._granted_at = granted_at
 
     @property
     def released(self) -> bool:
@@ -91,7 +94,7 @@ class Slot:
         queue = self._queue
         if queue is not None:
             self._queue = None
-            queue.release_one()
+            queue.release_one(self._granted_at)
 
 
 class _ClassMetrics:
@@ -129,8 +132,10 @@ class PoolQueue:
         }
         self._settings = {"interactive": config.interactive, "batch": config.batch}
         self._ewma_wait: dict[PriorityClass, float] = dict.fromkeys(CLASSES, 0.0)
+        self._ewma_hold: float | None = None
+        """Mean time a slot is held (one request's service time), smoothed."""
         self._metrics = (
-            {k: _ClassMetrics(metrics, pool.model, k) for k in CLASSES} if metrics else None
+            {k: _ClassMetrics(metrics, pool.name, k) for k in CLASSES} if metrics else None
         )
         self.in_flight = 0
         """Slots taken: granted and not yet released."""
@@ -163,7 +168,7 @@ class PoolQueue:
         capacity = self.capacity()
         if capacity == 0:
             raise NoReadyReplicaError(
-                f"No replica of model '{self.pool.model}' is ready yet (engines may still be "
+                f"No replica of pool '{self.pool.name}' is ready yet (engines may still be "
                 "loading). Retry after the Retry-After interval; GET /readyz tells when the model "
                 "is up.",
                 retry_after_s=2.0,
@@ -174,12 +179,33 @@ class PoolQueue:
         self.in_flight += 1
         if self._metrics is not None:
             self._metrics[klass].wait.observe(0.0)
-        return Slot(self, klass, 0.0)
+        return Slot(self, klass, 0.0, self._clock())
 
-    def release_one(self) -> None:
+    def release_one(self, granted_at: float | None = None) -> None:
+        """``granted_at``: when the slot was taken, for the service-time estimate."""
         self.in_flight -= 1
+        if granted_at is not None:
+            held = self._clock() - granted_at
+            self._ewma_hold = (
+                held
+                if self._ewma_hold is None
+                else self._ewma_hold + _EWMA * (held - self._ewma_hold)
+            )
         if self.waiting:
             self.dispatch()
+
+    def predicted_wait_s(self, klass: PriorityClass) -> float:
+        """How long a request of the class arriving now would wait for a slot: the requests
+        queued ahead of it, served at capacity / mean slot hold time. 0 until a slot has been
+        released (nothing is known yet)."""
+        hold = self._ewma_hold
+        capacity = self.capacity()
+        if hold is None or capacity == 0:
+            return 0.0
+        ahead = len(self._queues["interactive"])
+        if klass == "batch":
+            ahead += len(self._queues["batch"])
+        return (ahead + 1) * hold / capacity
 
     def enqueue(
         self, klass: PriorityClass, *, tenant: str, cost: int, deadline_s: float | None
@@ -191,7 +217,7 @@ class PoolQueue:
             if metrics is not None:
                 metrics.full.inc()
             raise QueueFullError(
-                f"The {klass} queue of model '{self.pool.model}' is full "
+                f"The {klass} queue of pool '{self.pool.name}' is full "
                 f"({settings.max_queue_depth} requests waiting). Retry after the Retry-After "
                 "interval, or send fewer requests at once.",
                 code="queue_full",
@@ -299,7 +325,7 @@ class PoolQueue:
                 waiter.timer.cancel()
         if waiter.state is WaiterState.EXPIRED:
             raise self.timeout_error(waiter)
-        return Slot(self, klass, waiter.granted_at - waiter.enqueued_at)
+        return Slot(self, klass, waiter.granted_at - waiter.enqueued_at, waiter.granted_at)
 
     # -- internals ------------------------------------------------------------------------------
 
@@ -327,14 +353,14 @@ class PoolQueue:
     def _timeout_error(self, klass: PriorityClass, reason: QueueTimeoutReason) -> QueueTimeoutError:
         if reason == "deadline":
             message = (
-                f"No slot of model '{self.pool.model}' freed up before the request's deadline "
+                f"No slot of pool '{self.pool.name}' freed up before the request's deadline "
                 "(x-tidegate-deadline-ms). Retry after the Retry-After interval or allow longer."
             )
         else:
             timeout = self._settings[klass].queue_timeout_s
             message = (
                 f"The request waited {timeout:g} s in the {klass} queue of model "
-                f"'{self.pool.model}' without getting a slot: the model is overloaded. Retry "
+                f"'{self.pool.name}' without getting a slot: the model is overloaded. Retry "
                 "after the Retry-After interval."
             )
         return QueueTimeoutError(message, reason=reason, retry_after_s=self.retry_after_s(klass))

@@ -58,6 +58,9 @@ class Scheduler:
         queue = self._queues.get(pool) or self.queue(pool)
         return queue.try_acquire(klass)
 
+    def predicted_wait_s(self, pool: Pool, klass: PriorityClass) -> float:
+        return self.queue(pool).predicted_wait_s(klass)
+
     async def wait(
         self,
         pool: Pool,

@@ -33,6 +33,28 @@ class Target(Protocol):
     def api_key(self) -> str | None: ...
 
 
+class Provider(Protocol):
+    """A wire protocol to backends. ``post`` returns the open response once it is 2xx; ``read``
+    and ``iter_chunks`` give its body as OpenAI JSON and OpenAI SSE bytes (translated if the
+    backend speaks another protocol). Errors are tidegate's ``UpstreamError``s."""
+
+    async def post(
+        self,
+        replica: Target,
+        path: str,
+        body: bytes,
+        *,
+        request_id: str,
+        extra_headers: dict[str, str] | None = None,
+    ) -> aiohttp.ClientResponse: ...
+
+    async def read(self, replica: Target, response: aiohttp.ClientResponse) -> bytes: ...
+
+    def iter_chunks(
+        self, replica: Target, response: aiohttp.ClientResponse
+    ) -> AsyncIterator[bytes]: ...
+
+
 @dataclass(frozen=True, slots=True)
 class UpstreamTimeouts:
     connect_s: float = 5.0
@@ -101,8 +123,7 @@ class UpstreamClient:
             raise await _status_error(replica, response)
         return response
 
-    @staticmethod
-    async def read(replica: Target, response: aiohttp.ClientResponse) -> bytes:
+    async def read(self, replica: Target, response: aiohttp.ClientResponse) -> bytes:
         try:
             return await response.read()
         except TimeoutError:
@@ -116,9 +137,8 @@ class UpstreamClient:
                 kind="disconnect",
             ) from None
 
-    @staticmethod
     async def iter_chunks(
-        replica: Target, response: aiohttp.ClientResponse
+        self, replica: Target, response: aiohttp.ClientResponse
     ) -> AsyncIterator[bytes]:
         """Yield the body as it arrives, with errors translated."""
         content = response.content

@@ -1,0 +1,77 @@
+"""The routing table a config describes: routes, pools (balancer, breaker) and remote replicas.
+
+Local engine replicas join later, when the supervisor starts them; DNS-discovered ones when they
+resolve. Pools get a circuit breaker by default only when they are remote: a local engine that
+fails is the supervisor's to restart, not a reason to stop sending to its pool.
+"""
+
+from __future__ import annotations
+
+from tidegate.config import Config, PoolConfig
+from tidegate.routing.balancer import build_balancer
+from tidegate.routing.breaker import CircuitBreaker
+from tidegate.routing.replicas import Pool, Replica, ReplicaState, RoutingTable
+from tidegate.routing.rules import Route
+
+
+def build_routing(config: Config) -> RoutingTable:
+    """Raises ``ValueError`` when a route names a pool nothing provides."""
+    routing = RoutingTable(routes=[Route.from_config(route) for route in config.routing.routes])
+    configured = {pool.name: pool for pool in config.routing.pools}
+    remote = {upstream.pool or upstream.model for upstream in config.upstreams}
+    names = dict.fromkeys([*configured, *remote])
+    if config.engines.replicas > 0:
+        names[config.engines.served_model_name] = None
+    health = config.routing.health
+    for name in names:
+        settings = configured.get(name) or PoolConfig(name=name)
+        breaker = settings.circuit_breaker
+        if breaker is None:
+            breaker = name in remote
+        routing.add_pool(
+            Pool(
+                name,
+                balancer=build_balancer(settings),
+                breaker=(
+                    CircuitBreaker(failures=health.breaker_failures, open_s=health.breaker_open_s)
+                    if breaker
+                    else None
+                ),
+                affinity_prefix_chars=(
+                    settings.affinity_prefix_chars if settings.balancer == "prefix_affinity" else 0
+                ),
+            )
+        )
+    _add_static_upstreams(config, routing)
+    unknown = routing.unknown_pools()
+    if unknown:
+        raise ValueError(
+            f"routing.routes name pools nothing provides: {', '.join(unknown)}. A pool is an "
+            "upstream's `pool` (or `model`), the local engines' served_model_name, or an entry "
+            "of routing.pools."
+        )
+    return routing
+
+
+def _add_static_upstreams(config: Config, routing: RoutingTable) -> None:
+    for index, upstream in enumerate(config.upstreams):
+        if upstream.discovery == "dns":
+            continue  # its replicas come and go with DNS (routing.discovery)
+        root = upstream.url.rstrip("/").rsplit("/v1", 1)[0]
+        routing.add(
+            Replica(
+                id=f"u{index}",
+                model=upstream.model,
+                pool=upstream.pool,
+                provider=upstream.provider,
+                base_url=upstream.url.rstrip("/"),
+                upstream_model=upstream.upstream_model or upstream.model,
+                api_key=upstream.resolved_api_key(),
+                state=ReplicaState.READY,
+                max_concurrency=upstream.max_concurrency,
+                priority_scheduling=upstream.priority_scheduling,
+                health_url=root + upstream.health_check_path
+                if upstream.health_check_path
+                else None,
+            )
+        )
