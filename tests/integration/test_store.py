@@ -17,7 +17,7 @@ from tidegate.store import StoreError, StoreUnavailableError, create_engine, mig
 from tidegate.store.migrate import MIGRATIONS_DIR
 from tidegate.store.models import Base
 
-HEAD = "0002"
+HEAD = "0003"
 
 
 async def schema_state(url: str) -> tuple[list[str], list[str], list[tuple[object, ...]]]:
@@ -45,6 +45,9 @@ async def test_migrate_creates_the_schema_and_is_idempotent(store_url: str) -> N
         "alembic_version",
         "api_keys",
         "audit_log",
+        "batch_lines",
+        "batches",
+        "files",
         "prompt_logs",
         "tenants",
         "usage_records",

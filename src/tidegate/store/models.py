@@ -136,3 +136,88 @@ class PromptLog(Base):
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
     prompt: Mapped[str] = mapped_column(Text)
     completion: Mapped[str] = mapped_column(Text)
+
+
+class StoredFile(Base):
+    """An uploaded file (OpenAI Files API) or a batch's output/error file. The bytes live in the
+    file storage (a local directory or S3) under ``storage_key``; this row is the index."""
+
+    __tablename__ = "files"
+    __table_args__ = (Index("ix_files_tenant_created", "tenant_id", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(32), ForeignKey("tenants.id"))
+    purpose: Mapped[str] = mapped_column(String(32))
+    """batch (uploaded input), batch_output (written by tidegate)."""
+    filename: Mapped[str] = mapped_column(String(255))
+    bytes: Mapped[int] = mapped_column(BigInteger)
+    line_count: Mapped[int] = mapped_column(Integer, default=0)
+    storage_key: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class Batch(Base):
+    """One OpenAI batch. ``status`` follows the OpenAI lifecycle; ``lease_*`` says which gateway
+    process is validating or finalizing it (a lease that runs out is taken over)."""
+
+    __tablename__ = "batches"
+    __table_args__ = (
+        Index("ix_batches_tenant_created", "tenant_id", "created_at"),
+        Index("ix_batches_status", "status"),
+    )
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(32), ForeignKey("tenants.id"))
+    key_id: Mapped[str] = mapped_column(String(32))
+    """The key that created it; its lines run as that key (its limits and allowed models)."""
+    endpoint: Mapped[str] = mapped_column(String(64))
+    input_file_id: Mapped[str] = mapped_column(String(64))
+    completion_window: Mapped[str] = mapped_column(String(16))
+    batch_metadata: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSON)
+    status: Mapped[str] = mapped_column(String(16))
+    errors: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
+    """Validation errors (line numbers and messages) when it failed validation."""
+    total: Mapped[int] = mapped_column(Integer, default=0)
+    completed: Mapped[int] = mapped_column(Integer, default=0)
+    failed: Mapped[int] = mapped_column(Integer, default=0)
+    output_file_id: Mapped[str | None] = mapped_column(String(64))
+    error_file_id: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    in_progress_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    finalizing_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    failed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    expired_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    cancelling_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    cancelled_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class BatchLine(Base):
+    """One request of a batch. Executed at least once (claimed under an expiring lease); its
+    result is committed once (``state`` pending → done only), so every ``custom_id`` ends up
+    in exactly one of the output and error files."""
+
+    __tablename__ = "batch_lines"
+    __table_args__ = (
+        Index("uq_batch_lines_custom_id", "batch_id", "custom_id", unique=True),
+        Index("ix_batch_lines_claim", "batch_id", "state", "lease_expires_at"),
+    )
+
+    batch_id: Mapped[str] = mapped_column(String(64), ForeignKey("batches.id"), primary_key=True)
+    line_no: Mapped[int] = mapped_column(Integer, primary_key=True)
+    """1-based line number in the input file."""
+    custom_id: Mapped[str] = mapped_column(String(512))
+    body: Mapped[dict[str, Any]] = mapped_column(JSON)
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    """pending or done."""
+    outcome: Mapped[str | None] = mapped_column(String(16))
+    """Once done: succeeded, failed, expired or cancelled."""
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    """The output line's `response` (succeeded) or `error` (otherwise) object."""
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
