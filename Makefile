@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-stamp
 # pip on these machines lists every local index it skips; keep that noise off the console.
 QUIET_PIP := grep -v "WARNING: Location" || true
 
-.PHONY: setup engine system-deps run test test-fast lint bench-overhead bench-priority config-docs clean
+.PHONY: setup engine system-deps run test test-fast lint bench-overhead bench-priority bench-affinity bench-batch config-docs clean
 
 $(STAMP): pyproject.toml
 	@echo "==> project environment ($(VENV))"
@@ -65,6 +65,17 @@ bench-overhead: setup
 ## (~5 min).
 bench-priority: engine
 	$(BIN)/python -m tidegate.bench.priority
+
+## Round robin, least-outstanding and prefix affinity on two real vLLM replicas: prefix-cache hit
+## rate, TTFT and load per replica for a multi-turn workload (~12 min).
+bench-affinity: engine
+	$(BIN)/python -m tidegate.bench.affinity
+
+## The Batch API: a 10,000-line batch on the fake upstream (lines/s, then three kill -9 of the
+## gateway: zero lost or duplicated lines) and a 200-line batch on one real vLLM replica beside an
+## interactive tenant (TTFT p95 vs idle, batch tokens/s) (~5 min).
+bench-batch: engine
+	$(BIN)/python -m tidegate.bench.batch
 
 ## Regenerate the README's configuration reference from the schema.
 config-docs: setup

@@ -19,6 +19,7 @@ from typing import Protocol
 import aiohttp
 from opentelemetry.sdk.trace.export import SpanExporter
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -27,6 +28,10 @@ from tidegate.api.asgi import RequestIds
 from tidegate.api.request_id import RequestIdMiddleware
 from tidegate.api.routes import build_routes, http_error_handler, tidegate_error_handler
 from tidegate.api.services import ApiServices, ServicesSlot
+from tidegate.batch.files import FileService
+from tidegate.batch.service import BatchService
+from tidegate.batch.storage import build_storage
+from tidegate.batch.wiring import build_runner
 from tidegate.config import Config
 from tidegate.errors import TidegateError
 from tidegate.gateway.accounting import RequestAccounting
@@ -48,6 +53,7 @@ from tidegate.observability.routing_metrics import RoutingMetrics
 from tidegate.observability.tracing import Tracing
 from tidegate.routing.build import build_routing
 from tidegate.routing.discovery import Resolver, dns_discoveries, resolve_host
+from tidegate.routing.health import HealthChecker
 from tidegate.routing.outlier import OutlierDetector
 from tidegate.routing.replicas import RoutingTable
 from tidegate.routing.retry_budget import RetryBudget
@@ -95,6 +101,12 @@ async def _seed_budgets(limiter: Limiter, tenants: TenantService, usage: UsageQu
             month_tokens=month.tokens,
             month_cost_usd=month.cost_usd,
         )
+
+
+def _file_service(config: Config, sessions: async_sessionmaker[AsyncSession]) -> FileService | None:
+    if not config.batch.enabled:
+        return None
+    return FileService(sessions=sessions, storage=build_storage(config), config=config.batch)
 
 
 def build_app(
@@ -196,6 +208,11 @@ def build_app(
             ):
                 await discovery.start()
                 stack.push_async_callback(discovery.stop)
+            checker = HealthChecker(
+                routing=routing, session=session, config=config.routing.health, metrics=metrics
+            )
+            await checker.start()
+            stack.push_async_callback(checker.stop)
             timeouts = UpstreamTimeouts(
                 connect_s=server.connect_timeout_s,
                 total_s=server.request_timeout_s,
@@ -218,6 +235,16 @@ def build_app(
                 async with store.connect() as connection:
                     await connection.execute(text("SELECT 1"))
 
+            files = _file_service(config, sessions)
+            batches = (
+                None
+                if files is None
+                else BatchService(
+                    sessions=sessions,
+                    files=files,
+                    max_window_s=config.batch.max_completion_window_s,
+                )
+            )
             slot.fill(
                 ApiServices(
                     keys=keys,
@@ -256,6 +283,8 @@ def build_app(
                     store_ping=store_ping,
                     max_body_bytes=server.max_body_bytes,
                     usage=usage,
+                    files=files,
+                    batches=batches,
                 )
             )
             stack.callback(slot.clear)
@@ -265,6 +294,21 @@ def build_app(
                 # another one failed to.
                 stack.push_async_callback(engines.stop)
                 await engines.start()
+            if files is not None:
+                # Started last, stopped first: no line is claimed once shutdown begins.
+                running = slot.get()
+                runner = build_runner(
+                    config.batch,
+                    sessions=sessions,
+                    files=files,
+                    keys=keys,
+                    routing=routing,
+                    validator=validator,
+                    completions=running.completions,
+                    accounting=running.accounting,
+                )
+                runner.start()
+                stack.push_async_callback(runner.stop)
             yield
 
     ids = RequestIds()

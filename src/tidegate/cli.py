@@ -10,6 +10,7 @@ import typer
 import yaml
 from rich.console import Console
 
+from tidegate.commands.batch import batch_app
 from tidegate.commands.bench import bench_app
 from tidegate.commands.bench_report import bench_report
 from tidegate.commands.engine import engine_app, model_app
@@ -30,6 +31,7 @@ app.add_typer(model_app, name="model", help="Prepare models for the local engine
 app.add_typer(keys_app, name="keys", help="Create, list and revoke API keys.")
 app.add_typer(tenants_app, name="tenants", help="Create, list, update and delete tenants.")
 app.add_typer(usage_app, name="usage", help="Usage rollups and CSV export.")
+app.add_typer(batch_app, name="batch", help="Submit and follow OpenAI batches through a gateway.")
 bench_app.command("report", help="Plots and an HTML report from a `bench run` result.")(
     bench_report
 )

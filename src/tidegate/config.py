@@ -410,6 +410,12 @@ class BatchConfig(_Section):
     """How often the runner looks for work."""
     claim_size: int = Field(default=32, ge=1)
     """Lines claimed per round."""
+    crash_point: Literal["", "after_claim", "after_upstream", "before_commit", "during_output"] = ""
+    """Test-only fault injection: the runner kills its own process (``os._exit(137)``, like
+    kill -9) when it reaches this point. Empty (the default): never. Never set it in
+    production."""
+    crash_after: int = Field(default=1, ge=1)
+    """Test-only: with crash_point, exit at its Nth occurrence in this process."""
 
 
 class TelemetryConfig(_Section):

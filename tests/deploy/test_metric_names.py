@@ -35,6 +35,7 @@ def used(text: str) -> set[str]:
 def test_dashboard_alerts_and_keda_use_exported_metrics() -> None:
     names = exported()
     assert "tidegate_pool_saturation" in names and "tidegate_requests_total" in names
+    assert {"tidegate_pool_circuit_open", "tidegate_pool_ejected_replicas"} <= names
     dashboard = (ROOT / "deploy" / "grafana" / "tidegate.json").read_text()
     alerts = (ROOT / "deploy" / "prometheus" / "alerts.yaml").read_text()
     keda = yaml.safe_dump(

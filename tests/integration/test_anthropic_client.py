@@ -18,7 +18,7 @@ from tidegate.errors import InvalidRequestError, UpstreamError, UpstreamTimeoutE
 from tidegate.protocol.sse import DONE_PAYLOAD, SSESplitter, event_data
 from tidegate.routing.replicas import Replica
 from tidegate.upstream.anthropic import AnthropicClient
-from tidegate.upstream.client import UpstreamTimeouts
+from tidegate.upstream.client import Provider, UpstreamTimeouts
 from tidegate.upstream.fake_anthropic import FakeAnthropic, FakeAnthropicBehaviour, FakeToolUse
 
 KEY = "sk-ant-test-0123456789abcdef"
@@ -42,7 +42,10 @@ async def fake() -> AsyncIterator[FakeAnthropic]:
 @pytest.fixture
 async def client() -> AsyncIterator[AnthropicClient]:
     async with aiohttp.ClientSession() as session:
-        yield AnthropicClient(session=session, timeouts=UpstreamTimeouts(total_s=10, idle_s=5))
+        client = AnthropicClient(session=session, timeouts=UpstreamTimeouts(total_s=10, idle_s=5))
+        provider: Provider = client  # mypy checks it stands in for UpstreamClient
+        assert provider is client
+        yield client
 
 
 def replica(fake: FakeAnthropic, api_key: str | None = KEY) -> Replica:
@@ -52,6 +55,7 @@ def replica(fake: FakeAnthropic, api_key: str | None = KEY) -> Replica:
         base_url=fake.base_url,
         upstream_model=fake.model,
         api_key=api_key,
+        provider="anthropic",
     )
 
 

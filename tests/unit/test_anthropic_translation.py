@@ -15,12 +15,12 @@ from tidegate.errors import InvalidRequestError
 from tidegate.protocol.anthropic import (
     DEFAULT_MAX_TOKENS,
     AnthropicProtocolError,
-    ChunkTranslator,
     chat_completion,
     error_details,
     finish_reason,
     messages_request,
 )
+from tidegate.protocol.anthropic_stream import ChunkTranslator
 from tidegate.protocol.sse import DONE_PAYLOAD, SSESplitter, event_data
 from tidegate.upstream.fake_anthropic import request_problem
 

@@ -9,10 +9,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from pydantic import SecretStr
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tidegate.errors import AuthenticationError, InvalidRequestError, NotFoundError
+from tidegate.gateway.key_cache import RefusedKeys
 from tidegate.gateway.keys import KeyService, Principal
 from tidegate.gateway.policy import KeySettings, TenantSettings
 from tidegate.store import StoreUnavailableError, create_engine, create_sessionmaker
@@ -242,3 +243,63 @@ async def test_unreachable_store_raises_a_tidegate_error() -> None:
         assert plaintext not in str(caught.value)
     finally:
         await engine.dispose()
+
+
+def _count_statements(sessions: Sessions) -> list[str]:
+    """Every SQL statement the store runs from now on."""
+    seen: list[str] = []
+    engine = sessions.kw["bind"]
+    event.listen(
+        engine.sync_engine,
+        "before_cursor_execute",
+        lambda _conn, _cursor, statement, *_: seen.append(statement),
+    )
+    return seen
+
+
+async def test_refused_key_is_answered_from_memory_within_the_ttl(sessions: Sessions) -> None:
+    keys = KeyService(sessions=sessions, cache_ttl_s=60.0, refused_ttl_s=0.3)
+    bogus = "tg-" + "y" * 43
+    with pytest.raises(AuthenticationError) as first:
+        await keys.authenticate(bogus)
+    statements = _count_statements(sessions)
+    for _ in range(50):
+        with pytest.raises(AuthenticationError) as again:
+            await keys.authenticate(bogus)
+        assert (again.value.message, again.value.code) == (first.value.message, first.value.code)
+    assert statements == []  # a flood of one bad key never reaches the store
+    await asyncio.sleep(0.35)
+    with pytest.raises(AuthenticationError):
+        await keys.authenticate(bogus)
+    assert statements, "after the TTL the store is asked again"
+
+
+async def test_key_stored_after_being_refused_works(sessions: Sessions) -> None:
+    gateway = KeyService(sessions=sessions, cache_ttl_s=60.0, refused_ttl_s=0.3)
+    configured = "tg-configured-admin-key-" + "z" * 20
+    with pytest.raises(AuthenticationError):
+        await gateway.authenticate(configured)
+    # Stored through another process: accepted once the refusal's TTL is over.
+    await service(sessions).ensure_admin_key(SecretStr(configured))
+    with pytest.raises(AuthenticationError):
+        await gateway.authenticate(configured)
+    await asyncio.sleep(0.35)
+    assert (await gateway.authenticate(configured)).role == "admin"
+
+    # Stored through this process: accepted at once.
+    other = "tg-another-admin-key-" + "w" * 20
+    with pytest.raises(AuthenticationError):
+        await gateway.authenticate(other)
+    await gateway.ensure_admin_key(SecretStr(other))
+    assert (await gateway.authenticate(other)).role == "admin"
+
+
+async def test_refused_keys_are_bounded(sessions: Sessions) -> None:
+    refused = RefusedKeys(ttl_s=60.0, max_entries=3)
+    error = AuthenticationError("Incorrect API key provided.", code="invalid_api_key")
+    for index in range(10):
+        refused.put(f"hash{index}", error)
+    assert len(refused) == 3
+    refused.check("hash0")  # evicted: the store would be asked again
+    with pytest.raises(AuthenticationError, match="Incorrect API key"):
+        refused.check("hash9")

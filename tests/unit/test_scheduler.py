@@ -376,3 +376,21 @@ def test_the_fast_path_creates_no_future_or_task() -> None:
         assert slot is not None
         slot.release()
     assert scheduler.queue(pool).in_flight == 0
+
+
+def test_aged_batch_at_its_full_share_does_not_take_the_reserve() -> None:
+    clock = FakeClock()
+    queue = make_queue(4, clock=clock, interactive_reserve=0.5, ageing_s=10.0)
+    batch_slots = [queue.try_acquire("batch") for _ in range(2)]  # batch's full share (2 of 4)
+    assert all(batch_slots)
+    interactive_slots = fill(queue, 2)
+    old_batch = enqueue(queue, "batch")
+    clock.advance(11)  # a batch backlog older than ageing_s: the batch tenant's own overload
+    fresh = enqueue(queue, "interactive")
+    interactive_slots[0].release()
+    assert fresh.state is WaiterState.GRANTED  # the reserve stays with interactive
+    assert old_batch.state is WaiterState.WAITING
+    assert batch_slots[0] is not None
+    batch_slots[0].release()  # a batch slot frees: the old batch request takes it
+    assert old_batch.state is WaiterState.GRANTED
+    assert queue.batch_in_flight == 2

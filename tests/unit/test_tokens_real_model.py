@@ -101,6 +101,9 @@ def test_token_ids_equal_transformers_apply_chat_template(
     expected = json.loads(done.stdout.strip().splitlines()[-1])
     for messages, ids in zip(CONVERSATIONS, expected["chat"], strict=True):
         assert counter.chat_token_ids(messages) == ids
+        # The request path counts piece by piece, with cached pieces: the same count, twice.
+        assert counter.count_chat_sync(messages) == len(ids)
+        assert counter.count_chat_sync(messages) == len(ids)
     for text, ids in zip(TEXTS, expected["text"], strict=True):
         assert counter.text_token_ids(text) == ids
 

@@ -39,6 +39,7 @@ from tidegate.api.services import ApiServices, ServicesSlot
 from tidegate.errors import InvalidRequestError
 from tidegate.gateway.actors import Actor
 from tidegate.gateway.completions import parse_json_object
+from tidegate.gateway.limits.seeding import seed_budget_spend
 from tidegate.protocol.admin import (
     Body,
     KeyCreate,
@@ -83,6 +84,15 @@ class AdminRoutes:
             tenant_id, name=body.name, tier=body.tier, settings=body.settings, actor=actor
         )
         services.keys.forget_tenant(tenant_id)  # this process applies the change at once
+        if services.limiter is not None and body.settings and "budgets" in body.settings:
+            # Budgets the tenant had no counters for start from what it spent so far today
+            # and this month, as at gateway start; counters a store already keeps stay.
+            await seed_budget_spend(
+                services.limiter,
+                services.usage,
+                tenant_id=info.id,
+                budgets=info.settings.budgets,
+            )
         return json_response(tenant_json(info))
 
     async def delete_tenant(self, request: Request) -> Response:

@@ -10,8 +10,10 @@ from starlette.routing import BaseRoute, Route
 from tidegate.api.admin import build_admin_routes
 from tidegate.api.admin_usage import build_usage_routes
 from tidegate.api.asgi import RequestIds
+from tidegate.api.batches import build_batch_routes
 from tidegate.api.completions import CompletionEndpoint
 from tidegate.api.errors import error_body, error_response
+from tidegate.api.files import build_file_routes
 from tidegate.api.services import ServicesSlot
 from tidegate.api.system import SystemRoutes
 from tidegate.errors import TidegateError
@@ -34,6 +36,8 @@ def build_routes(services: ServicesSlot, ids: RequestIds) -> list[BaseRoute]:
         Route("/healthz", system.healthz, methods=["GET"]),
         Route("/readyz", system.readyz, methods=["GET"]),
         Route("/metrics", system.metrics, methods=["GET"]),
+        *build_file_routes(services),
+        *build_batch_routes(services),
         *build_admin_routes(services),
         *build_usage_routes(services),
     ]
@@ -53,7 +57,7 @@ async def http_error_handler(request: Request, exc: Exception) -> Response:
     if exc.status_code == 404:
         message = (
             f"Unknown path {request.url.path}. The OpenAI-compatible routes are "
-            "/v1/chat/completions, /v1/completions and /v1/models."
+            "/v1/chat/completions, /v1/completions, /v1/models and /v1/files."
         )
         error_type = "not_found_error"
     elif exc.status_code == 405:

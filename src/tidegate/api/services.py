@@ -5,11 +5,14 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from tidegate.batch.files import FileService
+from tidegate.batch.service import BatchService
 from tidegate.errors import NoReadyReplicaError
 from tidegate.gateway.accounting import RequestAccounting
 from tidegate.gateway.audit import AuditLog
 from tidegate.gateway.completions import CompletionService
 from tidegate.gateway.keys import KeyService
+from tidegate.gateway.limits import Limiter
 from tidegate.gateway.tenants import TenantService
 from tidegate.metering.queries import UsageQueries
 from tidegate.observability.metrics import GatewayMetrics
@@ -31,6 +34,12 @@ class ApiServices:
     """Raises when the store is unreachable (for /readyz)."""
     max_body_bytes: int
     usage: UsageQueries
+    limiter: Limiter | None = None
+    """The request path's limiter, so budgets given at runtime start from the spend so far."""
+    files: FileService | None = None
+    """The Files API; None when batch.enabled is false."""
+    batches: BatchService | None = None
+    """The Batch API; None when batch.enabled is false."""
 
 
 class ServicesSlot:

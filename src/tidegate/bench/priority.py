@@ -1,16 +1,30 @@
 """Interactive latency under a batch flood: one real vLLM replica, straight and through tidegate.
 
-    python -m tidegate.bench.priority [--duration 50] [--warmup 10] [--out PATH]
+    python -m tidegate.bench.priority [--duration 90] [--warmup 10] [--engine-cpus 0]
+        [--engine-priority] [--interactive-interval S] [--out PATH]
 
 One local vLLM CPU replica with the bundled model (``--max-num-seqs 16``) is started by tidegate's
-engine supervisor from the shared engine venv and model (``make engine``). Three phases:
+engine supervisor from the shared engine venv and model (``make engine``). The engine runs
+float32 on CPUs without native bf16 (``--dtype``; vLLM's bf16 default is emulated there and
+prefill is ~5x slower). The load is sized to the replica, as the issue states it: the batch
+tenant offers 3x its slots, the interactive tenant 10% of them. The interactive interval is
+calibrated once before the phases (``--interactive-interval 0``, the default): the idle TTFT and
+the saturated step time give how long one interactive request lasts under load, and requests
+are spaced so that ``--interactive-share`` of the slots are interactive (0.5 s on a replica that
+streams ~350 tokens/s saturated). Three phases, the same engine and the same load in each:
 
-- ``idle``: only the interactive tenant (a request every ``--interactive-interval``, 0.5 s),
-  straight to vLLM: the TTFT an interactive user gets from an idle replica;
+- ``idle``: only the interactive tenant, straight to vLLM: the TTFT an interactive user gets
+  from an idle replica;
 - ``vllm``: the same interactive load plus a batch tenant with ``--batch-streams`` closed-loop
   streams (3x the replica's max_num_seqs), straight to vLLM (its FIFO queue);
 - ``tidegate``: the same load through a ``tidegate up`` gateway whose scheduler holds the queue
   (interactive tenant tier interactive, batch tenant tier batch).
+
+``--engine-cpus 0`` dedicates core 0 to vLLM's compute threads (VLLM_CPU_OMP_THREADS_BIND) and
+keeps this process and everything it starts (vLLM's front end and scheduler, the gateway) on the
+other cores, in every phase alike: the deployment practice of dedicated engine cores.
+``--engine-priority`` starts the replica with ``--scheduling-policy priority`` (every phase) and
+lets the gateway pass each request's class as its priority.
 
 Interactive TTFT is measured for requests sent during the measured window (each may finish within
 ``--drain`` seconds after it while the batch load goes on); throughput counts the streamed tokens
@@ -24,13 +38,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import platform
 import secrets
 import sys
 import tempfile
 import time
 import urllib.request
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +57,13 @@ from rich.table import Table
 
 from tidegate.bench.stats import percentile
 from tidegate.bench.targets import Launch, Processes, free_port
-from tidegate.config import Config, EngineProfile, EnginesConfig, load_config
+from tidegate.config import (
+    Config,
+    EngineProfile,
+    EnginesConfig,
+    SchedulingConfig,
+    load_config,
+)
 from tidegate.engines.shared_home import with_shared_engine
 from tidegate.engines.supervisor import EngineSupervisor
 from tidegate.observability.metrics import GatewayMetrics
@@ -66,17 +87,32 @@ BATCH_PROMPT = "Write a long, detailed story about a lighthouse keeper and the s
 @dataclass(frozen=True)
 class Options:
     warmup_s: float = 10.0
-    duration_s: float = 50.0
+    duration_s: float = 90.0
     drain_s: float = 30.0
     """How long interactive requests sent in the window may take to finish after it."""
     batch_streams: int = 48
-    interactive_interval_s: float = 0.5
-    """One interactive request (~0.8 s long under load) every 0.5 s: ~10% of the 16 slots."""
+    interactive_interval_s: float = 0.0
+    """One interactive request every this many seconds. 0: calibrated on the replica so the
+    interactive tenant takes ``interactive_share`` of its slots under load (on a replica that
+    streams ~350 tokens/s saturated, a request lasts ~0.8 s under load: one every 0.5 s)."""
+    interactive_share: float = 0.10
+    """For the calibration: the share of the replica's slots the interactive tenant takes."""
     interactive_max_tokens: int = 16
     batch_max_tokens: int = 128
     max_num_seqs: int = 16
     interactive_reserve: float = 0.125
     """The gateway's scheduling.interactive_reserve: 2 of the replica's 16 slots."""
+    dtype: str = "auto"
+    """The engine's --dtype. "auto" here: float32 where the CPU has no native bf16
+    (avx512_bf16 / amx_bf16), where vLLM's default bf16 is emulated and prefill ~5x slower."""
+    engine_cpus: str = ""
+    """Dedicated engine cores, e.g. "0": vLLM's compute threads are bound to them
+    (VLLM_CPU_OMP_THREADS_BIND) and this process (the load generator, the gateway and the vLLM
+    front end it starts) is kept off them, in every phase alike. Empty: vLLM's own binding
+    (auto) and no affinity for the rest."""
+    engine_priority: bool = False
+    """scheduling.engine_priority: the replica runs --scheduling-policy priority (every phase)
+    and the gateway sends each request's class as its priority."""
     ready_timeout_s: float = 300.0
     out: Path = Path("bench-results/priority.json")
 
@@ -91,6 +127,8 @@ class PhaseResult:
     ttft_p50_s: float | None = None
     ttft_p95_s: float | None = None
     ttft_max_s: float | None = None
+    ttfts_s: list[float] = field(default_factory=list)
+    """Every measured interactive TTFT, in send order."""
     batch_ok: int = 0
     batch_errors: dict[str, int] = field(default_factory=dict)
     batch_tokens_per_s: float = 0.0
@@ -182,6 +220,7 @@ async def run_phase(
     name: str, endpoint: _Endpoint, options: Options, *, batch: bool, console: Console
 ) -> PhaseResult:
     console.log(f"phase {name}: {endpoint.base_url} (batch streams: {batch})")
+    interval_s = options.interactive_interval_s
     interactive_body = _body(
         endpoint.model, INTERACTIVE_PROMPT, options.interactive_max_tokens, INTERACTIVE_SYSTEM
     )
@@ -211,7 +250,7 @@ async def run_phase(
                     )
                 )
             )
-            next_at += options.interactive_interval_s
+            next_at += interval_s
             await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
         await asyncio.sleep(max(0.0, end - time.perf_counter()))
         _, pending = await asyncio.wait(measured, timeout=options.drain_s)
@@ -226,6 +265,7 @@ async def run_phase(
     if pending:
         result.interactive_errors["unfinished"] = len(pending)
     values = [t for t in ttfts if t is not None]
+    result.ttfts_s = [round(t, 4) for t in values]
     if values:
         result.ttft_p50_s = percentile(values, 50)
         result.ttft_p95_s = percentile(values, 95)
@@ -238,6 +278,47 @@ async def run_phase(
         sum(start <= t < end for t in interactive_sink.token_times) / window
     )
     return result
+
+
+async def calibrate_interval(endpoint: _Endpoint, options: Options, console: Console) -> float:
+    """The interactive interval that makes the interactive tenant ``interactive_share`` of the
+    replica's slots under the flood: one request's expected time under load (its idle TTFT plus
+    its other tokens at the saturated replica's step time) / (share x max_num_seqs)."""
+    interactive_body = _body(
+        endpoint.model, INTERACTIVE_PROMPT, options.interactive_max_tokens, INTERACTIVE_SYSTEM
+    )
+    batch_body = _body(endpoint.model, BATCH_PROMPT, options.batch_max_tokens)
+    connector = aiohttp.TCPConnector(limit=0)
+    timeout = aiohttp.ClientTimeout(total=None, sock_read=600)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        ttfts: list[float] = []
+        for _ in range(5):  # the first fills the prefix cache, as in every phase
+            ttft = await _stream(session, endpoint, {}, interactive_body, _Sink())
+            if ttft is not None:
+                ttfts.append(ttft)
+        ttft_idle = sorted(ttfts[1:] or ttfts)[len(ttfts[1:] or ttfts) // 2]
+        sink = _Sink()
+        tasks = [
+            asyncio.create_task(_batch_loop(session, endpoint, batch_body, sink))
+            for _ in range(options.max_num_seqs)
+        ]
+        await asyncio.sleep(5.0)
+        start = time.perf_counter()
+        await asyncio.sleep(10.0)
+        end = time.perf_counter()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    saturated = sum(start <= t < end for t in sink.token_times) / (end - start)
+    step_s = options.max_num_seqs / saturated
+    duration_s = ttft_idle + (options.interactive_max_tokens - 1) * step_s
+    interval = duration_s / (options.interactive_share * options.max_num_seqs)
+    console.log(
+        f"calibration: idle TTFT {ttft_idle:.2f} s, saturated {saturated:.0f} tokens/s "
+        f"(step {step_s * 1000:.0f} ms): a request lasts ~{duration_s:.2f} s under load, "
+        f"one every {interval:.2f} s"
+    )
+    return round(interval, 2)
 
 
 async def _wait_engine_idle(base_url: str, timeout_s: float = 60.0) -> None:
@@ -257,8 +338,52 @@ async def _wait_engine_idle(base_url: str, timeout_s: float = 60.0) -> None:
             await asyncio.sleep(0.5)
 
 
+def _cpu_flags() -> set[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+def resolve_dtype(dtype: str) -> str:
+    """The engine dtype for ``dtype`` "auto": bf16 (vLLM's CPU default) only where the CPU
+    computes it natively; otherwise float32."""
+    if dtype != "auto":
+        return dtype
+    return "auto" if _cpu_flags() & {"avx512_bf16", "amx_bf16"} else "float32"
+
+
+def _parse_cpus(text: str) -> set[int]:
+    cpus: set[int] = set()
+    for part in text.split(","):
+        if "-" in part:
+            first, last = part.split("-")
+            cpus.update(range(int(first), int(last) + 1))
+        elif part.strip():
+            cpus.add(int(part))
+    return cpus
+
+
+def pin_off_engine_cpus(engine_cpus: str) -> set[int] | None:
+    """Keep this process and what it starts from now on off the engine's cores; returns the
+    cores left for them (None: no pinning asked or possible)."""
+    if not engine_cpus or not hasattr(os, "sched_setaffinity"):
+        return None
+    others = os.sched_getaffinity(0) - _parse_cpus(engine_cpus)
+    if not others:
+        raise ValueError(f"--engine-cpus {engine_cpus} leaves no core for the rest")
+    os.sched_setaffinity(0, others)
+    return others
+
+
 def _engine_config(home: Path, options: Options) -> Config:
+    extra_env = {"VLLM_CPU_OMP_THREADS_BIND": options.engine_cpus} if options.engine_cpus else {}
     config = Config(
+        scheduling=SchedulingConfig(engine_priority=options.engine_priority),
         engines=EnginesConfig(
             replicas=1,
             ready_timeout_s=options.ready_timeout_s,
@@ -270,6 +395,8 @@ def _engine_config(home: Path, options: Options) -> Config:
                 cpu_kvcache_space_gib=2,
                 max_model_len=2048,
                 max_num_seqs=options.max_num_seqs,
+                dtype=resolve_dtype(options.dtype),
+                extra_env=extra_env,
             ),
         ),
     )
@@ -306,7 +433,12 @@ def _gateway_launch(
     config = {
         "server": {"access_log": False},
         "upstreams": [
-            {"url": upstream_base_url, "model": model, "max_concurrency": options.max_num_seqs}
+            {
+                "url": upstream_base_url,
+                "model": model,
+                "max_concurrency": options.max_num_seqs,
+                "priority_scheduling": options.engine_priority,
+            }
         ],
         "scheduling": {"enabled": True, "interactive_reserve": options.interactive_reserve},
     }
@@ -328,6 +460,9 @@ def _gateway_launch(
 async def run_benchmark(options: Options, console: Console) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="tidegate-bench-priority-") as work:
         home = Path(work)
+        others = pin_off_engine_cpus(options.engine_cpus)
+        if others is not None:
+            console.log(f"engine cores {options.engine_cpus}; everything else on {sorted(others)}")
         config = _engine_config(home, options)
         supervisor = EngineSupervisor(
             config=config, routing=RoutingTable(), metrics=GatewayMetrics()
@@ -341,6 +476,10 @@ async def run_benchmark(options: Options, console: Console) -> dict[str, Any]:
             replica = supervisor.replicas[0]
             model = config.engines.served_model_name
             direct = _Endpoint(replica.base_url, model, {}, {})
+            if options.interactive_interval_s <= 0:
+                interval = await calibrate_interval(direct, options, console)
+                options = replace(options, interactive_interval_s=interval)
+                await _wait_engine_idle(replica.base_url)
             phases = [await run_phase("idle", direct, options, batch=False, console=console)]
             phases.append(await run_phase("vllm", direct, options, batch=True, console=console))
             await _wait_engine_idle(replica.base_url)
@@ -368,7 +507,7 @@ async def run_benchmark(options: Options, console: Console) -> dict[str, Any]:
                 )
         finally:
             await supervisor.stop()
-    return _summary(phases, options)
+    return _summary(phases, options)  # options: with the calibrated interval
 
 
 def _summary(phases: list[PhaseResult], options: Options) -> dict[str, Any]:
@@ -397,6 +536,7 @@ def _summary(phases: list[PhaseResult], options: Options) -> dict[str, Any]:
         "benchmark": "priority",
         "machine": {"platform": platform.platform(), "python": platform.python_version()},
         "options": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(options).items()},
+        "engine_dtype": resolve_dtype(options.dtype),
         "phases": [{**asdict(p), "total_tokens_per_s": p.total_tokens_per_s} for p in phases],
         "checks": checks,
     }
@@ -431,6 +571,15 @@ def render(summary: dict[str, Any], console: Console) -> None:
             ", ".join(f"{k}: {v}" for k, v in sorted(errors.items())) or "0",
         )
     console.print(table)
+    options = summary["options"]
+    console.print(
+        f"engine: dtype {summary.get('engine_dtype', options['dtype'])}, "
+        f"cores {options['engine_cpus'] or 'vLLM auto binding, rest unpinned'}, "
+        f"engine priority {'on' if options['engine_priority'] else 'off'}; "
+        f"load: {options['batch_streams']} batch streams, one interactive request every "
+        f"{options['interactive_interval_s']:.2f} s; interactive_reserve "
+        f"{options['interactive_reserve']}"
+    )
     for name, check in summary["checks"].items():
         value = check.get("ratio", check.get("share"))
         verdict = "" if "pass" not in check else ("pass" if check["pass"] else "FAIL")
@@ -446,11 +595,20 @@ def _parse_args(argv: list[str] | None) -> Options:
     parser.add_argument("--drain", type=float, default=defaults.drain_s)
     parser.add_argument("--batch-streams", type=int, default=defaults.batch_streams)
     parser.add_argument(
-        "--interactive-interval", type=float, default=defaults.interactive_interval_s
+        "--interactive-interval",
+        type=float,
+        default=defaults.interactive_interval_s,
+        help="seconds between interactive requests; 0 (default): calibrated on the replica",
     )
+    parser.add_argument("--interactive-share", type=float, default=defaults.interactive_share)
     parser.add_argument("--batch-max-tokens", type=int, default=defaults.batch_max_tokens)
     parser.add_argument("--max-num-seqs", type=int, default=defaults.max_num_seqs)
     parser.add_argument("--interactive-reserve", type=float, default=defaults.interactive_reserve)
+    parser.add_argument("--dtype", default=defaults.dtype)
+    parser.add_argument("--engine-cpus", default=defaults.engine_cpus)
+    parser.add_argument(
+        "--engine-priority", action=argparse.BooleanOptionalAction, default=defaults.engine_priority
+    )
     parser.add_argument("--out", type=Path, default=defaults.out)
     args = parser.parse_args(argv)
     return Options(
@@ -459,9 +617,13 @@ def _parse_args(argv: list[str] | None) -> Options:
         drain_s=args.drain,
         batch_streams=args.batch_streams,
         interactive_interval_s=args.interactive_interval,
+        interactive_share=args.interactive_share,
         batch_max_tokens=args.batch_max_tokens,
         max_num_seqs=args.max_num_seqs,
         interactive_reserve=args.interactive_reserve,
+        dtype=args.dtype,
+        engine_cpus=args.engine_cpus,
+        engine_priority=args.engine_priority,
         out=args.out,
     )
 

@@ -150,8 +150,11 @@ class ChatTemplate:
         environment.filters["tojson"] = _tojson
         environment.globals["raise_exception"] = _raise_exception
         environment.globals["strftime_now"] = _strftime_now
+        self._environment = environment
         self._template = environment.from_string(source)
-        self._special_tokens = dict(special_tokens)
+        # The template's globals merged once, with the special tokens over them: render() then
+        # builds one dict per call, where Template.render copies a ChainMap of globals each time.
+        self._base_variables = {**self._template.globals, **special_tokens}
         self.content_as_parts = _ITERATES_CONTENT.search(source) is not None
 
     @classmethod
@@ -196,19 +199,29 @@ class ChatTemplate:
         template_kwargs: Mapping[str, Any] | None = None,
     ) -> str:
         # Client kwargs override the special tokens, as in transformers, but not the conversation.
-        extra = {k: v for k, v in (template_kwargs or {}).items() if k not in _RESERVED}
-        variables = {**self._special_tokens, **extra}
+        variables = {**self._base_variables}
+        if template_kwargs:
+            variables.update((k, v) for k, v in template_kwargs.items() if k not in _RESERVED)
+        variables["messages"] = self.normalise(messages)
+        variables["tools"] = list(tools) if tools is not None else None
+        variables["documents"] = None
+        variables["add_generation_prompt"] = add_generation_prompt
         try:
-            return self._template.render(
-                messages=self.normalise(messages),
-                tools=list(tools) if tools is not None else None,
-                documents=None,
-                add_generation_prompt=add_generation_prompt,
-                **variables,
-            )
+            return self._render(variables)
         except jinja2.exceptions.TemplateError as error:
             raise ChatTemplateError(str(error)) from None
         except (TypeError, ValueError, KeyError, AttributeError) as error:
             # A template doing arithmetic on a missing field ("None + str") fails the same way
             # in the engine; it is the conversation that does not fit the template.
             raise ChatTemplateError(f"{type(error).__name__}: {error}") from None
+
+    def _render(self, variables: dict[str, Any]) -> str:
+        # What Template.render does, but the variables become the context as they are
+        # (shared=True), since they already hold the globals.
+        template = self._template
+        try:
+            context = template.new_context(variables, shared=True)
+            text: str = self._environment.concat(template.root_render_func(context))
+        except Exception:
+            self._environment.handle_exception()
+        return text

@@ -257,11 +257,15 @@ class CompletionService:
             record.completion_text = []
         reserved = checked.reserved_tokens
         cost = reserved if reserved is not None else prompt_tokens + _UNBOUNDED_COMPLETION_COST
-        traits = RequestTraits(
-            tier=principal.tier,
-            prompt_tokens=checked.prompt_tokens,
-            response_format=response_format_type(data),
-            quality=hints.quality,
+        traits = (
+            RequestTraits(
+                tier=principal.tier,
+                prompt_tokens=checked.prompt_tokens,
+                response_format=response_format_type(data),
+                quality=hints.quality,
+            )
+            if model_route.rules
+            else None  # nothing to match: spare the allocation
         )
         return PreparedRequest(
             route,
@@ -335,6 +339,15 @@ class CompletionService:
             assert not isinstance(slot, _Spill)
             try:
                 replica, response = await self._post(request, record, pool)
+            except NoReadyReplicaError:
+                # Its breaker is half-open with the probe out, or its last candidate was just
+                # ejected: like an unavailable pool, the next one of the chain takes it.
+                if slot is not None:
+                    slot.release()
+                if final:
+                    raise
+                self._routing_metrics.fallback(pool.name, "unavailable")
+                continue
             except UpstreamError as error:
                 if slot is not None:
                     slot.release()

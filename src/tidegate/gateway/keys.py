@@ -2,8 +2,9 @@
 
 A verified key is cached in-process for ``cache_ttl_s`` together with its tenant (one join at
 lookup), so the hot path costs one hash and one dict lookup. A revocation or tenant change made
-anywhere (another gateway replica, the CLI) therefore takes effect within the TTL. Plaintext
-keys never appear in logs, audit rows or error messages.
+anywhere (another gateway replica, the CLI) therefore takes effect within the TTL. A refused key
+is remembered for ``key_cache.REFUSED_TTL_S`` (2 s), so repeating a bad key does not query the
+store on every request. Plaintext keys never appear in logs, audit rows or error messages.
 
 Every change is audited in the transaction that makes it; scoping follows
 :mod:`tidegate.gateway.actors` (a key of a tenant the actor cannot see is answered like a
@@ -28,7 +29,7 @@ from tidegate.errors import AuthenticationError, InvalidRequestError, NotFoundEr
 from tidegate.gateway.actors import Actor, visible_tenant
 from tidegate.gateway.admin_key import ensure_admin_key
 from tidegate.gateway.audit import record
-from tidegate.gateway.key_cache import PrincipalCache
+from tidegate.gateway.key_cache import REFUSED_TTL_S, PrincipalCache, RefusedKeys
 from tidegate.gateway.key_records import (
     ROLES,
     ApiKeyInfo,
@@ -89,9 +90,12 @@ class KeyService:
         sessions: async_sessionmaker[AsyncSession],
         cache_ttl_s: float,
         cache_max_entries: int = 10_000,
+        refused_ttl_s: float = REFUSED_TTL_S,
     ) -> None:
+        """``refused_ttl_s``: how long a refused key is refused without asking the store."""
         self._sessions = sessions
         self._cache = PrincipalCache(ttl_s=cache_ttl_s, max_entries=cache_max_entries)
+        self._refused = RefusedKeys(ttl_s=refused_ttl_s)
         # One store lookup per uncached key, however many requests carry it at once.
         self._inflight: dict[str, asyncio.Future[Principal]] = {}
 
@@ -110,6 +114,7 @@ class KeyService:
         cached = self._cache.get(key_hash)
         if cached is not None:
             return cached
+        self._refused.check(key_hash)
         pending = self._inflight.get(key_hash)
         if pending is None:
             pending = asyncio.ensure_future(self._verify(key_hash))
@@ -151,6 +156,9 @@ class KeyService:
                 "expires_at must be a time zone aware time in the future.", param="expires_at"
             )
         plaintext = generate_key()
+        # A fresh random key cannot have been refused, but this keeps "a key works as soon as
+        # it is created here" true whatever generate_key does.
+        self._refused.forget(hash_key(plaintext))
         row = new_row(
             plaintext,
             name=name,
@@ -232,11 +240,45 @@ class KeyService:
             self._cache.forget(row.key_hash)
             return key_info(row)
 
+    async def principal(self, key_id: str) -> Principal:
+        """The principal of a key by its id, checked like a bearer key (the batch runner acts
+        as the key that created a batch); AuthenticationError if gone, revoked or expired."""
+        async with transaction(self._sessions, "load an API key") as session:
+            found = (
+                await session.execute(
+                    select(ApiKey, Tenant)
+                    .join(Tenant, ApiKey.tenant_id == Tenant.id)
+                    .where(ApiKey.id == key_id)
+                )
+            ).first()
+        if found is None:
+            raise AuthenticationError(
+                f"The API key {key_id} no longer exists.", code="invalid_api_key"
+            )
+        row, tenant = found
+        if row.revoked_at is not None or (
+            row.expires_at is not None and row.expires_at <= datetime.now(UTC)
+        ):
+            raise AuthenticationError(
+                f"The API key ({row.key_prefix}...) has been revoked or has expired.",
+                code="invalid_api_key",
+            )
+        return _principal(row, tenant)
+
     async def ensure_admin_key(self, configured: SecretStr | None) -> str | None:
         """Make sure an operator can get in; see :mod:`tidegate.gateway.admin_key`."""
+        if configured is not None:
+            self._refused.forget(hash_key(configured.get_secret_value()))
         return await ensure_admin_key(self._sessions, configured)
 
     async def _verify(self, key_hash: str) -> Principal:
+        try:
+            return await self._lookup(key_hash)
+        except AuthenticationError as error:
+            self._refused.put(key_hash, error)
+            raise
+
+    async def _lookup(self, key_hash: str) -> Principal:
         now = datetime.now(UTC)
         async with transaction(self._sessions, "check an API key") as session:
             found = (

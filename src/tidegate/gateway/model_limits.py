@@ -27,15 +27,20 @@ def model_limits(
     """``local_model_dir``: what the local replicas load, when it is a directory on this host."""
     limits: dict[str, ModelLimits] = {}
     by_pool: dict[str, ModelLimits] = {}
+    counters: dict[str, PromptCounter | None] = {}
     for upstream in config.upstreams:
-        model = limits.setdefault(
-            upstream.model,
-            ModelLimits(
+        # Each pool's own limits (its first upstream's): pools serving one model name may
+        # differ (a local 4k context, a remote 200k one), and a route follows its primary pool.
+        pool = by_pool.get(upstream.pool or upstream.model)
+        if pool is None:
+            tokenizer = upstream.tokenizer
+            if tokenizer and tokenizer not in counters:
+                counters[tokenizer] = _counter(tokenizer, executor)
+            pool = by_pool[upstream.pool or upstream.model] = ModelLimits(
                 context_length=upstream.context_length,
-                counter=_counter(upstream.tokenizer, executor) if upstream.tokenizer else None,
-            ),
-        )
-        by_pool.setdefault(upstream.pool or upstream.model, model)
+                counter=counters[tokenizer] if tokenizer else None,
+            )
+        limits.setdefault(upstream.model, pool)
     if config.engines.replicas > 0:
         name = config.engines.served_model_name
         limits[name] = by_pool[name] = ModelLimits(

@@ -61,6 +61,11 @@ class TenantSettings(_Doc):
     on_limiter_unavailable: LimiterFailureMode = "closed"
     """When the shared limit store (Redis) is unreachable: refuse requests (closed) or admit them
     unlimited (open). Either way it is logged and counted."""
+    max_batch_file_bytes: int | None = Field(default=None, ge=1)
+    """Largest batch input file this tenant may upload. None: batch.max_file_bytes."""
+    max_batch_file_lines: int | None = Field(default=None, ge=1)
+    """Most lines (requests) in one of this tenant's batch input files. None:
+    batch.max_file_lines."""
 
 
 class KeySettings(_Doc):

@@ -7,7 +7,9 @@ counted as they are.
 
 Rendering and tokenizing a long prompt takes milliseconds, so it runs in a thread pool shared by
 every model (``tokenizers`` releases the GIL while it encodes). Short texts are counted inline:
-the hop to a thread costs more than the work.
+the hop to a thread costs more than the work. A chat prompt is counted piece by piece between
+its special tokens, with the counts of recurring pieces (system prompts, the template's own
+text) cached: see ``token_pieces``.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 from tokenizers import Tokenizer
 
 from tidegate.gateway.chat_template import ChatTemplate
+from tidegate.gateway.token_pieces import PieceCounter
 
 __all__ = ["NoChatTemplateError", "PromptCounter"]
 
@@ -59,6 +62,8 @@ class PromptCounter:
         tokenizer.no_truncation()
         tokenizer.no_padding()
         self._tokenizer = tokenizer
+        # None: a tokenizer whose pieces cannot be counted apart, counted whole every time.
+        self._pieces = PieceCounter.for_tokenizer(tokenizer)
         self._template = template
         self._executor = executor
         self._inline_chars = inline_chars
@@ -114,7 +119,10 @@ class PromptCounter:
         tools: Sequence[Any] | None = None,
         template_kwargs: Mapping[str, Any] | None = None,
     ) -> int:
-        return len(self.chat_token_ids(messages, tools=tools, template_kwargs=template_kwargs))
+        text = self.render_chat(messages, tools=tools, template_kwargs=template_kwargs)
+        if self._pieces is not None:
+            return self._pieces.count(text)
+        return len(self._tokenizer.encode(text, add_special_tokens=False))
 
     # Asynchronous forms: the request path.
 
@@ -143,9 +151,13 @@ class PromptCounter:
         if not isinstance(prompt, str):
             return len(prompt)
         if len(prompt) < self._inline_chars:
-            return len(self.text_token_ids(prompt))
+            return self._count_text_sync(prompt)
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, lambda: len(self.text_token_ids(prompt)))
+        return await loop.run_in_executor(self._executor, self._count_text_sync, prompt)
+
+    def _count_text_sync(self, text: str) -> int:
+        # len() of the encoding: no list of ids is built just to be counted.
+        return len(self._tokenizer.encode(text, add_special_tokens=True))
 
     async def count_prompts(
         self, prompt: str | Sequence[str] | Sequence[int] | Sequence[Sequence[int]]

@@ -9,19 +9,24 @@ when Prometheus scrapes. Per pool (``model`` label, a public model name from con
   (``max_num_seqs`` of the engine profile for local replicas, ``max_concurrency`` of the upstream
   entry for remote ones);
 - ``tidegate_pool_saturation``: in-flight / capacity (1 when nothing is ready but work is in
-  flight, 0 when idle): above 1 requests queue inside the engines.
+  flight, 0 when idle): above 1 requests queue inside the engines;
+- ``tidegate_pool_circuit_open``: 1 while the pool's circuit breaker is not closed (open, or
+  half-open until a probe succeeds), else 0 (also for pools without a breaker);
+- ``tidegate_pool_ejected_replicas``: replicas out of rotation by passive outlier ejection.
 
 A per-class queue depth comes with the scheduler; an autoscaler can then scale on that instead.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from tidegate.routing.breaker import BreakerState
 from tidegate.routing.replicas import RoutingTable
 
 
@@ -50,6 +55,17 @@ class PoolCollector(Collector):
             "In-flight requests / capacity; above 1 requests wait in engine queues.",
             labels=["model"],
         )
+        circuit_open = GaugeMetricFamily(
+            "tidegate_pool_circuit_open",
+            "1 while the pool's circuit breaker is open or half-open, else 0.",
+            labels=["model"],
+        )
+        ejected = GaugeMetricFamily(
+            "tidegate_pool_ejected_replicas",
+            "Replicas out of rotation by passive outlier ejection.",
+            labels=["model"],
+        )
+        now = time.monotonic()
         for pool in self._routing.pools():
             busy = sum(max(0, r.outstanding) for r in pool.replicas)
             ready_replicas = [r for r in pool.replicas if r.ready]
@@ -59,7 +75,12 @@ class PoolCollector(Collector):
             ready.add_metric(labels, len(ready_replicas))
             capacity.add_metric(labels, cap)
             saturation.add_metric(labels, busy / cap if cap else (1.0 if busy else 0.0))
-        yield from (in_flight, ready, capacity, saturation)
+            breaker = pool.breaker
+            circuit_open.add_metric(
+                labels, 1 if breaker is not None and breaker.state is not BreakerState.CLOSED else 0
+            )
+            ejected.add_metric(labels, sum(1 for r in pool.replicas if r.ejected_until > now))
+        yield from (in_flight, ready, capacity, saturation, circuit_open, ejected)
 
     def describe(self) -> Iterator[GaugeMetricFamily]:
         return iter(())  # the model labels are only known at scrape time

@@ -3,7 +3,9 @@
 Closed: traffic flows; ``failures`` failures in a row open it. Open: ``allow`` says no for
 ``open_s`` (requests take the next pool of their chain at once instead of timing out one by one).
 Half-open: one probe request is let through; its success closes the breaker, its failure opens it
-again for another ``open_s``.
+again for another ``open_s``. A probe that never reports back (its client went away, or the
+upstream refused it as the client's error) gives way to another one after ``open_s``, so the
+breaker cannot stay shut for good.
 """
 
 from __future__ import annotations
@@ -44,8 +46,10 @@ class CircuitBreaker:
         """May a request go to the pool now? In half-open, only the first caller gets a yes."""
         if self._opened_at is None:
             return True
-        if self._probing or self._clock() - self._opened_at < self._open_s:
-            return False
+        now = self._clock()
+        if now - self._opened_at < self._open_s:
+            return False  # open, or a probe went out less than open_s ago
+        self._opened_at = now
         self._probing = True
         return True
 

@@ -128,9 +128,10 @@ class RoutingTable:
             )
         return route
 
-    def chain(self, route: Route, traits: RequestTraits) -> tuple[Pool, ...]:
-        """The pools a request tries, in order: the route's rules pick the names."""
-        names = route.chain(traits)
+    def chain(self, route: Route, traits: RequestTraits | None) -> tuple[Pool, ...]:
+        """The pools a request tries, in order: the route's rules pick the names (None: the
+        route's default chain)."""
+        names = route.chain(traits) if traits is not None else route.pools
         pools = self._chains.get(names)
         if pools is None:
             pools = tuple(self._pools[name] for name in names if name in self._pools)

@@ -3,7 +3,11 @@
 Discipline, each time a slot frees (or the scheduler ticks):
 
 1. a batch request that has waited ``ageing_s`` goes first (oldest first) and may use any free
-   slot, so batch work is never starved;
+   slot, while batch requests hold fewer than their share (the limit of step 3), so batch work is
+   never starved. A batch backlog that already runs at its full share is the batch tenants' own
+   overload, not starvation: its old requests wait for batch slots and never take the reserve
+   (otherwise, once every queued batch request is older than ``ageing_s``, batch would take every
+   freed slot and interactive requests would starve instead);
 2. then interactive requests, fair between tenants (``FairQueue``), up to the whole capacity;
 3. then batch requests, fair between tenants, but only while fewer than
    ``capacity - floor(capacity × interactive_reserve)`` slots are taken: the reserve stays free
@@ -94,7 +98,7 @@ class Slot:
         queue = self._queue
         if queue is not None:
             self._queue = None
-            queue.release_one(self._granted_at)
+            queue.release_one(self._granted_at, self.klass)
 
 
 class _ClassMetrics:
@@ -139,6 +143,8 @@ class PoolQueue:
         )
         self.in_flight = 0
         """Slots taken: granted and not yet released."""
+        self.batch_in_flight = 0
+        """Of those, taken by batch requests."""
         self.waiting = 0
         """Requests queued, all classes."""
 
@@ -177,13 +183,20 @@ class PoolQueue:
         if self.in_flight >= limit:
             return None
         self.in_flight += 1
+        if klass == "batch":
+            self.batch_in_flight += 1
         if self._metrics is not None:
             self._metrics[klass].wait.observe(0.0)
         return Slot(self, klass, 0.0, self._clock())
 
-    def release_one(self, granted_at: float | None = None) -> None:
-        """``granted_at``: when the slot was taken, for the service-time estimate."""
+    def release_one(
+        self, granted_at: float | None = None, klass: PriorityClass | None = None
+    ) -> None:
+        """``granted_at``: when the slot was taken, for the service-time estimate; ``klass``:
+        the class that held it."""
         self.in_flight -= 1
+        if klass == "batch" and self.batch_in_flight > 0:
+            self.batch_in_flight -= 1
         if granted_at is not None:
             held = self._clock() - granted_at
             self._ewma_hold = (
@@ -248,7 +261,11 @@ class PoolQueue:
         interactive, batch = self._queues["interactive"], self._queues["batch"]
         while self.in_flight < capacity and self.waiting:
             oldest = batch.oldest()
-            if oldest is not None and now - oldest.enqueued_at >= self._config.ageing_s:
+            if (
+                oldest is not None
+                and now - oldest.enqueued_at >= self._config.ageing_s
+                and self.batch_in_flight < batch_limit
+            ):
                 batch.remove(oldest)
                 waiter = oldest
             elif interactive:
@@ -317,7 +334,7 @@ class PoolQueue:
                 await waiter.future
             except asyncio.CancelledError:
                 if waiter.holds_slot:
-                    self.release_one()  # granted as the client went: hand the slot on
+                    self.release_one(klass=klass)  # granted as the client went: hand it on
                 else:
                     self.remove(waiter)
                 raise
@@ -333,6 +350,8 @@ class PoolQueue:
         self._take_out(waiter, WaiterState.GRANTED)
         waiter.granted_at = now
         self.in_flight += 1
+        if waiter.klass == "batch":
+            self.batch_in_flight += 1
         waited = now - waiter.enqueued_at
         ewma = self._ewma_wait[waiter.klass]
         self._ewma_wait[waiter.klass] = ewma + _EWMA * (waited - ewma)

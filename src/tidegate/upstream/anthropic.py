@@ -24,11 +24,11 @@ import orjson
 from tidegate.errors import InvalidRequestError, UpstreamError, UpstreamTimeoutError
 from tidegate.protocol.anthropic import (
     AnthropicProtocolError,
-    ChunkTranslator,
     chat_completion,
     error_details,
     messages_request,
 )
+from tidegate.protocol.anthropic_stream import ChunkTranslator
 from tidegate.upstream.client import Target, UpstreamTimeouts
 
 __all__ = ["AnthropicClient"]

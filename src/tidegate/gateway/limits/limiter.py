@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 from tidegate.errors import LimiterUnavailableError
 from tidegate.gateway.limits.headers import HeaderBuilder, Headers
+from tidegate.gateway.limits.memory import MemoryLimitStore
 from tidegate.gateway.limits.metrics import LimiterMetrics, ThrottledWarning
 from tidegate.gateway.limits.model import (
     KEY_RPM,
@@ -104,6 +105,10 @@ class Limiter:
     ) -> None:
         """``clock``: wall time, which picks the budget period (UTC day and month)."""
         self._store = store
+        # The in-process store answers without I/O: called directly, with no coroutine to
+        # create and await twice per request. Only that exact class: a subclass may override
+        # the async methods, and other stores go through them.
+        self._local = store if type(store) is MemoryLimitStore else None
         self._prices = prices
         self._metrics = metrics
         self._clock = clock
@@ -155,7 +160,10 @@ class Limiter:
             month,
         )
         try:
-            verdict = await self._store.admit(demand)
+            local = self._local
+            verdict = (
+                local.admit_now(demand) if local is not None else await self._store.admit(demand)
+            )
         except LimitStoreUnavailable as error:
             if self._metrics is not None:
                 self._metrics.store_unavailable("admit", failure_mode)
@@ -236,10 +244,12 @@ class Limiter:
             cached_tokens=cached_tokens,
             completion_tokens=completion_tokens,
         )
+        tokens = prompt_tokens + completion_tokens
         try:
-            await self._store.settle(
-                demand, verdict, tokens=prompt_tokens + completion_tokens, cost=cost
-            )
+            if self._local is not None:
+                self._local.settle_now(demand, verdict, tokens=tokens, cost=cost)
+            else:
+                await self._store.settle(demand, verdict, tokens=tokens, cost=cost)
         except LimitStoreUnavailable as error:
             # The reservation stays charged: budgets keep the unused rest until the period
             # ends, a concurrency slot until its lease ends. Never fails the request.

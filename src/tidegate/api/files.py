@@ -1,0 +1,203 @@
+"""The OpenAI Files API, for any API key; a key sees only its own tenant's files.
+
+HTTP only: authenticate the bearer key, read the request, call the FileService, render the
+OpenAI shapes. Uploads are read with a cap (the tenant's largest file plus room for the
+multipart framing); a bigger body is refused with a 413 as soon as it passes the cap, and file
+parts past 1 MiB are spooled to a temporary file while parsing, not held in memory twice.
+
+    POST   /v1/files                   multipart: file, purpose=batch
+    GET    /v1/files                   ?purpose= &after= &limit= (1-10000, default 20) &order=
+    GET    /v1/files/{file_id}
+    GET    /v1/files/{file_id}/content
+    DELETE /v1/files/{file_id}
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import cast
+
+import orjson
+from starlette.datastructures import UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from tidegate.api.asgi import bearer_token
+from tidegate.api.services import ServicesSlot
+from tidegate.batch.files import FileLimits, FileService
+from tidegate.errors import (
+    ClientClosedError,
+    InvalidRequestError,
+    NotFoundError,
+    PayloadTooLargeError,
+)
+from tidegate.protocol.files import FileObject, FileOrder, file_deleted, file_list, file_object
+from tidegate.store.models import StoredFile
+
+__all__ = ["build_file_routes"]
+
+MULTIPART_SLACK_BYTES = 64 * 1024
+"""Room for the multipart boundaries, part headers and the purpose field."""
+DEFAULT_PAGE = 20
+
+
+class _UploadTooLarge(MultiPartException):
+    """Raised inside the parser's stream, so the parser closes its temporary files."""
+
+
+class FileRoutes:
+    def __init__(self, *, services: ServicesSlot) -> None:
+        self._slot = services
+
+    async def upload(self, request: Request) -> Response:
+        files, tenant_id, limits = await self._authorize(request, with_limits=True)
+        assert limits is not None
+        purpose, filename, data = await _read_upload(request, limits)
+        row = await files.create(tenant_id, filename, purpose, data, limits=limits)
+        return _json(_file_json(row))
+
+    async def list(self, request: Request) -> Response:
+        files, tenant_id, _ = await self._authorize(request)
+        params = request.query_params
+        limit = _int_param(request, "limit", DEFAULT_PAGE)
+        order = params.get("order", "desc")
+        if order not in ("asc", "desc"):
+            raise InvalidRequestError(
+                f"Invalid value for 'order': '{order}'; use 'asc' or 'desc'.", param="order"
+            )
+        page = await files.list(
+            tenant_id,
+            purpose=params.get("purpose") or None,
+            after=params.get("after") or None,
+            limit=limit,
+            order=cast(FileOrder, order),
+        )
+        return _json(file_list([_file_json(row) for row in page.files], has_more=page.has_more))
+
+    async def retrieve(self, request: Request) -> Response:
+        files, tenant_id, _ = await self._authorize(request)
+        return _json(_file_json(await files.get(tenant_id, request.path_params["file_id"])))
+
+    async def content(self, request: Request) -> Response:
+        files, tenant_id, _ = await self._authorize(request)
+        data = await files.content(tenant_id, request.path_params["file_id"])
+        return Response(data, media_type="application/octet-stream")
+
+    async def delete(self, request: Request) -> Response:
+        files, tenant_id, _ = await self._authorize(request)
+        row = await files.delete(tenant_id, request.path_params["file_id"])
+        return _json(file_deleted(row.id))
+
+    async def _authorize(
+        self, request: Request, *, with_limits: bool = False
+    ) -> tuple[FileService, str, FileLimits | None]:
+        services = self._slot.get()
+        principal = await services.keys.authenticate(bearer_token(request.scope))
+        if services.files is None:
+            raise NotFoundError(
+                "The Files API is turned off in this gateway; the operator enables it with "
+                "batch.enabled: true.",
+                code="files_disabled",
+            )
+        limits = services.files.limits_for(principal.tenant) if with_limits else None
+        return services.files, principal.tenant_id, limits
+
+
+def build_file_routes(services: ServicesSlot) -> list[BaseRoute]:
+    routes = FileRoutes(services=services)
+    return [
+        Route("/v1/files", routes.upload, methods=["POST"]),
+        Route("/v1/files", routes.list, methods=["GET"]),
+        Route("/v1/files/{file_id}", routes.retrieve, methods=["GET"]),
+        Route("/v1/files/{file_id}", routes.delete, methods=["DELETE"]),
+        Route("/v1/files/{file_id}/content", routes.content, methods=["GET"]),
+    ]
+
+
+async def _read_upload(request: Request, limits: FileLimits) -> tuple[str, str, bytes]:
+    """(purpose, filename, bytes) of a multipart upload, read with a cap."""
+    content_type = request.headers.get("content-type", "")
+    if not content_type.lower().startswith("multipart/form-data"):
+        raise InvalidRequestError(
+            "Upload the file as multipart/form-data with the fields 'file' and 'purpose'.",
+            code="invalid_content_type",
+        )
+    cap = limits.max_bytes + MULTIPART_SLACK_BYTES
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > cap:
+        raise _too_large(limits)
+    parser = MultiPartParser(
+        request.headers, _capped(request.stream(), cap), max_files=1, max_fields=8
+    )
+    try:
+        form = await parser.parse()
+    except _UploadTooLarge:
+        raise _too_large(limits) from None
+    except MultiPartException as exc:
+        raise InvalidRequestError(
+            f"The multipart body could not be read: {exc.message}", code="invalid_multipart"
+        ) from None
+    except ClientDisconnect:
+        raise ClientClosedError("The client closed the connection during the upload.") from None
+    try:
+        upload = form.get("file")
+        purpose = form.get("purpose")
+        if not isinstance(upload, UploadFile):
+            raise InvalidRequestError(
+                "The upload has no 'file' part; send the file as the multipart field 'file'.",
+                param="file",
+            )
+        if not isinstance(purpose, str) or not purpose:
+            raise InvalidRequestError(
+                "The upload has no 'purpose' field; send purpose=batch.", param="purpose"
+            )
+        return purpose, upload.filename or "", await upload.read()
+    finally:
+        await form.close()
+
+
+async def _capped(stream: AsyncIterator[bytes], cap: int) -> AsyncGenerator[bytes, None]:
+    size = 0
+    async for chunk in stream:
+        size += len(chunk)
+        if size > cap:
+            raise _UploadTooLarge("upload too large")
+        yield chunk
+
+
+def _too_large(limits: FileLimits) -> PayloadTooLargeError:
+    return PayloadTooLargeError(
+        f"The upload is larger than {limits.max_bytes} bytes, the most a batch input file may "
+        "hold. Split it into several files and batches, or ask the operator to raise the "
+        "tenant's max_batch_file_bytes (or batch.max_file_bytes).",
+        param="file",
+        code="file_too_large",
+    )
+
+
+def _int_param(request: Request, name: str, default: int) -> int:
+    value = request.query_params.get(name)
+    if value is None:
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise InvalidRequestError(
+            f"Invalid value for '{name}': expected an integer.", param=name
+        ) from None
+
+
+def _file_json(row: StoredFile) -> FileObject:
+    return file_object(
+        id=row.id,
+        size=row.bytes,
+        created_at=row.created_at,
+        filename=row.filename,
+        purpose=row.purpose,
+    )
+
+
+def _json(data: object) -> Response:
+    return Response(orjson.dumps(data), media_type="application/json")

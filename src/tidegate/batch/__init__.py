@@ -1,0 +1,1 @@
+"""The OpenAI Files and Batch APIs: file storage, files, batches and the batch runner."""

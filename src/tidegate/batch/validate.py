@@ -1,0 +1,146 @@
+"""Validation of a batch's input file, before any line runs.
+
+Every line is checked the way the live request path checks a request (the same schema, model
+routing, model access, sampling caps and prompt length — ``RequestValidator.check``), so a batch
+either fails up front with every problem and its line number, or all its lines are requests the
+gateway would accept. Limits and budgets are not checked here: they apply when a line runs.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from tidegate.errors import TidegateError
+from tidegate.gateway.keys import Principal
+from tidegate.gateway.validation import RequestValidator
+from tidegate.observability.metrics import Route
+from tidegate.protocol.batches import line_error
+from tidegate.protocol.requests import RequestValidationFailure, validate_chat, validate_completion
+from tidegate.routing.replicas import RoutingTable
+
+MAX_REPORTED_ERRORS = 100
+"""A file with thousands of bad lines reports the first ones; that is enough to fix it."""
+ROUTES: dict[str, Route] = {"/v1/chat/completions": "chat", "/v1/completions": "completions"}
+_SCHEMAS: dict[Route, Callable[[dict[str, Any]], object]] = {
+    "chat": validate_chat,
+    "completions": validate_completion,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class InputLine:
+    line_no: int
+    """1-based, counting every line of the file (blank ones included)."""
+    custom_id: str
+    body: dict[str, Any]
+
+
+@dataclass(slots=True)
+class Checked:
+    lines: list[InputLine] = field(default_factory=list)
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    error_count: int = 0
+
+    def fail(self, line: int | None, code: str, message: str, param: str | None = None) -> None:
+        self.error_count += 1
+        if len(self.errors) < MAX_REPORTED_ERRORS:
+            self.errors.append(line_error(line, code, message, param))
+
+
+class LineChecker:
+    def __init__(self, *, routing: RoutingTable, validator: RequestValidator) -> None:
+        self._routing = routing
+        self._validator = validator
+
+    async def check(self, data: bytes, endpoint: str, principal: Principal) -> Checked:
+        """Parse and check every line of the input file ``data``."""
+        route = ROUTES[endpoint]
+        checked = Checked()
+        seen: set[str] = set()
+        for line_no, raw in enumerate(data.split(b"\n"), start=1):
+            if not raw.strip():
+                continue  # a trailing newline, or blank lines between requests
+            line = self._parse(raw, line_no, endpoint, checked)
+            if line is None:
+                continue
+            if line.custom_id in seen:
+                checked.fail(
+                    line_no,
+                    "duplicate_custom_id",
+                    f"The custom_id '{line.custom_id[:80]}' appears more than once; every "
+                    "line needs its own.",
+                    "custom_id",
+                )
+                continue
+            seen.add(line.custom_id)
+            if await self._check_body(line, route, principal, checked):
+                checked.lines.append(line)
+        if not checked.lines and not checked.error_count:
+            checked.fail(None, "empty_file", "The input file has no requests.")
+        return checked
+
+    def _parse(self, raw: bytes, line_no: int, endpoint: str, checked: Checked) -> InputLine | None:
+        try:
+            item = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            checked.fail(line_no, "invalid_json_line", "The line is not valid JSON.")
+            return None
+        if not isinstance(item, dict):
+            checked.fail(line_no, "invalid_request", "Each line must be a JSON object.")
+            return None
+        custom_id = item.get("custom_id")
+        if not isinstance(custom_id, str) or not custom_id or len(custom_id) > 512:
+            checked.fail(
+                line_no,
+                "missing_required_parameter",
+                "custom_id must be a string of 1 to 512 characters.",
+                "custom_id",
+            )
+            return None
+        if item.get("method") != "POST":
+            checked.fail(line_no, "invalid_method", "method must be 'POST'.", "method")
+            return None
+        if item.get("url") != endpoint:
+            checked.fail(
+                line_no,
+                "invalid_url",
+                f"url must be the batch's endpoint, '{endpoint}'.",
+                "url",
+            )
+            return None
+        body = item.get("body")
+        if not isinstance(body, dict):
+            checked.fail(line_no, "invalid_request", "body must be a JSON object.", "body")
+            return None
+        return InputLine(line_no, custom_id, body)
+
+    async def _check_body(
+        self, line: InputLine, route: Route, principal: Principal, checked: Checked
+    ) -> bool:
+        body = line.body
+        try:
+            _SCHEMAS[route](body)
+        except RequestValidationFailure as failure:
+            checked.fail(line.line_no, "invalid_request", failure.message, failure.param)
+            return False
+        if body.get("stream"):
+            checked.fail(
+                line.line_no, "invalid_request", "Batch requests cannot stream.", "body.stream"
+            )
+            return False
+        try:
+            model = self._routing.route(body["model"]).model
+            # check() normalises the payload it gets; the stored body stays as the client sent it.
+            await self._validator.check(
+                route, copy.deepcopy(body), principal.tenant, principal.key, model
+            )
+        except TidegateError as error:
+            code = error.code or error.error_type
+            checked.fail(line.line_no, code, error.message, error.param)
+            return False
+        return True

@@ -1,0 +1,40 @@
+"""Building the batch runner from the gateway's own services (called by the app's lifespan)."""
+
+from __future__ import annotations
+
+from tidegate.batch.claims import Sessions
+from tidegate.batch.crash import CrashHook
+from tidegate.batch.execute import LineExecutor
+from tidegate.batch.ports import BatchFiles
+from tidegate.batch.runner import BatchRunner
+from tidegate.batch.validate import LineChecker
+from tidegate.config import BatchConfig
+from tidegate.gateway.accounting import RequestAccounting
+from tidegate.gateway.completions import CompletionService
+from tidegate.gateway.keys import KeyService
+from tidegate.gateway.validation import RequestValidator
+from tidegate.routing.replicas import RoutingTable
+
+
+def build_runner(
+    config: BatchConfig,
+    *,
+    sessions: Sessions,
+    files: BatchFiles,
+    keys: KeyService,
+    routing: RoutingTable,
+    validator: RequestValidator,
+    completions: CompletionService,
+    accounting: RequestAccounting,
+) -> BatchRunner:
+    """The runner, wired to the same completion pipeline and accounting as live requests."""
+    crash = CrashHook(point=config.crash_point, after=config.crash_after)
+    return BatchRunner(
+        sessions=sessions,
+        files=files,
+        keys=keys,
+        checker=LineChecker(routing=routing, validator=validator),
+        executor=LineExecutor(completions=completions, accounting=accounting, crash=crash),
+        config=config,
+        crash=crash,
+    )
