@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import select, text
@@ -16,7 +17,14 @@ from tidegate.gateway.audit import AuditLog
 from tidegate.gateway.keys import KeyService
 from tidegate.gateway.policy import Budgets, RateLimits, TenantSettings
 from tidegate.gateway.tenants import TenantService, merge_patch
-from tidegate.store.models import SYSTEM_TENANT_ID, ApiKey, AuditEvent
+from tidegate.store.models import (
+    SYSTEM_TENANT_ID,
+    ApiKey,
+    AuditEvent,
+    Batch,
+    BatchLine,
+    StoredFile,
+)
 
 Sessions = async_sessionmaker[AsyncSession]
 OPERATOR = Actor(name="ops", key_id="key_ops", tenant_id=None)
@@ -126,6 +134,55 @@ async def test_delete_is_refused_while_the_tenant_has_active_keys(sessions: Sess
     # Its keys went with it; the audit log keeps their story.
     assert [k.tenant_id for k in await keys.list()] == []
     assert [row.action for row in await audit_rows(sessions)][-1] == "tenant.deleted"
+
+
+async def test_delete_waits_for_running_batches_and_takes_finished_ones_along(
+    sessions: Sessions,
+) -> None:
+    tenants = TenantService(sessions=sessions)
+    tenant = await tenants.create("acme")
+    at = datetime.now(UTC)
+    async with sessions() as session, session.begin():
+        session.add(
+            StoredFile(
+                id="file-1",
+                tenant_id=tenant.id,
+                purpose="batch",
+                filename="in.jsonl",
+                bytes=10,
+                line_count=1,
+                storage_key="k",
+                created_at=at,
+            )
+        )
+        session.add(
+            Batch(
+                id="batch_1",
+                tenant_id=tenant.id,
+                key_id="key_x",
+                endpoint="/v1/completions",
+                input_file_id="file-1",
+                completion_window="24h",
+                status="in_progress",
+                created_at=at,
+                expires_at=at,
+                total=1,
+                completed=0,
+                failed=0,
+            )
+        )
+        await session.flush()
+        session.add(BatchLine(batch_id="batch_1", line_no=1, custom_id="a", body={}, attempts=0))
+
+    with pytest.raises(InvalidRequestError) as caught:
+        await tenants.delete(tenant.id, actor=OPERATOR)
+    assert caught.value.code == "tenant_has_running_batches"
+    async with sessions() as session, session.begin():
+        (await session.get_one(Batch, "batch_1")).status = "cancelled"
+    await tenants.delete(tenant.id, actor=OPERATOR)
+    async with sessions() as session:
+        for model in (StoredFile, Batch, BatchLine):
+            assert list(await session.scalars(select(model))) == []
 
 
 async def test_the_system_tenant_cannot_be_deleted(sessions: Sessions) -> None:

@@ -30,8 +30,17 @@ from tidegate.gateway.actors import Actor, visible_tenant
 from tidegate.gateway.audit import record
 from tidegate.gateway.policy import TIERS, TenantSettings, Tier
 from tidegate.store.db import transaction
-from tidegate.store.models import SYSTEM_TENANT_ID, ApiKey, Tenant
+from tidegate.store.models import (
+    SYSTEM_TENANT_ID,
+    ApiKey,
+    Batch,
+    BatchLine,
+    StoredFile,
+    Tenant,
+)
 from tidegate.store.paging import after_row
+
+_UNFINISHED_BATCH = ("validating", "in_progress", "finalizing", "cancelling")
 
 DEFAULT_TIER: Tier = "interactive"
 MAX_NAME_LEN = 200
@@ -249,7 +258,25 @@ class TenantService:
                     param="tenant_id",
                     code="tenant_has_active_keys",
                 )
+            if await session.scalar(
+                select(func.count())
+                .select_from(Batch)
+                .where(Batch.tenant_id == row.id, Batch.status.in_(_UNFINISHED_BATCH))
+            ):
+                raise InvalidRequestError(
+                    f"Tenant '{row.id}' has batches still running. Cancel them first "
+                    "(POST /v1/batches/{id}/cancel with one of its keys, or `tidegate batch "
+                    "cancel ID`), then delete the tenant once they are cancelled.",
+                    param="tenant_id",
+                    code="tenant_has_running_batches",
+                )
             info = _info(row)
+            # Its finished batches and file records go with it (file contents stay in storage
+            # until a storage lifecycle rule removes them).
+            batches = select(Batch.id).where(Batch.tenant_id == row.id)
+            await session.execute(delete(BatchLine).where(BatchLine.batch_id.in_(batches)))
+            await session.execute(delete(Batch).where(Batch.tenant_id == row.id))
+            await session.execute(delete(StoredFile).where(StoredFile.tenant_id == row.id))
             await session.execute(delete(ApiKey).where(ApiKey.tenant_id == row.id))
             await session.delete(row)
             record(
