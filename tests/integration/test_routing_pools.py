@@ -148,7 +148,10 @@ RULES = [
     {"pools": ["json"], "response_format": ["json_object", "json_schema"]},
     {"pools": ["long"], "min_prompt_tokens": 30},
 ]
-SCHEMA = {"name": "answer", "schema": {"type": "object"}}
+JSON_SCHEMA = {
+    "type": "json_schema",
+    "json_schema": {"name": "answer", "schema": {"type": "object"}},
+}
 
 
 @asynccontextmanager
@@ -172,7 +175,7 @@ async def test_each_rule_condition_picks_its_pool(tmp_path: Path, tiny_dir: Path
             ("quality", interactive, {"headers": {"x-tidegate-quality": "high"}}),
             ("default", interactive, {"headers": {"x-tidegate-quality": "low"}}),
             ("json", interactive, {"response_format": {"type": "json_object"}}),
-            ("json", interactive, {"response_format": {"type": "json_schema", "json_schema": SCHEMA}}),
+            ("json", interactive, {"response_format": JSON_SCHEMA}),
             ("default", interactive, {"response_format": {"type": "text"}}),
             ("long", interactive, {"content": "hello " * 40}),
             ("default", interactive, {"content": "hello " * 5}),

@@ -135,7 +135,9 @@ def test_the_first_matching_rule_wins_in_config_order() -> None:
 
 
 def replica(rid: str, model: str, pool: str = "") -> Replica:
-    return Replica(id=rid, model=model, pool=pool, base_url=f"http://{rid}/v1", upstream_model=model)
+    return Replica(
+        id=rid, model=model, pool=pool, base_url=f"http://{rid}/v1", upstream_model=model
+    )
 
 
 def test_implicit_routes_grow_in_config_order() -> None:
@@ -184,6 +186,39 @@ def test_build_routing_implicit_routes_follow_upstream_order(tmp_path: Path) -> 
     assert routing.pool("second").breaker is not None
 
 
+def test_implicit_routes_keep_config_order_with_dns_upstreams(tmp_path: Path) -> None:
+    """A DNS-discovered upstream's replicas join later, but its pool keeps its place."""
+    routing = build_routing(
+        config(
+            tmp_path,
+            upstreams=[
+                {
+                    "url": "http://gpu.internal:8000/v1",
+                    "model": "m",
+                    "pool": "gpu",
+                    "discovery": "dns",
+                },
+                {"url": "http://a:1/v1", "model": "m", "pool": "cloud"},
+            ],
+        )
+    )
+    assert routing.route("m").pools == ("gpu", "cloud")
+    assert routing.pool("gpu").replicas == []
+
+
+def test_implicit_routes_put_local_engines_first(tmp_path: Path) -> None:
+    """The engines section comes before the upstreams: local replicas, which join when the
+    supervisor starts them, are the first pool of their model's implicit route."""
+    routing = build_routing(
+        Config(
+            home=tmp_path,
+            engines={"replicas": 1, "served_model_name": "m"},
+            upstreams=[{"url": "http://a:1/v1", "model": "m", "pool": "cloud"}],
+        )
+    )
+    assert routing.route("m").pools == ("m", "cloud")
+
+
 def test_build_routing_rejects_unknown_pool_names(tmp_path: Path) -> None:
     bad = config(
         tmp_path,
@@ -216,7 +251,7 @@ def test_build_routing_accepts_pools_from_every_source(tmp_path: Path) -> None:
         )
     )
     assert routing.route("chat").explicit
-    assert routing.models() == ["chat", "m"]
+    assert routing.models() == ["chat", "local", "m"]
     assert routing.pool("local").breaker is None  # local engines are the supervisor's
 
 

@@ -54,9 +54,15 @@ def build_routing(config: Config) -> RoutingTable:
 
 
 def _add_static_upstreams(config: Config, routing: RoutingTable) -> None:
+    # Implicit routes list pools in config order, though local replicas (the supervisor) and
+    # DNS-discovered ones join later: their pools take their places in the routes now.
+    if config.engines.replicas > 0:
+        routing.ensure_pool(config.engines.served_model_name)
     for index, upstream in enumerate(config.upstreams):
         if upstream.discovery == "dns":
-            continue  # its replicas come and go with DNS (routing.discovery)
+            # its replicas come and go with DNS (routing.discovery)
+            routing.ensure_pool(upstream.pool or upstream.model, model=upstream.model)
+            continue
         root = upstream.url.rstrip("/").rsplit("/v1", 1)[0]
         routing.add(
             Replica(
