@@ -123,6 +123,7 @@ async def test_batch_runs_to_completion_with_one_line_per_custom_id(
     records = await usage_records(http, [line["id"] for line in output])
     mine = [r for r in records if r["request_id"].startswith("batch_req_")]
     assert len(mine) == 25 and all(r["key_id"] == alice.key_id for r in mine)
+    assert all(r["kind"] == "batch" for r in mine)
     assert all(r["completion_tokens"] == 4 for r in mine)
 
     page = await api.batches.list(limit=10)

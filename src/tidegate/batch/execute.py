@@ -74,7 +74,7 @@ class LineExecutor:
     async def run(self, line: ClaimedLine, route: Route, principal: Principal) -> LineResult:
         """The line's result, or RetryLater. Never raises anything else."""
         rid = request_id(line)
-        record = RequestRecord(request_id=rid, route=route)
+        record = RequestRecord(request_id=rid, route=route, kind="batch")
         record.key_id = principal.key_id
         record.tenant_id = principal.tenant_id
         record.tenant = principal.tenant_name

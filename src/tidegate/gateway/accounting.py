@@ -148,4 +148,5 @@ def _usage_event(record: RequestRecord, duration_s: float) -> UsageEvent:
         duration_ms=duration_s * 1000,
         status=record.status,
         outcome=record.outcome,
+        kind=record.kind,
     )

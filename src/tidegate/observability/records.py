@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Literal
 
 from tidegate.errors import Outcome
 from tidegate.observability.metrics import UNKNOWN_MODEL, Route
@@ -37,3 +38,5 @@ class RequestRecord:
     """Why the gateway itself refused the request (a RejectionReason), if it did."""
     completion_text: list[str] | None = None
     """Completion text collected for prompt logging; None unless the tenant logs prompts."""
+    kind: Literal["live", "batch", "shadow"] = "live"
+    """What the usage record says it was: a live request, a batch line, or shadow traffic."""
