@@ -39,6 +39,7 @@ from tidegate.gateway.audit import AuditLog
 from tidegate.gateway.completions import CompletionService
 from tidegate.gateway.keys import KeyService
 from tidegate.gateway.limits import Limiter, build_limiter
+from tidegate.gateway.limits.seeding import seed_budget_spend
 from tidegate.gateway.model_limits import model_limits
 from tidegate.gateway.pricing import PriceTable
 from tidegate.gateway.redaction import Redactor
@@ -89,17 +90,8 @@ def _local_model_dir(config: Config) -> str | None:
 async def _seed_budgets(limiter: Limiter, tenants: TenantService, usage: UsageQueries) -> None:
     """The in-process limit store starts empty: give it today's and this month's spend."""
     for tenant in await tenants.list():
-        budgets = tenant.settings.budgets
-        if not any(budgets.model_dump().values()):
-            continue
-        day = await usage.spend_so_far(tenant.id, "day")
-        month = await usage.spend_so_far(tenant.id, "month")
-        await limiter.seed_spend(
-            tenant_id=tenant.id,
-            day_tokens=day.tokens,
-            day_cost_usd=day.cost_usd,
-            month_tokens=month.tokens,
-            month_cost_usd=month.cost_usd,
+        await seed_budget_spend(
+            limiter, usage, tenant_id=tenant.id, budgets=tenant.settings.budgets
         )
 
 
@@ -283,6 +275,7 @@ def build_app(
                     store_ping=store_ping,
                     max_body_bytes=server.max_body_bytes,
                     usage=usage,
+                    limiter=limiter,
                     files=files,
                     batches=batches,
                 )

@@ -23,6 +23,7 @@ import orjson
 import pytest
 
 from tests.support.gateway import (
+    ADMIN_KEY,
     MemberKey,
     RunningGateway,
     create_member,
@@ -192,6 +193,27 @@ async def test_daily_token_budget_once_spent_gives_429(tmp_path: Path, fake: Fak
         error = assert_openai_error(refused, 429, "budget_exceeded")
         assert "daily_tokens" in error["message"]
         assert int(refused.headers["retry-after"]) >= 1
+        assert len(fake.requests) == 1
+
+
+async def test_a_budget_given_at_runtime_counts_todays_earlier_spend(
+    tmp_path: Path, fake: FakeUpstream
+) -> None:
+    fake.behaviour.tokens = 10
+    async with environment(tmp_path, [fake]) as env:
+        key = await env.member("late-budget")
+        first = await env.chat(key, chat("hello there", max_tokens=10))
+        assert first.json()["usage"]["total_tokens"] == 12
+        await usage_records(env.http, [first.headers["x-request-id"]])
+        patched = await env.http.patch(
+            f"/admin/tenants/{key.tenant_id}",
+            json={"settings": {"budgets": {"daily_tokens": 12}}},
+            headers={"Authorization": f"Bearer {ADMIN_KEY}"},
+        )
+        assert patched.status_code == 200, patched.text
+        # All 12 were spent before the budget existed (unseeded, the request would pass).
+        refused = await env.chat(key, chat("hello there", max_tokens=10))
+        assert_openai_error(refused, 429, "budget_exceeded")
         assert len(fake.requests) == 1
 
 

@@ -127,7 +127,7 @@ class CompletionEndpoint:
                 self._route, body, principal, record, span, hints
             )
             headers += prepared.admission.headers
-            in_flight = services.metrics.in_flight.labels(record.model)
+            in_flight = services.metrics.in_flight_for(record.model)
             in_flight.inc()
             handler = asyncio.current_task()
             assert handler is not None

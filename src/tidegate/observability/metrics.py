@@ -83,6 +83,7 @@ class GatewayMetrics:
         self.in_flight = Gauge(
             "tidegate_in_flight_requests", "Requests being served now.", ["model"], registry=r
         )
+        self._in_flight_by_model: dict[str, Gauge] = {}
         self.upstream_errors = Counter(
             "tidegate_upstream_errors",
             "Failed upstream exchanges by kind.",
@@ -178,6 +179,14 @@ class GatewayMetrics:
             ["model", "replica"],
             registry=r,
         )
+
+    def in_flight_for(self, model: str) -> Gauge:
+        """The in-flight gauge of ``model``, looked up once per model (``labels`` costs ~1.5 µs
+        per call on the hot path)."""
+        gauge = self._in_flight_by_model.get(model)
+        if gauge is None:
+            gauge = self._in_flight_by_model[model] = self.in_flight.labels(model)
+        return gauge
 
     def tenant_label(self, tenant: str | None) -> str:
         if tenant is None:
