@@ -207,8 +207,9 @@ class SchedulingConfig(_Section):
     """Share of each pool's capacity batch requests may not take, so interactive requests find a
     free slot at once (rounded down; batch always gets at least one slot)."""
     ageing_s: float = Field(default=60.0, gt=0)
-    """A batch request that has waited this long is served before interactive ones and may use
-    the reserved share, so batch work is never starved."""
+    """A batch request that has waited this long is served before interactive ones (and may use
+    the reserved share) while batch holds fewer than half its share of the pool, so batch work
+    is never starved."""
     tenant_weights: dict[str, float] = Field(default_factory=dict)
     """Fair-share weight per tenant name inside a class (deficit round robin by estimated
     tokens: prompt + max_tokens). Tenants not listed weigh 1."""

@@ -378,7 +378,7 @@ def test_the_fast_path_creates_no_future_or_task() -> None:
     assert scheduler.queue(pool).in_flight == 0
 
 
-def test_aged_batch_at_its_full_share_does_not_take_the_reserve() -> None:
+def test_aged_batch_jumps_ahead_only_below_its_floor() -> None:
     clock = FakeClock()
     queue = make_queue(4, clock=clock, interactive_reserve=0.5, ageing_s=10.0)
     batch_slots = [queue.try_acquire("batch") for _ in range(2)]  # batch's full share (2 of 4)
@@ -390,7 +390,9 @@ def test_aged_batch_at_its_full_share_does_not_take_the_reserve() -> None:
     interactive_slots[0].release()
     assert fresh.state is WaiterState.GRANTED  # the reserve stays with interactive
     assert old_batch.state is WaiterState.WAITING
-    assert batch_slots[0] is not None
-    batch_slots[0].release()  # a batch slot frees: the old batch request takes it
+    assert batch_slots[0] is not None and batch_slots[1] is not None
+    batch_slots[0].release()  # batch still holds its floor (half its share): no jumping ahead
+    assert old_batch.state is WaiterState.WAITING
+    batch_slots[1].release()  # below the floor: the aged request goes first, reserve or not
     assert old_batch.state is WaiterState.GRANTED
-    assert queue.batch_in_flight == 2
+    assert queue.batch_in_flight == 1

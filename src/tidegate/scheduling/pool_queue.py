@@ -3,11 +3,12 @@
 Discipline, each time a slot frees (or the scheduler ticks):
 
 1. a batch request that has waited ``ageing_s`` goes first (oldest first) and may use any free
-   slot, while batch requests hold fewer than their share (the limit of step 3), so batch work is
-   never starved. A batch backlog that already runs at its full share is the batch tenants' own
-   overload, not starvation: its old requests wait for batch slots and never take the reserve
-   (otherwise, once every queued batch request is older than ``ageing_s``, batch would take every
-   freed slot and interactive requests would starve instead);
+   slot, while batch requests hold fewer than half their share (the limit of step 3), so batch
+   work is never starved: however much interactive traffic arrives, batch keeps that floor. A
+   batch backlog that runs above the floor is the batch tenants' own overload, not starvation:
+   its old requests wait their turn behind interactive ones (otherwise, once every queued batch
+   request is older than ``ageing_s`` — as under a sustained batch flood they all are — batch
+   would take every freed slot and interactive requests would queue behind it instead);
 2. then interactive requests, fair between tenants (``FairQueue``), up to the whole capacity;
 3. then batch requests, fair between tenants, but only while fewer than
    ``capacity - floor(capacity × interactive_reserve)`` slots are taken: the reserve stays free
@@ -258,13 +259,14 @@ class PoolQueue:
         now = self._clock()
         capacity = self.capacity()
         batch_limit = self.batch_limit(capacity)
+        batch_floor = max(1, batch_limit // 2)
         interactive, batch = self._queues["interactive"], self._queues["batch"]
         while self.in_flight < capacity and self.waiting:
             oldest = batch.oldest()
             if (
                 oldest is not None
                 and now - oldest.enqueued_at >= self._config.ageing_s
-                and self.batch_in_flight < batch_limit
+                and self.batch_in_flight < batch_floor
             ):
                 batch.remove(oldest)
                 waiter = oldest
