@@ -125,13 +125,13 @@ async def test_submit_wait_downloads_then_status_list_and_download(
 async def test_cancel_reaches_cancelled_with_partial_results(
     tmp_path: Path, fake: FakeUpstream
 ) -> None:
-    fake.behaviour.first_token_delay_s = 0.3  # slow enough that cancel lands mid-batch
+    fake.behaviour.first_token_delay_s = 1.0  # ~13 s in all: cancel surely lands mid-batch
     source = write_jsonl(tmp_path / "in.jsonl", [chat(f"n{n}") for n in range(200)])
     async with environment(tmp_path, fake) as env:
         done = await env.cli("submit", str(source), "--model", "fake-model")
         assert done.exit_code == 0, done.output
         batch_id = done.stdout.strip()
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 60
         while (await env.batch(batch_id))["status"] != "in_progress":
             assert time.monotonic() < deadline
             await asyncio.sleep(0.05)

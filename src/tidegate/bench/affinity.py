@@ -30,6 +30,7 @@ import json
 import platform
 import random
 import secrets
+import signal
 import sys
 import tempfile
 import time
@@ -481,8 +482,14 @@ def _parse_args(argv: list[str] | None) -> Options:
     return Options(**{k: v for k, v in vars(args).items()})
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> None:
     options = _parse_args(argv)
+    # SIGTERM (a CI timeout) unwinds like Ctrl-C, so the supervisor still stops both replicas.
+    signal.signal(signal.SIGTERM, _interrupt)
     console = Console(width=140)
     summary = asyncio.run(run_benchmark(options, console))
     render(summary, console)

@@ -28,6 +28,7 @@ from rich.table import Table
 
 from tidegate.bench.batch_crash import CrashOptions, run_crash_benchmark
 from tidegate.bench.batch_engine import EngineOptions, run_engine_benchmark
+from tidegate.commands.batch_client import BatchApiError
 
 
 async def run_benchmark(
@@ -40,7 +41,12 @@ async def run_benchmark(
     if crash is not None:
         summary["fake_upstream"] = await run_crash_benchmark(crash, console)
     if engine is not None:
-        summary["engine"] = await run_engine_benchmark(engine, console)
+        try:
+            summary["engine"] = await run_engine_benchmark(engine, console)
+        except (RuntimeError, OSError, TimeoutError, BatchApiError) as exc:
+            # Keep the fake-upstream figures (minutes of work) when the engine half fails.
+            console.log(f"engine half failed: {exc!r}")
+            summary["engine_error"] = repr(exc)
     return summary
 
 
@@ -83,6 +89,8 @@ def render(summary: dict[str, Any], console: Console) -> None:
     engine = summary.get("engine")
     if engine is not None:
         _render_engine(engine, console)
+    if "engine_error" in summary:
+        console.print(f"engine half failed: {summary['engine_error']}", markup=False)
 
 
 def _render_engine(engine: dict[str, Any], console: Console) -> None:

@@ -169,7 +169,9 @@ async def _run_batch(
         try:
             while not batch.terminal:
                 if time.perf_counter() - created > options.batch_timeout_s:
-                    raise TimeoutError(f"batch {batch.id} still {batch.status} ({batch.done} done)")
+                    # Report what was measured rather than nothing: a slow engine is a result.
+                    batch = await client.cancel(batch.id)
+                    break
                 await asyncio.sleep(0.25)
                 batch = await client.retrieve(batch.id)
                 now = time.perf_counter()
@@ -181,25 +183,31 @@ async def _run_batch(
             interactive.cancel()
             await asyncio.gather(interactive, return_exceptions=True)
         ended = time.perf_counter()
+        timed_out = not batch.terminal
         output = await client.content(batch.output_file_id) if batch.output_file_id else b""
+    if timed_out:  # no output file yet: every line ran to max_tokens (ignore_eos)
+        output = b""
+        tokens = batch.completed * options.batch_max_tokens
+    else:
+        tokens = _completion_tokens(output)
     return _batch_summary(
-        batch, output, created, started or created, saturated_until or ended, ended
+        batch, tokens, created, started or created, saturated_until or ended, ended, timed_out
     )
 
 
 def _batch_summary(
     batch: Batch,
-    output: bytes,
+    tokens: int,
     created: float,
     started: float,
     saturated_until: float,
     ended: float,
+    timed_out: bool,
 ) -> dict[str, Any]:
     running_s = max(ended - started, 1e-9)
-    tokens = _completion_tokens(output)
     return {
         "id": batch.id,
-        "status": batch.status,
+        "status": "timed out (cancelled)" if timed_out else batch.status,
         "request_counts": {
             "total": batch.total,
             "completed": batch.completed,
@@ -207,7 +215,7 @@ def _batch_summary(
         },
         "created_to_done_s": ended - created,
         "in_progress_s": running_s,
-        "lines_per_s": batch.done / running_s,
+        "lines_per_s": batch.completed / running_s,
         "completion_tokens": tokens,
         "tokens_per_s": tokens / running_s,
         "window": (started, saturated_until),

@@ -106,10 +106,10 @@ def submit(
     async def run() -> int:
         async with BatchClient(base_url=url, api_key=api_key) as client:
             file_id = await client.upload(filename=file.name, content=content)
+            err.print(f"uploaded {lines:,} requests as {file_id}", markup=False)
             batch = await client.create(
                 input_file_id=file_id, endpoint=endpoint, completion_window=window, metadata=tags
             )
-            err.print(f"uploaded {lines:,} requests as {file_id}", markup=False)
             typer.echo(batch.id)
             if not wait:
                 return 0
@@ -257,7 +257,7 @@ async def _retrieve_retrying(client: BatchClient, batch_id: str, poll_s: float) 
         try:
             return await client.retrieve(batch_id)
         except BatchApiError as exc:
-            if exc.status is not None and exc.status < 500 or time.monotonic() > deadline:
+            if (exc.status is not None and exc.status < 500) or time.monotonic() > deadline:
                 raise
             await asyncio.sleep(poll_s)
 
@@ -343,3 +343,7 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run(coro)
     except BatchApiError as exc:
         _fail(exc.message)
+    except KeyboardInterrupt:
+        # Only the watching stops: the batch lives in the gateway and runs on.
+        err.print("stopped watching; the batch keeps running (tidegate batch status ID)")
+        raise typer.Exit(130) from None
