@@ -81,12 +81,12 @@ class Options:
     accident), which real traffic does not do."""
     turns: int = 4
     """Measured follow-up turns per conversation (after its unmeasured opening)."""
-    system_words: int = 100
+    system_words: int = 200
     """Length of each conversation's own system prompt (about one token per word)."""
     concurrency: int = 4
     max_tokens: int = 4
     block_size: int = 32
-    kv_blocks: int = 72
+    kv_blocks: int = 100
     """KV cache blocks per replica (vLLM --num-gpu-blocks-override): 2,304 tokens by default.
     The 15 conversations' histories take about 100 blocks (150-token openings growing by about
     21 tokens a turn), so they do not all fit in one replica, and half of them do."""
