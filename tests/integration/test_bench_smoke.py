@@ -30,9 +30,9 @@ def test_quick_overhead_run_against_direct_and_passthrough(tmp_path: Path) -> No
         assert 0 < row["p50_ms"] <= row["p99_ms"] < 1000
     for scenario in ("chat c=1", "chat c=16", "stream64 c=1"):
         passthrough = rows[("passthrough", scenario)]
+        # Present, not compared: a --quick run on a busy machine is too short for timings to
+        # mean anything (figures belong to the full benchmark, not to tests).
         assert passthrough["added_p50_ms"] is not None
-        # A proxy hop cannot be faster than no hop at the median.
-        assert passthrough["p50_ms"] > rows[("direct", scenario)]["p50_ms"]
     stream = rows[("passthrough", "stream64 c=1")]
     assert stream["ttft_p50_ms"] > 0 and stream["chunk_p50_ms"] is not None
     assert stream["chunk_added_p50_ms"] is not None
