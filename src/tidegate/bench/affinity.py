@@ -45,13 +45,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
 from rich.table import Table
 
+from tidegate.bench.engines import ready_engines
 from tidegate.bench.stats import percentile
 from tidegate.bench.targets import Launch, Processes, free_port
 from tidegate.config import Config, EngineProfile, EnginesConfig, load_config
 from tidegate.engines.shared_home import with_shared_engine
-from tidegate.engines.supervisor import EngineSupervisor
-from tidegate.observability.metrics import GatewayMetrics
-from tidegate.routing.replicas import Replica, RoutingTable
+from tidegate.routing.replicas import Replica
 
 STRATEGIES = ("round_robin", "least_outstanding", "prefix_affinity")
 HIT_RATE_TARGET = 2.0
@@ -389,22 +388,14 @@ async def run_benchmark(options: Options, console: Console) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="tidegate-bench-affinity-") as work:
         home = Path(work)
         config = _engine_config(home, options)
-        supervisor = EngineSupervisor(
-            config=config, routing=RoutingTable(), metrics=GatewayMetrics()
-        )
-        started = time.monotonic()
-        await supervisor.start()
-        try:
-            if not await supervisor.wait_ready(options.ready_timeout_s):
-                raise RuntimeError(f"the vLLM replicas were not ready; see {config.logs_dir}")
-            console.log(f"2 vLLM replicas ready in {time.monotonic() - started:.0f} s")
+        async with ready_engines(
+            config, ready_timeout_s=options.ready_timeout_s, console=console
+        ) as supervisor:
             model = config.engines.served_model_name
             results = [
                 await run_strategy(s, supervisor.replicas, model, home, options, console)
                 for s in STRATEGIES
             ]
-        finally:
-            await supervisor.stop()
     return _summary(results, options)
 
 

@@ -27,6 +27,7 @@ import orjson
 from rich.console import Console
 
 from tidegate.bench.batch_procs import RestartableProcess, gateway_launch, tenant_key
+from tidegate.bench.engines import ready_engines
 from tidegate.bench.priority import (
     BATCH_PROMPT,
     INTERACTIVE_PROMPT,
@@ -41,9 +42,6 @@ from tidegate.bench.targets import free_port
 from tidegate.commands.batch_client import Batch, BatchClient
 from tidegate.config import Config, EngineProfile, EnginesConfig, load_config
 from tidegate.engines.shared_home import with_shared_engine
-from tidegate.engines.supervisor import EngineSupervisor
-from tidegate.observability.metrics import GatewayMetrics
-from tidegate.routing.replicas import RoutingTable
 
 TTFT_TARGET_RATIO = 1.5
 
@@ -301,15 +299,9 @@ async def run_engine_benchmark(options: EngineOptions, console: Console) -> dict
     with tempfile.TemporaryDirectory(prefix="tidegate-bench-batch-engine-") as work:
         home = Path(work)
         config = _engine_config(home, options)
-        supervisor = EngineSupervisor(
-            config=config, routing=RoutingTable(), metrics=GatewayMetrics()
-        )
-        started = time.monotonic()
-        await supervisor.start()
-        try:
-            if not await supervisor.wait_ready(options.ready_timeout_s):
-                raise RuntimeError(f"the vLLM replica was not ready; see {config.logs_dir}")
-            console.log(f"vLLM replica ready in {time.monotonic() - started:.0f} s")
+        async with ready_engines(
+            config, ready_timeout_s=options.ready_timeout_s, console=console
+        ) as supervisor:
             replica = supervisor.replicas[0]
             model = config.engines.served_model_name
             port = free_port()
@@ -321,5 +313,3 @@ async def run_engine_benchmark(options: EngineOptions, console: Console) -> dict
                 return await _measure(
                     f"http://127.0.0.1:{port}", admin_key, model, options, console
                 )
-        finally:
-            await supervisor.stop()

@@ -55,6 +55,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
+from tidegate.bench.engines import ready_engines
 from tidegate.bench.stats import percentile
 from tidegate.bench.targets import Launch, Processes, free_port
 from tidegate.config import (
@@ -65,9 +66,6 @@ from tidegate.config import (
     load_config,
 )
 from tidegate.engines.shared_home import with_shared_engine
-from tidegate.engines.supervisor import EngineSupervisor
-from tidegate.observability.metrics import GatewayMetrics
-from tidegate.routing.replicas import RoutingTable
 
 TTFT_TARGET_RATIO = 1.5
 BATCH_TARGET_SHARE = 0.90
@@ -464,15 +462,9 @@ async def run_benchmark(options: Options, console: Console) -> dict[str, Any]:
         if others is not None:
             console.log(f"engine cores {options.engine_cpus}; everything else on {sorted(others)}")
         config = _engine_config(home, options)
-        supervisor = EngineSupervisor(
-            config=config, routing=RoutingTable(), metrics=GatewayMetrics()
-        )
-        started = time.monotonic()
-        await supervisor.start()
-        try:
-            if not await supervisor.wait_ready(options.ready_timeout_s):
-                raise RuntimeError(f"the vLLM replica was not ready; see {config.logs_dir}")
-            console.log(f"vLLM replica ready in {time.monotonic() - started:.0f} s")
+        async with ready_engines(
+            config, ready_timeout_s=options.ready_timeout_s, console=console
+        ) as supervisor:
             replica = supervisor.replicas[0]
             model = config.engines.served_model_name
             direct = _Endpoint(replica.base_url, model, {}, {})
@@ -505,8 +497,6 @@ async def run_benchmark(options: Options, console: Console) -> dict[str, Any]:
                 phases.append(
                     await run_phase("tidegate", through, options, batch=True, console=console)
                 )
-        finally:
-            await supervisor.stop()
     return _summary(phases, options)  # options: with the calibrated interval
 
 
