@@ -35,6 +35,7 @@ from tidegate.api.admin_json import (
     tenant_json,
 )
 from tidegate.api.asgi import bearer_token, read_body
+from tidegate.api.params import int_param
 from tidegate.api.services import ApiServices, ServicesSlot
 from tidegate.errors import InvalidRequestError
 from tidegate.gateway.actors import Actor
@@ -141,7 +142,7 @@ class AdminRoutes:
             actor=actor,
             tenant_id=request.query_params.get("tenant_id"),
             limit=limit + 1,
-            after=_int_param(request, "after"),
+            after=int_param(request, "after"),
         )
         return json_response(page_json(entries, limit, audit_json))
 
@@ -177,7 +178,7 @@ async def _body(request: Request, services: ApiServices, model: type[Body]) -> B
 
 
 def _limit(request: Request) -> int:
-    value = _int_param(request, "limit")
+    value = int_param(request, "limit")
     if value is None:
         return DEFAULT_PAGE
     if not 1 <= value <= MAX_PAGE:
@@ -185,15 +186,3 @@ def _limit(request: Request) -> int:
             f"Invalid value for 'limit': use 1 to {MAX_PAGE} (got {value}).", param="limit"
         )
     return value
-
-
-def _int_param(request: Request, name: str) -> int | None:
-    value = request.query_params.get(name)
-    if value is None:
-        return None
-    try:
-        return int(value)
-    except ValueError:
-        raise InvalidRequestError(
-            f"Invalid value for '{name}': expected an integer.", param=name
-        ) from None

@@ -25,6 +25,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from tidegate.api.asgi import bearer_token
+from tidegate.api.params import int_param
 from tidegate.api.services import ServicesSlot
 from tidegate.batch.files import FileLimits, FileService
 from tidegate.errors import (
@@ -61,7 +62,8 @@ class FileRoutes:
     async def list(self, request: Request) -> Response:
         files, tenant_id, _ = await self._authorize(request)
         params = request.query_params
-        limit = _int_param(request, "limit", DEFAULT_PAGE)
+        limit = int_param(request, "limit")
+        limit = DEFAULT_PAGE if limit is None else limit
         order = params.get("order", "desc")
         if order not in ("asc", "desc"):
             raise InvalidRequestError(
@@ -175,18 +177,6 @@ def _too_large(limits: FileLimits) -> PayloadTooLargeError:
         param="file",
         code="file_too_large",
     )
-
-
-def _int_param(request: Request, name: str, default: int) -> int:
-    value = request.query_params.get(name)
-    if value is None:
-        return default
-    try:
-        return int(value)
-    except ValueError:
-        raise InvalidRequestError(
-            f"Invalid value for '{name}': expected an integer.", param=name
-        ) from None
 
 
 def _file_json(row: StoredFile) -> FileObject:
