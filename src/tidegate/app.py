@@ -52,6 +52,7 @@ from tidegate.observability.pool_metrics import register_pool_metrics
 from tidegate.observability.recorder import RequestRecorder
 from tidegate.observability.routing_metrics import RoutingMetrics
 from tidegate.observability.tracing import Tracing
+from tidegate.rollout.wiring import RolloutRuntime, build_rollouts
 from tidegate.routing.build import build_routing
 from tidegate.routing.discovery import Resolver, dns_discoveries, resolve_host
 from tidegate.routing.health import HealthChecker
@@ -62,7 +63,7 @@ from tidegate.scheduling import Scheduler
 from tidegate.store.db import create_engine, create_sessionmaker
 from tidegate.store.migrate import migrate
 from tidegate.upstream.anthropic import AnthropicClient
-from tidegate.upstream.client import UpstreamClient, UpstreamTimeouts
+from tidegate.upstream.client import Provider, UpstreamClient, UpstreamTimeouts
 
 
 class Engines(Protocol):
@@ -147,9 +148,10 @@ def build_app(
             )
             await meter.start()
             stack.push_async_callback(meter.stop)
+            redactor = Redactor()
             prompt_logs = PromptLogWriter(
                 sessions=sessions,
-                redact=Redactor().redact,
+                redact=redactor.redact,
                 flush_interval_s=config.metering.flush_interval_s,
                 batch_size=config.metering.batch_size,
             )
@@ -227,6 +229,25 @@ def build_app(
                 async with store.connect() as connection:
                     await connection.execute(text("SELECT 1"))
 
+            providers: dict[str, Provider] = {
+                "openai": upstream,
+                "anthropic": AnthropicClient(session=session, timeouts=timeouts),
+            }
+            rollouts: RolloutRuntime | None = None
+            if config.rollouts.enabled:
+                rollouts = build_rollouts(
+                    config,
+                    sessions=sessions,
+                    routing=routing,
+                    providers=providers,
+                    meter=meter,
+                    registry=metrics.registry,
+                    redact=redactor.redact,
+                )
+                await rollouts.services.versions.record_config(config)
+                await rollouts.start()
+                stack.push_async_callback(rollouts.stop)
+
             files = _file_service(config, sessions)
             batches = (
                 None
@@ -244,10 +265,7 @@ def build_app(
                     audit=AuditLog(sessions=sessions),
                     completions=CompletionService(
                         routing=routing,
-                        providers={
-                            "openai": upstream,
-                            "anthropic": AnthropicClient(session=session, timeouts=timeouts),
-                        },
+                        providers=providers,
                         metrics=metrics,
                         routing_metrics=routing_metrics,
                         validator=validator,
@@ -262,12 +280,14 @@ def build_app(
                             "batch": config.scheduling.batch.ttft_target_s,
                         },
                         scheduler=scheduler,
+                        tap=None if rollouts is None else rollouts.tap,
                     ),
                     accounting=RequestAccounting(
                         recorder=RequestRecorder(metrics=metrics, access_log=log),
                         prices=PriceTable(prices=config.pricing),
                         meter=meter,
                         prompt_logs=prompt_logs,
+                        tap=None if rollouts is None else rollouts.tap,
                     ),
                     tracing=tracing,
                     metrics=metrics,
@@ -278,6 +298,7 @@ def build_app(
                     limiter=limiter,
                     files=files,
                     batches=batches,
+                    rollouts=None if rollouts is None else rollouts.services,
                 )
             )
             stack.callback(slot.clear)

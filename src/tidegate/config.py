@@ -84,6 +84,21 @@ class EngineProfile(_Section):
     """More environment variables for the vLLM process."""
 
 
+class EnginePoolConfig(_Section):
+    """Another pool of local replicas next to the main one: a candidate model version, or the
+    same model under another engine profile (model rollouts compare and shift traffic between
+    such pools)."""
+
+    name: str
+    """The pool's name (routes, traffic splits and rollouts refer to it)."""
+    model: str = ""
+    """What its replicas serve. Empty: engines.model."""
+    replicas: int = Field(default=1, ge=1)
+    """Number of local vLLM replicas in this pool."""
+    profile: EngineProfile = Field(default_factory=EngineProfile)
+    """Overrides of engines.profile: only the fields set here differ from it."""
+
+
 class EnginesConfig(_Section):
     model: str = BUNDLED_MODEL
     """What the local replicas serve: the bundled model, a model directory, or a hub id."""
@@ -93,6 +108,10 @@ class EnginesConfig(_Section):
     """Number of local vLLM replicas `tidegate up` starts (0: none, gateway only)."""
     profile: EngineProfile = Field(default_factory=EngineProfile)
     """The engine profile every local replica uses."""
+    pools: list[EnginePoolConfig] = Field(default_factory=list)
+    """More local pools serving served_model_name (candidates for a rollout). They join the
+    model's implicit route after the main pool, so they serve only what splits, rollouts or
+    fallback send them."""
     venv: str = ""
     """The engine virtual environment. Empty: <home>/engine-venv."""
     vllm_version: str = "0.32.0"
@@ -419,6 +438,29 @@ class BatchConfig(_Section):
     """Test-only: with crash_point, exit at its Nth occurrence in this process."""
 
 
+class RolloutConfig(_Section):
+    """Model versions, traffic splits, shadow traffic and staged rollouts. Their state lives in
+    the store, so every gateway replica follows the same split and one of them drives a
+    rollout."""
+
+    enabled: bool = True
+    """Read traffic policies from the store and run the rollout controller."""
+    sync_interval_s: float = Field(default=2.0, gt=0)
+    """How often each gateway re-reads the traffic policies (splits, shadow) from the store."""
+    controller_interval_s: float = Field(default=1.0, gt=0)
+    """How often the controller checks the running rollouts' gates."""
+    lock_ttl_s: float = Field(default=10.0, gt=0)
+    """The controller lock's lease: another gateway takes over this long after its holder died."""
+    stats_flush_interval_s: float = Field(default=2.0, gt=0)
+    """How often each gateway writes its per-step request statistics to the store."""
+    keep_versions: int = Field(default=10, ge=1)
+    """Version records kept per public model name (older ones are deleted)."""
+    shadow_max_concurrency: int = Field(default=8, ge=1)
+    """Mirrored requests in flight at once per gateway; more are dropped (and counted)."""
+    shadow_timeout_s: float = Field(default=120.0, gt=0)
+    """A mirrored request taking longer is abandoned and recorded as an error."""
+
+
 class TelemetryConfig(_Section):
     otlp_endpoint: str = ""
     """OTLP/HTTP traces endpoint (for example http://otel-collector:4318/v1/traces). Empty: spans
@@ -466,6 +508,8 @@ class Config(BaseSettings):
     """OpenTelemetry traces."""
     batch: BatchConfig = Field(default_factory=BatchConfig)
     """The OpenAI Files and Batch APIs."""
+    rollouts: RolloutConfig = Field(default_factory=RolloutConfig)
+    """Model versions, traffic splits, shadow traffic and staged rollouts."""
 
     @classmethod
     def settings_customise_sources(

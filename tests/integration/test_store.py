@@ -17,7 +17,7 @@ from tidegate.store import StoreError, StoreUnavailableError, create_engine, mig
 from tidegate.store.migrate import MIGRATIONS_DIR
 from tidegate.store.models import Base
 
-HEAD = "0003"
+HEAD = "0004"
 
 
 async def schema_state(url: str) -> tuple[list[str], list[str], list[tuple[object, ...]]]:
@@ -48,8 +48,14 @@ async def test_migrate_creates_the_schema_and_is_idempotent(store_url: str) -> N
         "batch_lines",
         "batches",
         "files",
+        "leases",
+        "model_versions",
         "prompt_logs",
+        "rollout_step_stats",
+        "rollouts",
+        "shadow_comparisons",
         "tenants",
+        "traffic_policies",
         "usage_records",
     ]
     assert versions == [HEAD]

@@ -17,6 +17,7 @@ from tidegate.gateway.tenants import TenantService
 from tidegate.metering.queries import UsageQueries
 from tidegate.observability.metrics import GatewayMetrics
 from tidegate.observability.tracing import Tracing
+from tidegate.rollout.wiring import RolloutServices
 from tidegate.routing.replicas import RoutingTable
 
 
@@ -40,6 +41,9 @@ class ApiServices:
     """The Files API; None when batch.enabled is false."""
     batches: BatchService | None = None
     """The Batch API; None when batch.enabled is false."""
+    rollouts: RolloutServices | None = None
+    """Versions, traffic policies, rollouts and shadow reports; None when rollouts.enabled is
+    false."""
 
 
 class ServicesSlot:

@@ -22,6 +22,7 @@ from tidegate.errors import (
 )
 from tidegate.gateway.limits import Admission
 from tidegate.gateway.pricing import PriceTable
+from tidegate.gateway.taps import RequestTap
 from tidegate.metering import PromptLogWriter, UsageEvent, UsageMeter
 from tidegate.observability.metrics import RejectionReason
 from tidegate.observability.recorder import RequestRecorder
@@ -72,7 +73,10 @@ class RequestAccounting:
         prices: PriceTable,
         meter: UsageMeter | None,
         prompt_logs: PromptLogWriter | None,
+        tap: RequestTap | None = None,
     ) -> None:
+        """``tap``: told when the requests it saw admitted are over."""
+        self._tap = tap
         self._recorder = recorder
         self._prices = prices
         self._meter = meter
@@ -112,20 +116,23 @@ class RequestAccounting:
                 completion_tokens=record.completion_tokens,
             )
         duration_s = self._recorder.finish(record)
+        if record.tapped and self._tap is not None:
+            self._tap.finished(record, duration_s=duration_s, payload=payload)
         if record.tenant_id is None:
             return  # refused before its key was known: there is no tenant to meter
         if self._meter is not None:
             self._meter.record(_usage_event(record, duration_s))
         if (
             self._prompt_logs is not None
-            and record.completion_text is not None
+            and record.log_prompt
+            and record.capture is not None
             and payload is not None
         ):
             self._prompt_logs.log(
                 request_id=record.request_id,
                 tenant_id=record.tenant_id,
                 prompt=prompt_text(payload),
-                completion="".join(record.completion_text),
+                completion=record.capture.text,
                 retention_days=retention_days,
             )
 

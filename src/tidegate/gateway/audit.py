@@ -18,8 +18,25 @@ from tidegate.gateway.actors import Actor, tenant_not_found
 from tidegate.store.db import transaction
 from tidegate.store.models import AuditEvent
 
-Action = Literal["tenant.created", "tenant.updated", "tenant.deleted", "key.created", "key.revoked"]
-TargetType = Literal["tenant", "api_key"]
+Action = Literal[
+    "tenant.created",
+    "tenant.updated",
+    "tenant.deleted",
+    "key.created",
+    "key.revoked",
+    "version.registered",
+    "traffic.split_changed",
+    "traffic.shadow_changed",
+    "traffic.rolled_back",
+    "rollout.started",
+    "rollout.advanced",
+    "rollout.paused",
+    "rollout.resumed",
+    "rollout.rolled_back",
+    "rollout.aborted",
+    "rollout.promoted",
+]
+TargetType = Literal["tenant", "api_key", "model", "rollout"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,7 +27,9 @@ from tidegate.errors import (
 from tidegate.gateway.keys import Principal
 from tidegate.gateway.limits import Admission, Limiter
 from tidegate.gateway.relay import StreamFailure, read_usage, relay_events
+from tidegate.gateway.taps import RequestTap
 from tidegate.gateway.validation import RequestValidator
+from tidegate.observability.capture import ResponseCapture
 from tidegate.observability.metrics import GatewayMetrics, Route
 from tidegate.observability.records import RequestRecord
 from tidegate.observability.routing_metrics import RoutingMetrics
@@ -185,12 +187,15 @@ class CompletionService:
         retry_budget: RetryBudget,
         ttft_targets: dict[PriorityClass, float | None],
         scheduler: Scheduler | None = None,
+        tap: RequestTap | None = None,
     ) -> None:
         """``providers``: the transport per replica provider (openai, anthropic). ``scheduler``:
         per-pool admission and queueing; None sends every request straight to a replica.
         ``ttft_targets``: per class, the predicted queue wait above which a route with
-        spillover moves on to its next pool."""
+        spillover moves on to its next pool. ``tap``: sees the requests for the models it
+        watches (rollout statistics, shadow traffic)."""
         self._scheduler = scheduler
+        self._tap = tap
         self._routing = routing
         self._providers = providers
         self._metrics = metrics
@@ -254,7 +259,8 @@ class CompletionService:
             # Always ask for usage, so every stream can be metered.
             data["stream_options"] = {**options, "include_usage": True}
         if tenant.log_prompts:
-            record.completion_text = []
+            record.log_prompt = True
+            record.capture = ResponseCapture()
         reserved = checked.reserved_tokens
         cost = reserved if reserved is not None else prompt_tokens + _UNBOUNDED_COMPLETION_COST
         traits = (
@@ -267,9 +273,15 @@ class CompletionService:
             if model_route.rules
             else None  # nothing to match: spare the allocation
         )
-        return PreparedRequest(
+        split = model_route.split
+        split_pool = (
+            None
+            if split is None
+            else split.choose(split.key(tenant=principal.tenant_name, session_id=hints.session_id))
+        )
+        prepared = PreparedRequest(
             route,
-            self._routing.chain(model_route, traits),
+            self._routing.chain(model_route, traits, split_pool=split_pool),
             data,
             stream,
             client_wants_usage,
@@ -282,6 +294,11 @@ class CompletionService:
             spillover=model_route.spillover,
             session_id=hints.session_id,
         )
+        tap = self._tap
+        if tap is not None and model in tap.watched:
+            record.tapped = True
+            tap.admitted(prepared, record)
+        return prepared
 
     async def _acquire(
         self, request: PreparedRequest, record: RequestRecord, pool: Pool, *, may_spill: bool
@@ -360,6 +377,7 @@ class CompletionService:
                     slot.release()
                 raise
             request.backend = replica.backend
+            record.pool = pool.name
             return _Exchange(replica, response, slot, pool)
         raise AssertionError("unreachable: the last pool either returns or raises")
 
@@ -515,10 +533,8 @@ def _read_body_usage(body: bytes, record: RequestRecord) -> None:
     usage = data.get("usage")
     if isinstance(usage, dict):
         read_usage(usage, record)
-    if record.completion_text is not None:
-        for choice in data.get("choices") or []:
-            if isinstance(choice, dict):
-                message = choice.get("message")
-                text = message.get("content") if isinstance(message, dict) else choice.get("text")
-                if isinstance(text, str):
-                    record.completion_text.append(text)
+    capture = record.capture
+    if capture is not None:
+        choices = data.get("choices")
+        if isinstance(choices, list):
+            capture.add_body_choices(choices)

@@ -37,17 +37,6 @@ def _has_content(choices: list[Any]) -> bool:
     return False
 
 
-def _texts(choices: list[Any]) -> list[str]:
-    texts = []
-    for choice in choices:
-        if isinstance(choice, dict):
-            delta = choice.get("delta")
-            text = delta.get("content") if isinstance(delta, dict) else choice.get("text")
-            if isinstance(text, str):
-                texts.append(text)
-    return texts
-
-
 def read_usage(usage: dict[str, Any], record: RequestRecord) -> None:
     record.prompt_tokens = int(usage.get("prompt_tokens") or 0)
     record.completion_tokens = int(usage.get("completion_tokens") or 0)
@@ -85,7 +74,7 @@ async def relay_events(
     itl_child = itl.labels(record.model)
     failure: UpstreamError | None = None
     content_chunks = 0
-    capture = record.completion_text
+    capture = record.capture
     try:
         async for chunk in chunks:
             for event in splitter.feed(chunk):
@@ -136,8 +125,8 @@ async def relay_events(
                         itl_child.observe(now - last_content_at)
                     last_content_at = now
                     content_chunks += 1
-                    if capture is not None:
-                        capture.extend(_texts(choices))
+                if capture is not None and choices:
+                    capture.add_stream_choices(choices)
                 yield event
             if failure is not None:
                 break

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from tidegate.errors import Outcome
+from tidegate.observability.capture import ResponseCapture
 from tidegate.observability.metrics import UNKNOWN_MODEL, Route
 
 
@@ -24,6 +25,8 @@ class RequestRecord:
     """The tenant's name (operator-created, so a bounded metric label)."""
     model: str = UNKNOWN_MODEL
     """A public model name from the routing table, or ``unknown``: safe as a metric label."""
+    pool: str | None = None
+    """The pool whose replica served the request."""
     replica: str | None = None
     stream: bool = False
     prompt_tokens: int = 0
@@ -36,7 +39,12 @@ class RequestRecord:
     error_type: str | None = None
     rejection: str | None = None
     """Why the gateway itself refused the request (a RejectionReason), if it did."""
-    completion_text: list[str] | None = None
-    """Completion text collected for prompt logging; None unless the tenant logs prompts."""
+    capture: ResponseCapture | None = None
+    """The response's text, finish reason and tool calls; None unless the tenant logs prompts or
+    a rollout watches the request (see ``gateway.taps``)."""
+    log_prompt: bool = False
+    """The tenant logs prompts: write the prompt and the captured completion."""
+    tapped: bool = False
+    """A request tap (rollout statistics, shadow traffic) saw it admitted and wants it finished."""
     kind: Literal["live", "batch", "shadow"] = "live"
     """What the usage record says it was: a live request, a batch line, or shadow traffic."""

@@ -128,10 +128,14 @@ class RoutingTable:
             )
         return route
 
-    def chain(self, route: Route, traits: RequestTraits | None) -> tuple[Pool, ...]:
+    def chain(
+        self, route: Route, traits: RequestTraits | None, *, split_pool: str | None = None
+    ) -> tuple[Pool, ...]:
         """The pools a request tries, in order: the route's rules pick the names (None: the
-        route's default chain)."""
+        route's default chain); ``split_pool`` (the traffic split's choice) goes first."""
         names = route.chain(traits) if traits is not None else route.pools
+        if split_pool is not None and names[0] != split_pool:
+            names = (split_pool, *(name for name in names if name != split_pool))
         pools = self._chains.get(names)
         if pools is None:
             pools = tuple(self._pools[name] for name in names if name in self._pools)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tidegate.config import ModelRoute, RouteRule
+from tidegate.routing.split import TrafficSplit
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +61,9 @@ class Route:
     spillover: bool = False
     explicit: bool = False
     """Configured under routing.routes (else implicit, grown as replicas join)."""
+    split: TrafficSplit | None = None
+    """A weighted split between pools, set at runtime from the store's traffic policy: the
+    chosen pool goes first and the rest of the chain stays behind it as fallback."""
 
     @classmethod
     def from_config(cls, route: ModelRoute) -> Route:

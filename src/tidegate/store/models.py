@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     CheckConstraint,
     Float,
     ForeignKey,
@@ -221,3 +222,131 @@ class BatchLine(Base):
     result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     """The output line's `response` (succeeded) or `error` (otherwise) object."""
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class ModelVersion(Base):
+    """What one pool serves for a public model name: recorded when a pool first serves a new
+    model, revision or engine profile, or registered through the admin API or CLI."""
+
+    __tablename__ = "model_versions"
+    __table_args__ = (Index("ix_model_versions_model_created", "model", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    model: Mapped[str] = mapped_column(String(200))
+    """The public model name."""
+    pool: Mapped[str] = mapped_column(String(200))
+    source: Mapped[str] = mapped_column(String(1000))
+    """The model id or path the pool's engines load."""
+    revision: Mapped[str] = mapped_column(String(200))
+    """A revision or checksum of the weights."""
+    profile_hash: Mapped[str] = mapped_column(String(64))
+    """A hash of the engine profile (empty for remote pools)."""
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    created_by: Mapped[str] = mapped_column(String(200))
+
+
+class TrafficPolicy(Base):
+    """How a public model name's traffic is divided now: the weighted split between pools (sticky
+    by session or tenant) and the shadow pool mirrored requests go to. Every gateway re-reads it
+    every rollouts.sync_interval_s."""
+
+    __tablename__ = "traffic_policies"
+
+    model: Mapped[str] = mapped_column(String(200), primary_key=True)
+    stable_pool: Mapped[str] = mapped_column(String(200))
+    """Where the whole traffic goes after a rollback."""
+    weights: Mapped[list[list[Any]]] = mapped_column(JSON, default=list)
+    """[[pool, weight], ...] in order: the first pools take the low end of the hash space, so
+    growing the first pool's weight only moves sessions onto it. Empty: no split."""
+    sticky_by: Mapped[str] = mapped_column(String(16), default="session")
+    """session (x-tidegate-session-id, else the tenant) or tenant."""
+    shadow_pool: Mapped[str | None] = mapped_column(String(200))
+    shadow_sample: Mapped[float] = mapped_column(Float, default=0.0)
+    """The share of requests mirrored to shadow_pool (0 to 1)."""
+    revision: Mapped[int] = mapped_column(Integer, default=1)
+    """Incremented on every change, so gateways apply only what changed."""
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_by: Mapped[str] = mapped_column(String(200))
+
+
+class Rollout(Base):
+    """A staged rollout of a candidate pool: its steps, gates and where it stands. Transitions
+    are conditional updates on ``state``, so the controller and operators never race."""
+
+    __tablename__ = "rollouts"
+    __table_args__ = (Index("ix_rollouts_model_state", "model", "state"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    model: Mapped[str] = mapped_column(String(200))
+    stable_pool: Mapped[str] = mapped_column(String(200))
+    candidate_pool: Mapped[str] = mapped_column(String(200))
+    steps: Mapped[list[float]] = mapped_column(JSON)
+    """Candidate traffic shares in percent, for example [5, 25, 100]."""
+    hold_s: Mapped[float] = mapped_column(Float)
+    gates: Mapped[dict[str, Any]] = mapped_column(JSON)
+    state: Mapped[str] = mapped_column(String(16))
+    """running, paused, promoted, rolled_back or aborted."""
+    step_index: Mapped[int] = mapped_column(Integer, default=0)
+    step_started_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    reason: Mapped[str | None] = mapped_column(Text)
+    """Why it ended (the failed gate, or who aborted it)."""
+    history: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    """Each transition: at, from, to, step, share, reason, and the step's gate figures."""
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    created_by: Mapped[str] = mapped_column(String(200))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class RolloutStepStats(Base):
+    """One gateway's running totals for one pool during one rollout step; the controller adds
+    up the rows of all gateways."""
+
+    __tablename__ = "rollout_step_stats"
+
+    rollout_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    step_index: Mapped[int] = mapped_column(Integer, primary_key=True)
+    pool: Mapped[str] = mapped_column(String(200), primary_key=True)
+    gateway_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    requests: Mapped[int] = mapped_column(Integer, default=0)
+    errors: Mapped[int] = mapped_column(Integer, default=0)
+    json_requests: Mapped[int] = mapped_column(Integer, default=0)
+    json_valid: Mapped[int] = mapped_column(Integer, default=0)
+    histograms: Mapped[dict[str, list[int]]] = mapped_column(JSON, default=dict)
+    """ttft, itl and e2e: counts per fixed latency bucket (rollout.stats.BUCKETS_S)."""
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class ShadowComparison(Base):
+    """One mirrored request: the primary's and the shadow's answers side by side. Texts are
+    kept only when the tenant logs prompts, redacted."""
+
+    __tablename__ = "shadow_comparisons"
+    __table_args__ = (Index("ix_shadow_comparisons_model_created", "model", "created_at"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    request_id: Mapped[str] = mapped_column(String(64))
+    model: Mapped[str] = mapped_column(String(200))
+    tenant_id: Mapped[str] = mapped_column(String(32))
+    primary_pool: Mapped[str] = mapped_column(String(200))
+    shadow_pool: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    primary: Mapped[dict[str, Any]] = mapped_column(JSON)
+    """ttft_ms, itl_ms, e2e_ms, error, prompt_tokens, completion_tokens, finish_reason,
+    json_valid, tool_calls_ok, refusal (and text, when kept)."""
+    shadow: Mapped[dict[str, Any]] = mapped_column(JSON)
+    """The same fields for the shadow's answer."""
+    outputs_differ: Mapped[bool | None] = mapped_column(Boolean)
+    """The two texts differ (None when either side failed)."""
+    similarity: Mapped[float | None] = mapped_column(Float)
+    """Text similarity 0..1 (difflib ratio)."""
+
+
+class Lease(Base):
+    """A named lock held by one gateway process until ``expires_at`` (renewed while alive)."""
+
+    __tablename__ = "leases"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(64))
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())

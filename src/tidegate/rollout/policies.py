@@ -1,0 +1,19 @@
+"""Traffic policies: splits, shadow targets and rollback (owned by the traffic helper)."""
+
+from __future__ import annotations
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from tidegate.rollout.sync import PolicySync
+from tidegate.routing.replicas import RoutingTable
+
+
+class TrafficPolicies:
+    def __init__(
+        self,
+        *,
+        sessions: async_sessionmaker[AsyncSession],
+        routing: RoutingTable | None,
+        sync: PolicySync | None,
+    ) -> None:
+        self._sessions = sessions
