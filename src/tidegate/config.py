@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import (
@@ -132,6 +132,31 @@ class EnginesConfig(_Section):
     """At shutdown, how long in-flight requests may finish before replicas get SIGTERM."""
     stop_timeout_s: float = 15.0
     """How long a replica has to exit after SIGTERM before SIGKILL."""
+
+    def local_pools(self) -> list[LocalPool]:
+        """Every local pool: the main one (served_model_name) first, then ``pools``, each with
+        its effective model and profile. Empty when replicas is 0."""
+        if self.replicas <= 0:
+            return []
+        pools = [LocalPool(self.served_model_name, self.model, self.replicas, self.profile)]
+        for pool in self.pools:
+            overrides = pool.profile.model_dump(exclude_unset=True)
+            pools.append(
+                LocalPool(
+                    pool.name,
+                    pool.model or self.model,
+                    pool.replicas,
+                    self.profile.model_copy(update=overrides),
+                )
+            )
+        return pools
+
+
+class LocalPool(NamedTuple):
+    name: str
+    model: str
+    replicas: int
+    profile: EngineProfile
 
 
 class UpstreamServer(_Section):
