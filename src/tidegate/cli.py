@@ -16,9 +16,12 @@ from tidegate.commands.bench_report import bench_report
 from tidegate.commands.engine import engine_app, model_app
 from tidegate.commands.keys import keys_app
 from tidegate.commands.plan import plan_command
+from tidegate.commands.rollout import rollout_app
+from tidegate.commands.shadow import shadow_app
 from tidegate.commands.tenants import tenants_app
+from tidegate.commands.traffic import traffic_app
 from tidegate.commands.usage import usage_app
-from tidegate.config import Config, load_config
+from tidegate.config import Config, EnginesConfig, load_config
 
 app = typer.Typer(
     name="tidegate",
@@ -31,6 +34,11 @@ app.add_typer(model_app, name="model", help="Prepare models for the local engine
 app.add_typer(keys_app, name="keys", help="Create, list and revoke API keys.")
 app.add_typer(tenants_app, name="tenants", help="Create, list, update and delete tenants.")
 app.add_typer(usage_app, name="usage", help="Usage rollups and CSV export.")
+app.add_typer(
+    traffic_app, name="traffic", help="Traffic splits, shadows, rollback and model versions."
+)
+app.add_typer(shadow_app, name="shadow", help="The shadow traffic comparison per model.")
+app.add_typer(rollout_app, name="rollout", help="Start, watch and steer staged model rollouts.")
 app.add_typer(batch_app, name="batch", help="Submit and follow OpenAI batches through a gateway.")
 bench_app.command("report", help="Plots and an HTML report from a `bench run` result.")(
     bench_report
@@ -107,7 +115,9 @@ def _serve(config: Config) -> None:
         from tidegate.engines.model_prepare import ModelPreparer
 
         EngineInstaller(config=config, console=err).install()
-        ModelPreparer(config=config, console=err).prepare()
+        preparer = ModelPreparer(config=config, console=err)
+        for model in dict.fromkeys(pool.model for pool in config.engines.local_pools()):
+            preparer.prepare(model)
 
     def announce(key: str | None) -> None:
         if key is None:
@@ -154,7 +164,21 @@ def config_show(config_path: ConfigOption = None) -> None:
     """Print the effective configuration as YAML, secrets masked."""
     config = load_config(config_path)
     data = config.model_dump(mode="json")
+    data["engines"]["pools"] = _effective_pools(config.engines)
     typer.echo(yaml.safe_dump(data, sort_keys=False))
+
+
+def _effective_pools(engines: EnginesConfig) -> list[dict[str, Any]]:
+    # A pool's profile holds overrides only: shown as dumped, its defaults would read as set
+    # (and override engines.profile if the output were used as a config). Show what runs.
+    return [
+        {
+            **pool.model_dump(mode="json"),
+            "model": pool.model or engines.model,
+            "profile": engines.pool_profile(pool).model_dump(mode="json"),
+        }
+        for pool in engines.pools
+    ]
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -89,10 +89,13 @@ class EnginePoolConfig(_Section):
     same model under another engine profile (model rollouts compare and shift traffic between
     such pools)."""
 
-    name: str
-    """The pool's name (routes, traffic splits and rollouts refer to it)."""
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+    """The pool's name (routes, traffic splits and rollouts refer to it). Its replicas are
+    named NAME-r0, NAME-r1 ... (log files, engines.json, metric labels), hence the plain
+    characters."""
     model: str = ""
-    """What its replicas serve. Empty: engines.model."""
+    """What its replicas serve (bundled model, directory or hub id), still under the public
+    name engines.served_model_name. Empty: engines.model."""
     replicas: int = Field(default=1, ge=1)
     """Number of local vLLM replicas in this pool."""
     profile: EngineProfile = Field(default_factory=EngineProfile)
@@ -105,9 +108,10 @@ class EnginesConfig(_Section):
     served_model_name: str = "smollm2-135m-instruct"
     """The model name clients send in the `model` field."""
     replicas: int = 1
-    """Number of local vLLM replicas `tidegate up` starts (0: none, gateway only)."""
+    """Number of local vLLM replicas of the main pool (named served_model_name) `tidegate up`
+    starts (0: none, and no engines.pools either: gateway only)."""
     profile: EngineProfile = Field(default_factory=EngineProfile)
-    """The engine profile every local replica uses."""
+    """The main pool's engine profile; each engines.pools entry overrides fields of it."""
     pools: list[EnginePoolConfig] = Field(default_factory=list)
     """More local pools serving served_model_name (candidates for a rollout). They join the
     model's implicit route after the main pool, so they serve only what splits, rollouts or
@@ -133,6 +137,18 @@ class EnginesConfig(_Section):
     stop_timeout_s: float = 15.0
     """How long a replica has to exit after SIGTERM before SIGKILL."""
 
+    @model_validator(mode="after")
+    def _distinct_pool_names(self) -> EnginesConfig:
+        # Pool names key the routing table and replica ids: a clash would merge two pools.
+        names = [self.served_model_name, *(pool.name for pool in self.pools)]
+        clashes = sorted({name for name in names if names.count(name) > 1})
+        if clashes:
+            raise ValueError(
+                "engines.pools names must differ from each other and from "
+                f"engines.served_model_name: {', '.join(clashes)}"
+            )
+        return self
+
     def local_pools(self) -> list[LocalPool]:
         """Every local pool: the main one (served_model_name) first, then ``pools``, each with
         its effective model and profile. Empty when replicas is 0."""
@@ -140,16 +156,16 @@ class EnginesConfig(_Section):
             return []
         pools = [LocalPool(self.served_model_name, self.model, self.replicas, self.profile)]
         for pool in self.pools:
-            overrides = pool.profile.model_dump(exclude_unset=True)
             pools.append(
                 LocalPool(
-                    pool.name,
-                    pool.model or self.model,
-                    pool.replicas,
-                    self.profile.model_copy(update=overrides),
+                    pool.name, pool.model or self.model, pool.replicas, self.pool_profile(pool)
                 )
             )
         return pools
+
+    def pool_profile(self, pool: EnginePoolConfig) -> EngineProfile:
+        """The profile ``pool``'s replicas run: engines.profile with the fields it sets."""
+        return self.profile.model_copy(update=pool.profile.model_dump(exclude_unset=True))
 
 
 class LocalPool(NamedTuple):
@@ -233,8 +249,8 @@ class SchedulingConfig(_Section):
     fair sharing between tenants."""
 
     enabled: bool = True
-    """Admit at most each ready replica's capacity (its upstream's max_concurrency, or the engine
-    profile's max_num_seqs for local replicas) per pool and queue the rest in the gateway. Off:
+    """Admit at most each ready replica's capacity (its upstream's max_concurrency, or its local
+    pool's profile max_num_seqs) per pool and queue the rest in the gateway. Off:
     every request goes straight to a replica and waits in the engine's own queue."""
     interactive: QueueClassConfig = Field(
         default_factory=lambda: QueueClassConfig(
@@ -260,16 +276,16 @@ class SchedulingConfig(_Section):
     quantum_tokens: int = Field(default=1024, ge=1)
     """Deficit round robin quantum: estimated tokens a weight-1 tenant may send per round."""
     engine_priority: bool = False
-    """Start local vLLM replicas with --scheduling-policy priority and send each request's
-    class to them as vLLM's `priority` field (0 interactive, 10 batch)."""
+    """Start every local pool's vLLM replicas with --scheduling-policy priority and send each
+    request's class to them as vLLM's `priority` field (0 interactive, 10 batch)."""
 
 
 class PoolConfig(_Section):
     """Settings of one pool of replicas (pools not listed use the defaults)."""
 
     name: str
-    """The pool's name: an upstream's `pool` (or `model`), or the local engines'
-    served_model_name."""
+    """The pool's name: an upstream's `pool` (or `model`), or a local pool's (the main one's
+    engines.served_model_name, or an engines.pools name)."""
     balancer: Literal["least_outstanding", "round_robin", "prefix_affinity"] = "least_outstanding"
     """least_outstanding: power-of-two choices on in-flight requests. round_robin: in turn.
     prefix_affinity: requests sharing a session id (x-tidegate-session-id) or leading prompt

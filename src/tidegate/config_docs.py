@@ -10,7 +10,7 @@ import argparse
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args, get_origin
 
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
@@ -40,15 +40,34 @@ def _default(field: FieldInfo) -> str:
     return json.dumps(value, default=str) if not isinstance(value, str) else value
 
 
-def _rows(model: type[BaseModel], prefix: str) -> Iterator[tuple[str, str, str]]:
+def _model(annotation: Any) -> type[BaseModel] | None:
+    return (
+        annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+    )
+
+
+def _item_model(annotation: Any) -> type[BaseModel] | None:
+    """X of a ``list[X]`` field whose items are sections."""
+    args = get_args(annotation)
+    return _model(args[0]) if get_origin(annotation) is list and len(args) == 1 else None
+
+
+def _rows(
+    model: type[BaseModel], prefix: str, *, in_list: bool = False
+) -> Iterator[tuple[str, str, str]]:
     for name, field in model.model_fields.items():
         key = f"{prefix}{name}"
-        annotation = field.annotation
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            yield key, "", (field.description or "").replace("\n", " ")
-            yield from _rows(annotation, key + ".")
+        description = (field.description or "").replace("\n", " ")
+        section = _model(field.annotation)
+        if section is not None:
+            yield key, "", description
+            if not in_list:  # a section inside list items refers to one documented elsewhere
+                yield from _rows(section, key + ".")
             continue
-        yield key, _default(field), (field.description or "").replace("\n", " ")
+        yield key, _default(field), description
+        item = _item_model(field.annotation)
+        if item is not None and not in_list:
+            yield from _rows(item, key + "[].", in_list=True)
 
 
 def render() -> str:
@@ -57,9 +76,10 @@ def render() -> str:
         "|---|---|---|---|",
     ]
     for key, default, description in _rows(Config, ""):
-        env = "TIDEGATE_" + key.upper().replace(".", "__")
+        # A list item's fields have no variable of their own: the list's variable takes JSON.
+        env = "" if "[]" in key else "`TIDEGATE_" + key.upper().replace(".", "__") + "`"
         shown = f"`{default}`" if default else ""
-        lines.append(f"| `{key}` | `{env}` | {shown} | {description} |")
+        lines.append(f"| `{key}` | {env} | {shown} | {description} |")
     return "\n".join(lines)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -22,6 +23,7 @@ from tidegate.engines.state_file import (
 def record(**changes: object) -> ReplicaRecord:
     base = ReplicaRecord(
         id="r0",
+        pool="smol",
         model="smol",
         state="ready",
         port=8001,
@@ -51,15 +53,30 @@ def test_state_file_round_trip(tmp_path: Path) -> None:
     assert read_state(tmp_path / "missing.json") is None
 
 
+def test_a_state_file_from_before_pools_reads_as_the_main_pool(tmp_path: Path) -> None:
+    path = tmp_path / "engines.json"
+    write_state(path, EngineSnapshot(supervisor_pid=1, updated_at=5.0, replicas=(record(),)))
+    data = json.loads(path.read_text())
+    del data["replicas"][0]["pool"]
+    path.write_text(json.dumps(data))
+    snapshot = read_state(path)
+    assert snapshot is not None and snapshot.replicas[0].pool == "smol"
+
+
 def test_status_table_shows_liveness_uptime_and_load() -> None:
     snapshot = EngineSnapshot(
         supervisor_pid=1,
         updated_at=0,
-        replicas=(record(), record(id="r1", state="crashed", pid=None, ready_at=None)),
+        replicas=(
+            record(),
+            record(id="r1", state="crashed", pid=None, ready_at=None),
+            record(id="canary-r0", pool="canary"),
+        ),
     )
     table = status_table(snapshot, now=130.0 + 3725)
     cells = [[str(c) for c in column.cells] for column in table.columns]
     rows = list(zip(*cells, strict=True))
+    assert table.title == "tidegate engines: smol"
     assert rows[0][:8] == (
         "r0",
         "smol",
@@ -71,6 +88,7 @@ def test_status_table_shows_liveness_uptime_and_load() -> None:
         "2",
     )
     assert rows[1][2:6] == ("crashed", "8001", "-", "-")
+    assert rows[2][:3] == ("canary-r0", "canary", "ready")
 
 
 def test_status_command_reads_the_state_file(tmp_path: Path) -> None:

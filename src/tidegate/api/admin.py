@@ -147,9 +147,14 @@ class AdminRoutes:
         return json_response(page_json(entries, limit, audit_json))
 
     async def _authorize(self, request: Request) -> tuple[ApiServices, Actor]:
-        services = self._slot.get()
-        principal = await services.keys.authenticate(bearer_token(request.scope))
-        return services, Actor.admin(principal)
+        return await authorize_admin(self._slot, request)
+
+
+async def authorize_admin(slot: ServicesSlot, request: Request) -> tuple[ApiServices, Actor]:
+    """The services and the acting admin key; 401 without a valid key, 403 for a member key."""
+    services = slot.get()
+    principal = await services.keys.authenticate(bearer_token(request.scope))
+    return services, Actor.admin(principal)
 
 
 def build_admin_routes(services: ServicesSlot) -> list[BaseRoute]:

@@ -8,6 +8,9 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from tidegate.api.admin import build_admin_routes
+from tidegate.api.admin_rollouts import build_rollout_routes
+from tidegate.api.admin_shadow import build_shadow_routes
+from tidegate.api.admin_traffic import build_traffic_routes
 from tidegate.api.admin_usage import build_usage_routes
 from tidegate.api.asgi import RequestIds
 from tidegate.api.batches import build_batch_routes
@@ -40,6 +43,9 @@ def build_routes(services: ServicesSlot, ids: RequestIds) -> list[BaseRoute]:
         *build_batch_routes(services),
         *build_admin_routes(services),
         *build_usage_routes(services),
+        *build_traffic_routes(services),
+        *build_shadow_routes(services),
+        *build_rollout_routes(services),
     ]
 
 

@@ -36,6 +36,7 @@ from tidegate.bench.priority import (
     _Endpoint,
     _Sink,
     _stream,
+    resolve_dtype,
 )
 from tidegate.bench.stats import percentile
 from tidegate.bench.targets import free_port
@@ -233,6 +234,8 @@ def _engine_config(home: Path, options: EngineOptions) -> Config:
                 cpu_kvcache_space_gib=2,
                 max_model_len=2048,
                 max_num_seqs=options.max_num_seqs,
+                # float32 where bf16 would be emulated (5x slower prefill), as bench-priority
+                dtype=resolve_dtype("auto"),
             ),
         ),
     )

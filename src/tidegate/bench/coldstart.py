@@ -144,7 +144,7 @@ async def engine_replica(config: Config) -> AsyncIterator[tuple[float, str, str]
     from tidegate.routing.replicas import RoutingTable
 
     with tempfile.TemporaryDirectory(prefix="tidegate-coldstart-") as tmp:
-        one_replica = config.engines.model_copy(update={"replicas": 1})
+        one_replica = config.engines.model_copy(update={"replicas": 1, "pools": []})
         fresh = with_shared_engine(
             config.model_copy(update={"engines": one_replica}), home=Path(tmp)
         )

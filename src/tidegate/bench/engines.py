@@ -25,7 +25,7 @@ async def ready_engines(
     try:
         if not await supervisor.wait_ready(ready_timeout_s):
             raise RuntimeError(f"the vLLM replicas were not ready; see {config.logs_dir}")
-        count = config.engines.replicas
+        count = len(supervisor.replicas)
         console.log(f"{count} vLLM replica(s) ready in {time.monotonic() - started:.0f} s")
         yield supervisor
     finally:

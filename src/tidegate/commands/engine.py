@@ -109,8 +109,11 @@ def _duration(seconds: float | None) -> str:
 
 
 def status_table(snapshot: EngineSnapshot, *, now: float) -> Table:
-    table = Table(title="tidegate engines")
-    for column in ("replica", "model", "state", "port", "pid", "uptime", "load", "restarts"):
+    # Every local pool serves the same public model name: it goes in the title, so the pool
+    # column fits an 80-column terminal.
+    models = ", ".join(sorted({r.model for r in snapshot.replicas}))
+    table = Table(title=f"tidegate engines: {models}" if models else "tidegate engines")
+    for column in ("replica", "pool", "state", "port", "pid", "uptime", "load", "restarts"):
         table.add_column(column)
     table.add_column("log", overflow="fold")
     for r in snapshot.replicas:
@@ -119,7 +122,7 @@ def status_table(snapshot: EngineSnapshot, *, now: float) -> Table:
         uptime = _duration(now - r.ready_at) if r.ready_at is not None else "-"
         table.add_row(
             r.id,
-            r.model,
+            r.pool,
             r.state,
             str(r.port),
             pid,

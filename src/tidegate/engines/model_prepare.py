@@ -66,9 +66,10 @@ def is_prepared(model_dir: Path) -> bool:
     return (model_dir / MARKER_NAME).is_file() and (model_dir / "config.json").is_file()
 
 
-def resolve_model(config: Config) -> str:
-    """What to pass to vLLM --model for ``config.engines.model``. Raises EngineSetupError."""
-    model = config.engines.model
+def resolve_model(config: Config, model: str | None = None) -> str:
+    """What to pass to vLLM --model for ``model`` (default: ``config.engines.model``; another
+    local pool may serve another one). Raises EngineSetupError."""
+    model = model or config.engines.model
     name = bundled_name(model)
     if name is not None:
         target = prepared_dir(config, name)
@@ -82,8 +83,8 @@ def resolve_model(config: Config) -> str:
         path = Path(model).expanduser().resolve()
         if not (path / "config.json").is_file():
             raise EngineSetupError(
-                f"The model directory {path} has no config.json; point engines.model at a "
-                "Hugging Face-format model directory."
+                f"The model directory {path} has no config.json; point engines.model (or the "
+                "engines.pools entry's model) at a Hugging Face-format model directory."
             )
         return str(path)
     return model
@@ -100,11 +101,7 @@ class ModelPreparer:
         model = model or self.config.engines.model
         name = bundled_name(model)
         if name is None:
-            resolved = resolve_model(
-                self.config.model_copy(
-                    update={"engines": self.config.engines.model_copy(update={"model": model})}
-                )
-            )
+            resolved = resolve_model(self.config, model)
             kind = "directory" if resolved.startswith("/") else "hub id (vLLM downloads it)"
             self.console.print(f"[green]✓[/green] model {resolved}: {kind}, used as it is")
             return resolved

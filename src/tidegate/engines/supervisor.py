@@ -1,6 +1,8 @@
 """EngineSupervisor: the local vLLM replicas of one gateway process.
 
-``start()`` launches every replica concurrently and returns at once (loading takes tens of
+The replicas of every local pool (``engines.local_pools()``: the main one, then
+``engines.pools``; see ``pools`` for their ids and commands). ``start()`` launches every replica
+concurrently and returns at once (loading takes tens of
 seconds); each replica's ``ReplicaRunner`` moves it through its states, and the supervisor turns
 each transition into routing state, metrics and the engines.json state file. ``stop()`` drains
 first, so no request is cut off while a replica still has time to finish it.
@@ -16,13 +18,11 @@ from pathlib import Path
 import aiohttp
 
 from tidegate.config import Config
-from tidegate.engines.device import detect_device
 from tidegate.engines.engine_metrics import EngineMetricsScraper
 from tidegate.engines.errors import EngineSetupError
 from tidegate.engines.install import venv_python
-from tidegate.engines.model_prepare import resolve_model
+from tidegate.engines.pools import ReplicaSpec, plan_replicas, replica_count
 from tidegate.engines.ports import free_ports
-from tidegate.engines.profile import build_engine_command
 from tidegate.engines.replica_runner import ReplicaRunner
 from tidegate.engines.state_file import STATE_FILE_NAME, EngineSnapshot, write_state
 from tidegate.observability.metrics import GatewayMetrics
@@ -46,46 +46,24 @@ class EngineSupervisor:
         return [runner.replica for runner in self.runners]
 
     async def start(self) -> None:
-        """Start config.engines.replicas replicas; returns before they are ready.
+        """Start every local pool's replicas; returns before they are ready.
 
-        Raises EngineSetupError when the engine venv or the model is missing.
+        Raises EngineSetupError when the engine venv or a pool's model is missing.
         """
         engines = self.config.engines
-        if engines.replicas <= 0 or self.runners:
+        count = replica_count(self.config)
+        if count <= 0 or self.runners:
             return
         python = venv_python(self.config.engine_venv)
         if not python.exists():
             raise EngineSetupError(
                 f"No engine venv at {self.config.engine_venv}. Run `tidegate engine install`."
             )
-        model = resolve_model(self.config)
-        device = detect_device(engines.profile.device)
+        specs = plan_replicas(self.config, ports=free_ports(count, _HOST), host=_HOST)
         # Probes must fail fast: a hung /health is as bad as a failed one.
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5))
-        ports = free_ports(engines.replicas, _HOST)
-        for index, port in enumerate(ports):
-            replica = Replica(
-                id=f"r{index}",
-                model=engines.served_model_name,
-                base_url=f"http://{_HOST}:{port}/v1",
-                upstream_model=engines.served_model_name,
-                priority_scheduling=self.config.scheduling.engine_priority,
-            )
-            self.routing.add(replica)
-            self.runners.append(
-                ReplicaRunner(
-                    replica=replica,
-                    port=port,
-                    command=build_engine_command(
-                        config=self.config, model=model, port=port, device=device, host=_HOST
-                    ),
-                    log_path=self.config.logs_dir / f"replica-{replica.id}.log",
-                    settings=engines,
-                    session=self._session,
-                    notify=self._on_transition,
-                    on_restart=self._on_restart,
-                )
-            )
+        for spec in specs:
+            self.runners.append(self._runner(spec, self._session))
         for runner in self.runners:
             runner.start()
         self._scraper = EngineMetricsScraper(
@@ -94,6 +72,29 @@ class EngineSupervisor:
             interval_s=engines.metrics_interval_s,
         )
         self._scraper.start()
+
+    def _runner(self, spec: ReplicaSpec, session: aiohttp.ClientSession) -> ReplicaRunner:
+        engines = self.config.engines
+        replica = Replica(
+            id=spec.id,
+            model=engines.served_model_name,
+            pool=spec.pool,
+            base_url=f"http://{_HOST}:{spec.port}/v1",
+            upstream_model=engines.served_model_name,
+            max_concurrency=spec.max_concurrency,
+            priority_scheduling=self.config.scheduling.engine_priority,
+        )
+        self.routing.add(replica)
+        return ReplicaRunner(
+            replica=replica,
+            port=spec.port,
+            command=spec.command,
+            log_path=self.config.logs_dir / f"replica-{replica.id}.log",
+            settings=engines,
+            session=session,
+            notify=self._on_transition,
+            on_restart=self._on_restart,
+        )
 
     async def wait_ready(self, timeout: float) -> bool:
         """True once every replica is READY; False if ``timeout`` seconds pass first."""

@@ -41,12 +41,17 @@ def model_limits(
                 counter=counters[tokenizer] if tokenizer else None,
             )
         limits.setdefault(upstream.model, pool)
-    if config.engines.replicas > 0:
-        name = config.engines.served_model_name
-        limits[name] = by_pool[name] = ModelLimits(
-            context_length=config.engines.profile.max_model_len,
-            counter=_counter(local_model_dir, executor) if local_model_dir else None,
+    engines = config.engines
+    local_counter = _counter(local_model_dir, executor) if local_model_dir else None
+    for local in engines.local_pools():
+        # Each local pool's own context length; the tokenizer is the main model's, so a pool
+        # loading another model counts nothing before its engine.
+        by_pool[local.name] = ModelLimits(
+            context_length=local.profile.max_model_len,
+            counter=local_counter if local.model == engines.model else None,
         )
+    if engines.replicas > 0:
+        limits[engines.served_model_name] = by_pool[engines.served_model_name]
     # A configured route is validated like its primary pool's model.
     for route in config.routing.routes:
         primary = by_pool.get(route.pools[0])

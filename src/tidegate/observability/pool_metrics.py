@@ -6,8 +6,8 @@ when Prometheus scrapes. Per pool (``model`` label, a public model name from con
 - ``tidegate_pool_in_flight_requests``: requests the gateway has on the pool's replicas;
 - ``tidegate_pool_ready_replicas``: replicas the balancer may pick;
 - ``tidegate_pool_capacity``: ready replicas × requests one replica serves at once
-  (``max_num_seqs`` of the engine profile for local replicas, ``max_concurrency`` of the upstream
-  entry for remote ones);
+  (``max_num_seqs`` of its local pool's engine profile for local replicas, which the supervisor
+  sets as their ``max_concurrency``; ``max_concurrency`` of the upstream entry for remote ones);
 - ``tidegate_pool_saturation``: in-flight / capacity (1 when nothing is ready but work is in
   flight, 0 when idle): above 1 requests queue inside the engines;
 - ``tidegate_pool_circuit_open``: 1 while the pool's circuit breaker is not closed (open, or

@@ -78,7 +78,12 @@ def build_rollouts(
     settings = config.rollouts
     me = gateway_id()
     metrics = RolloutMetrics(registry)
-    sync = PolicySync(sessions=sessions, routing=routing, interval_s=settings.sync_interval_s)
+    sync = PolicySync(
+        sessions=sessions,
+        routing=routing,
+        interval_s=settings.sync_interval_s,
+        metrics=metrics,
+    )
     stats = StepStats(
         sessions=sessions,
         sync=sync,
@@ -98,8 +103,13 @@ def build_rollouts(
     policies = TrafficPolicies(sessions=sessions, routing=routing, sync=sync)
     services = RolloutServices(
         policies=policies,
-        versions=VersionService(sessions=sessions, keep=settings.keep_versions),
-        rollouts=RolloutService(sessions=sessions, routing=routing, sync=sync),
+        versions=VersionService(sessions=sessions, keep=settings.keep_versions, routing=routing),
+        rollouts=RolloutService(
+            sessions=sessions,
+            routing=routing,
+            sync=sync,
+            shadow_reports=ShadowReports(sessions=sessions),  # stateless: a second one is free
+        ),
         shadow_reports=ShadowReports(sessions=sessions),
         sync=sync,
     )

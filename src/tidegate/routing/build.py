@@ -1,8 +1,10 @@
 """The routing table a config describes: routes, pools (balancer, breaker) and remote replicas.
 
-Local engine replicas join later, when the supervisor starts them; DNS-discovered ones when they
-resolve. Pools get a circuit breaker by default only when they are remote: a local engine that
-fails is the supervisor's to restart, not a reason to stop sending to its pool.
+Local engine replicas join later, when the supervisor starts them (every local pool: the main
+one, named engines.served_model_name, then engines.pools, all serving that public name);
+DNS-discovered ones when they resolve. Pools get a circuit breaker by default only when they are
+remote: a local engine that fails is the supervisor's to restart, not a reason to stop sending to
+its pool.
 """
 
 from __future__ import annotations
@@ -19,9 +21,8 @@ def build_routing(config: Config) -> RoutingTable:
     routing = RoutingTable(routes=[Route.from_config(route) for route in config.routing.routes])
     configured = {pool.name: pool for pool in config.routing.pools}
     remote = {upstream.pool or upstream.model for upstream in config.upstreams}
-    names = dict.fromkeys([*configured, *remote])
-    if config.engines.replicas > 0:
-        names[config.engines.served_model_name] = None
+    local = [pool.name for pool in config.engines.local_pools()]
+    names = dict.fromkeys([*configured, *remote, *local])
     health = config.routing.health
     for name in names:
         settings = configured.get(name) or PoolConfig(name=name)
@@ -47,17 +48,19 @@ def build_routing(config: Config) -> RoutingTable:
     if unknown:
         raise ValueError(
             f"routing.routes name pools nothing provides: {', '.join(unknown)}. A pool is an "
-            "upstream's `pool` (or `model`), the local engines' served_model_name, or an entry "
-            "of routing.pools."
+            "upstream's `pool` (or `model`), the local engines' served_model_name or an "
+            "engines.pools name, or an entry of routing.pools."
         )
     return routing
 
 
 def _add_static_upstreams(config: Config, routing: RoutingTable) -> None:
     # Implicit routes list pools in config order, though local replicas (the supervisor) and
-    # DNS-discovered ones join later: their pools take their places in the routes now.
-    if config.engines.replicas > 0:
-        routing.ensure_pool(config.engines.served_model_name)
+    # DNS-discovered ones join later: their pools take their places in the routes now. Extra
+    # local pools follow the main one, so they get only what splits, rollouts or fallback send.
+    served = config.engines.served_model_name
+    for pool in config.engines.local_pools():
+        routing.ensure_pool(pool.name, model=served)
     for index, upstream in enumerate(config.upstreams):
         if upstream.discovery == "dns":
             # its replicas come and go with DNS (routing.discovery)

@@ -32,7 +32,7 @@ class Scheduler:
         tick_s: float = 0.25,
     ) -> None:
         """``default_concurrency``: per-replica capacity of replicas that do not state one (the
-        engine profile's max_num_seqs)."""
+        engine profile's max_num_seqs; local replicas state their own pool's)."""
         self._config = config
         self._default = default_concurrency
         self._metrics = metrics

@@ -40,6 +40,16 @@ class FakeBehaviour:
     fault: Fault = "none"
     fault_after_tokens: int = 4
     """For malformed_sse and drop_mid_stream: how many good content chunks come first."""
+    content: str | None = None
+    """The answer's text instead of "tok " per token: one token per 4 characters (streamed one
+    chunk each); ``tokens`` is then ignored, max_tokens still caps it."""
+
+
+def _pieces(b: FakeBehaviour) -> list[str] | None:
+    """The configured content cut into tokens; None for the default "tok " answer."""
+    if b.content is None:
+        return None
+    return [b.content[i : i + 4] for i in range(0, len(b.content), 4)]
 
 
 def _error(status: int, message: str, type_: str, param: str | None = None) -> web.Response:
@@ -227,7 +237,8 @@ class FakeUpstream:
         if b.fault == "status_500":
             return _error(500, "The fake upstream was told to fail.", "InternalServerError")
 
-        completion = _completion_tokens(body, b.tokens)
+        pieces = _pieces(b)
+        completion = _completion_tokens(body, b.tokens if pieces is None else len(pieces))
         usage = _usage(_prompt_tokens(body, chat), completion)
         rid = f"{'chatcmpl' if chat else 'cmpl'}-{self._id_prefix}{next(self._ids):08x}"
         stream = bool(body.get("stream"))
@@ -247,7 +258,7 @@ class FakeUpstream:
 
         if b.first_token_delay_s > 0:
             await asyncio.sleep(b.first_token_delay_s)
-        text = _TOKEN * completion
+        text = _TOKEN * completion if pieces is None else "".join(pieces[:completion])
         choice: dict[str, Any]
         if chat:
             reply = {"role": "assistant", "content": text, "tool_calls": []}
@@ -268,6 +279,7 @@ class FakeUpstream:
         usage: dict[str, int],
     ) -> web.StreamResponse:
         b = self.behaviour
+        pieces = _pieces(b)
         options = body.get("stream_options")
         include_usage = isinstance(options, dict) and options.get("include_usage") is True
 
@@ -303,6 +315,9 @@ class FakeUpstream:
                 elif b.fault == "drop_mid_stream":
                     _abort(request)
                     return response
+            if pieces is not None:
+                await response.write(chunk(pieces[i], "stop" if i == completion - 1 else None))
+                continue
             await response.write(last_chunk if i == completion - 1 else token_chunk)
         if include_usage:
             await response.write(_sse({**head, "choices": [], "usage": usage}))

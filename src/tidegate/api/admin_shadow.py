@@ -1,0 +1,101 @@
+"""The shadow comparison of a public model, for the operator's admin keys only.
+
+GET /admin/models/{model}/shadow               summary per (primary pool, shadow pool)
+                                               (?since= a UTC day or ISO time)
+GET /admin/models/{model}/shadow/comparisons   the comparisons, newest first
+                                               (?limit= 1-100, ?after= the previous last_id)
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from tidegate.api.admin_json import json_response, page_json, unix
+from tidegate.api.asgi import bearer_token
+from tidegate.api.params import int_param
+from tidegate.api.services import ServicesSlot
+from tidegate.errors import InvalidRequestError, NotFoundError, PermissionDeniedError
+from tidegate.gateway.actors import Actor
+from tidegate.metering.periods import parse_bound
+from tidegate.rollout.shadow_reports import ComparisonRow, PairSummary, ShadowReports
+
+DEFAULT_PAGE = 20
+MAX_PAGE = 100
+
+
+def build_shadow_routes(services: ServicesSlot) -> list[BaseRoute]:
+    endpoints = ShadowEndpoints(slot=services)
+    return [
+        Route("/admin/models/{model}/shadow", endpoints.summary, methods=["GET"]),
+        Route("/admin/models/{model}/shadow/comparisons", endpoints.comparisons, methods=["GET"]),
+    ]
+
+
+class ShadowEndpoints:
+    def __init__(self, *, slot: ServicesSlot) -> None:
+        self._slot = slot
+
+    async def summary(self, request: Request) -> Response:
+        reports = await self._authorize(request)
+        model = request.path_params["model"]
+        since = parse_bound(request.query_params.get("since"), param="since", end=False)
+        pairs = await reports.summary(model, since=since)
+        return json_response(
+            {
+                "object": "shadow.summary",
+                "model": model,
+                "since": unix(since),
+                "data": [pair_json(pair) for pair in pairs],
+            }
+        )
+
+    async def comparisons(self, request: Request) -> Response:
+        reports = await self._authorize(request)
+        limit = _limit(request)
+        rows = await reports.list(
+            request.path_params["model"], limit=limit + 1, after=int_param(request, "after")
+        )
+        return json_response(page_json(rows, limit, comparison_json))
+
+    async def _authorize(self, request: Request) -> ShadowReports:
+        services = self._slot.get()
+        actor = Actor.admin(await services.keys.authenticate(bearer_token(request.scope)))
+        if not actor.is_operator:
+            raise PermissionDeniedError(
+                "Shadow comparisons span every tenant: they need an admin key of the operator "
+                "(the system tenant).",
+                code="operator_key_required",
+            )
+        if services.rollouts is None:
+            raise NotFoundError(
+                "Rollouts are disabled on this gateway (rollouts.enabled: false), so there are "
+                "no shadow comparisons to read."
+            )
+        return services.rollouts.shadow_reports
+
+
+def pair_json(pair: PairSummary) -> dict[str, Any]:
+    return {"object": "shadow.pair", **asdict(pair)}
+
+
+def comparison_json(row: ComparisonRow) -> dict[str, Any]:
+    data = asdict(row)
+    data["object"] = "shadow.comparison"
+    data["created_at"] = unix(row.created_at)
+    return data
+
+
+def _limit(request: Request) -> int:
+    value = int_param(request, "limit")
+    if value is None:
+        return DEFAULT_PAGE
+    if not 1 <= value <= MAX_PAGE:
+        raise InvalidRequestError(
+            f"Invalid value for 'limit': use 1 to {MAX_PAGE} (got {value}).", param="limit"
+        )
+    return value
