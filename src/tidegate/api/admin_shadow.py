@@ -31,8 +31,8 @@ MAX_PAGE = 100
 def build_shadow_routes(services: ServicesSlot) -> list[BaseRoute]:
     endpoints = ShadowEndpoints(slot=services)
     return [
-        Route("/admin/models/{model}/shadow", endpoints.summary, methods=["GET"]),
-        Route("/admin/models/{model}/shadow/comparisons", endpoints.comparisons, methods=["GET"]),
+        Route("/admin/models/{model:path}/shadow", endpoints.summary, methods=["GET"]),
+        Route("/admin/models/{model:path}/shadow/comparisons", endpoints.comparisons, methods=["GET"]),
     ]
 
 
