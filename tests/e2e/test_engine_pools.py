@@ -2,7 +2,8 @@
 
 The main pool (served_model_name) and a candidate pool with its own profile (fewer sequences,
 float32 weights) both start, both serve the one public model name, and the model's route
-reaches the candidate only after the main pool. Rollout tests build on this gateway shape.
+reaches the candidate only after the main pool. Then the candidate goes through what an
+operator does with it: shadow traffic with comparisons, a staged rollout to 100%, a rollback.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
 from tests.support.gateway import ADMIN_KEY, RunningGateway, free_port, serve
-from tidegate.config import Config, EnginePoolConfig, EngineProfile
+from tidegate.config import Config, EnginePoolConfig, EngineProfile, RolloutConfig
 from tidegate.engines.state_file import STATE_FILE_NAME, ReplicaRecord, read_state
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
@@ -56,6 +57,9 @@ async def gateway(engine_config: Config) -> AsyncIterator[RunningGateway]:
             "admin_key": SecretStr(ADMIN_KEY),
             "server": engine_config.server.model_copy(update={"port": free_port()}),
             "engines": engine_config.engines.model_copy(update={"pools": [candidate]}),
+            "rollouts": RolloutConfig(
+                sync_interval_s=0.5, controller_interval_s=0.5, stats_flush_interval_s=0.5
+            ),
         }
     )
     async with serve(config) as running:
@@ -115,3 +119,84 @@ async def test_each_pool_s_capacity_follows_its_profile(gateway: RunningGateway)
         for sample in family.samples
     }
     assert capacity[MODEL] == 16 and capacity[CANDIDATE] == 8
+
+
+def _admin() -> dict[str, str]:
+    return {"Authorization": f"Bearer {ADMIN_KEY}"}
+
+
+async def _chat(gateway: RunningGateway, session: str) -> str:
+    """One chat turn in a sticky session; returns the pool that served it."""
+    client = openai.AsyncOpenAI(base_url=gateway.base_url, api_key=ADMIN_KEY, max_retries=0)
+    raw = await client.chat.completions.with_raw_response.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "Name a colour."}],
+        max_tokens=8,
+        temperature=0,
+        extra_headers={"x-tidegate-session-id": session},
+    )
+    assert raw.parse().choices[0].message.content
+    return raw.headers.get("x-tidegate-backend", "").split("/")[0]
+
+
+async def test_shadow_traffic_to_the_candidate_is_compared(gateway: RunningGateway) -> None:
+    async with aiohttp.ClientSession(gateway.url, headers=_admin()) as http:
+        body = {"weights": {MODEL: 1}, "shadow": {"pool": CANDIDATE, "sample": 1.0}}
+        async with http.put(f"/admin/models/{MODEL}/traffic", json=body) as response:
+            assert response.status == 200, await response.text()
+        for index in range(4):
+            assert await _chat(gateway, f"shadow-{index}") == MODEL  # the primary is unchanged
+        deadline = time.monotonic() + 60
+        while True:
+            async with http.get(f"/admin/models/{MODEL}/shadow") as response:
+                summary = await response.json()
+            pairs = summary["data"]
+            if pairs and pairs[0]["count"] >= 4:
+                break
+            assert time.monotonic() < deadline, summary
+            await asyncio.sleep(1)
+        assert pairs[0]["shadow_pool"] == CANDIDATE
+        body = {"shadow": None}
+        async with http.put(f"/admin/models/{MODEL}/traffic", json=body) as response:
+            assert response.status == 200, await response.text()
+
+
+async def test_a_staged_rollout_promotes_the_candidate(
+    gateway: RunningGateway,
+) -> None:
+    async with aiohttp.ClientSession(gateway.url, headers=_admin()) as http:
+        body = {
+            "model": MODEL,
+            "candidate_pool": CANDIDATE,
+            "steps": [50, 100],
+            "hold_s": 3,
+            # Two engines on two shared cores: latency is judged loosely, errors strictly.
+            "gates": {"min_samples": 6, "ttft_p95_ratio": 5.0, "itl_p95_ratio": 5.0},
+        }
+        async with http.post("/admin/rollouts", json=body) as response:
+            assert response.status == 201, await response.text()
+            rollout_id = (await response.json())["id"]
+        served: dict[str, set[str]] = {}
+        deadline = time.monotonic() + 240
+        state = "running"
+        turn = 0
+        while state == "running":
+            assert time.monotonic() < deadline, f"rollout {rollout_id} still running"
+            pools = await asyncio.gather(*(_chat(gateway, f"s{(turn + i) % 12}") for i in range(4)))
+            for offset, pool in enumerate(pools):
+                served.setdefault(f"s{(turn + offset) % 12}", set()).add(pool)
+            turn += 4
+            async with http.get(f"/admin/rollouts/{rollout_id}") as response:
+                state = (await response.json())["state"]
+        assert state == "promoted"
+        assert {pool for pools in served.values() for pool in pools} == {MODEL, CANDIDATE}
+        assert await _chat(gateway, "after-promotion") == CANDIDATE
+        async with http.get(f"/admin/rollouts/{rollout_id}/report?format=md") as response:
+            report = await response.text()
+        assert "promoted" in report and CANDIDATE in report
+
+        # Going back to the earlier version is one call too.
+        body = {"weights": {MODEL: 1}, "stable_pool": MODEL}
+        async with http.put(f"/admin/models/{MODEL}/traffic", json=body) as response:
+            assert response.status == 200, await response.text()
+        assert await _chat(gateway, "after-going-back") == MODEL

@@ -282,8 +282,11 @@ async def test_an_equal_candidate_is_promoted_and_sessions_stay_on_it(tmp_path: 
     [
         (behaviour(first_token_delay_s=0.4), "ttft_p95_ratio"),
         (behaviour(fault="drop_mid_stream", fault_after_tokens=1), "error_rate_delta"),
+        # 500s before the first byte: the stable pool serves those requests by fallback, and
+        # they still count as the candidate's errors (the split chose it).
+        (behaviour(fault="status_500"), "error_rate_delta"),
     ],
-    ids=["slower", "failing"],
+    ids=["slower", "failing", "failing-before-first-byte"],
 )
 async def test_a_worse_candidate_is_rolled_back_within_one_hold(
     tmp_path: Path, green: FakeBehaviour, gate: str

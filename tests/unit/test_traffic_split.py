@@ -65,9 +65,27 @@ def test_zero_weights_take_nothing_and_all_zero_is_refused() -> None:
         TrafficSplit(weights=(("candidate", 0), ("stable", 0)))
 
 
-def test_sticky_key_is_the_session_else_the_tenant() -> None:
-    by_session = TrafficSplit(weights=(("a", 1),), sticky_by="session")
-    assert by_session.key(tenant="acme", session_id="conv-1") == "s:conv-1"
-    assert by_session.key(tenant="acme", session_id=None) == "t:acme"
-    by_tenant = TrafficSplit(weights=(("a", 1),), sticky_by="tenant")
-    assert by_tenant.key(tenant="acme", session_id="conv-1") == "t:acme"
+def test_sticky_key_is_the_session_else_the_conversation_else_the_tenant() -> None:
+    split = TrafficSplit(weights=(("a", 1), ("b", 1), ("c", 1), ("d", 1)), sticky_by="session")
+    opening = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
+    later = [*opening, {"role": "assistant", "content": "Hello"}, {"role": "user", "content": "?"}]
+
+    def pick(session_id: str | None, payload: dict[str, object], tenant: str = "acme") -> str:
+        return split.pick(tenant=tenant, session_id=session_id, payload=payload)
+
+    assert pick("conv-1", {"messages": opening}) == split.choose("s:conv-1")
+    # Without a session id, every turn of a conversation lands where its first one did...
+    conversations = [[{"role": "user", "content": f"topic {i}"}] for i in range(40)]
+    for messages in conversations:
+        assert pick(None, {"messages": messages}) == pick(
+            None, {"messages": [*messages, {"role": "assistant", "content": "ok"}]}
+        )
+    # ... conversations spread, whatever the tenant ...
+    assert len({pick(None, {"messages": m}) for m in conversations}) == 4
+    assert pick(None, {"messages": later}, tenant="x") == pick(None, {"messages": later})
+    # ... and a body with nothing to hash is sticky by tenant.
+    assert pick(None, {}) == split.choose("t:acme")
+    by_tenant = TrafficSplit(weights=(("a", 1), ("b", 1)), sticky_by="tenant")
+    assert by_tenant.pick(tenant="acme", session_id="conv-1", payload={"messages": opening}) == (
+        by_tenant.choose("t:acme")
+    )

@@ -32,7 +32,9 @@ def build_shadow_routes(services: ServicesSlot) -> list[BaseRoute]:
     endpoints = ShadowEndpoints(slot=services)
     return [
         Route("/admin/models/{model:path}/shadow", endpoints.summary, methods=["GET"]),
-        Route("/admin/models/{model:path}/shadow/comparisons", endpoints.comparisons, methods=["GET"]),
+        Route(
+            "/admin/models/{model:path}/shadow/comparisons", endpoints.comparisons, methods=["GET"]
+        ),
     ]
 
 

@@ -274,10 +274,10 @@ class CompletionService:
             else None  # nothing to match: spare the allocation
         )
         split = model_route.split
-        split_pool = (
+        split_pool = record.split_pool = (
             None
             if split is None
-            else split.choose(split.key(tenant=principal.tenant_name, session_id=hints.session_id))
+            else split.pick(tenant=principal.tenant_name, session_id=hints.session_id, payload=data)
         )
         prepared = PreparedRequest(
             route,

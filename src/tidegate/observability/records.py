@@ -27,6 +27,9 @@ class RequestRecord:
     """A public model name from the routing table, or ``unknown``: safe as a metric label."""
     pool: str | None = None
     """The pool whose replica served the request."""
+    split_pool: str | None = None
+    """The pool a traffic split chose for the request (None without a split). When it differs
+    from ``pool``, the chosen pool failed or was passed over before the first byte."""
     replica: str | None = None
     stream: bool = False
     prompt_tokens: int = 0

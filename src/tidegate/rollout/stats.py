@@ -206,13 +206,20 @@ class StepStats:
         rollout = self._sync.rollout_for(record.model)
         if rollout is None or not rollout.running:
             return
-        if record.pool not in (rollout.stable_pool, rollout.candidate_pool):
+        # The request counts for the pool the split chose: when that pool failed before the
+        # first byte and another served it (or none did), that is the chosen pool's error.
+        pool = record.split_pool or record.pool
+        if pool not in (rollout.stable_pool, rollout.candidate_pool):
             return  # not served at all, or by a fallback pool outside the comparison
-        key = (rollout.id, rollout.step_index, record.pool)
+        key = (rollout.id, rollout.step_index, pool)
         totals = self._totals.get(key)
         if totals is None:
             totals = self._totals[key] = PoolTotals()
-        count_request(totals, record, duration_s=duration_s, json_mode=is_json_mode(payload))
+        if record.pool != pool and (record.pool is not None or is_error(record)):
+            totals.requests += 1
+            totals.errors += 1
+        elif record.pool == pool:
+            count_request(totals, record, duration_s=duration_s, json_mode=is_json_mode(payload))
         self._dirty.add(key)
 
     def totals(self) -> dict[StatsKey, PoolTotals]:

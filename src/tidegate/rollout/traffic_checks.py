@@ -72,8 +72,8 @@ def check_sticky(value: str) -> StickyBy:
         if value == sticky:
             return sticky
     raise InvalidRequestError(
-        f"sticky_by must be 'session' (x-tidegate-session-id, else the tenant) or 'tenant' "
-        f"(got '{value}').",
+        "sticky_by must be 'session' (x-tidegate-session-id, else the conversation's opening, "
+        f"else the tenant) or 'tenant' (got '{value}').",
         param="sticky_by",
     )
 

@@ -1,6 +1,8 @@
 """A weighted, sticky split of one public model name's traffic between pools.
 
-Each request's sticky key (its session id, else its tenant) hashes to a point in [0, 1); the
+Each request's sticky key hashes to a point in [0, 1): with ``sticky_by: session`` its
+x-tidegate-session-id, else its conversation (the system prompt and first messages, which every
+later turn repeats), else its tenant; with ``sticky_by: tenant`` its tenant. The
 pools own consecutive ranges of that interval in the split's order, sized by their weights. The
 same key always lands in the same range, so a conversation stays on one version; and since the
 first pool's range only grows from the low end as its share rises, raising a candidate's share
@@ -11,10 +13,14 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
+
+from tidegate.routing.affinity import affinity_key
 
 StickyBy = Literal["session", "tenant"]
 _SCALE = float(1 << 64)
+_CONVERSATION_CHARS = 2048
+"""How much of a conversation's opening its sticky key hashes."""
 
 
 def sticky_point(key: str) -> float:
@@ -42,14 +48,21 @@ class TrafficSplit:
                 bounds.append((upper, pool))
         self._bounds = tuple(bounds)
 
-    def key(self, *, tenant: str, session_id: str | None) -> str:
-        if self.sticky_by == "session" and session_id:
-            return "s:" + session_id
-        return "t:" + tenant
+    def pick(self, *, tenant: str, session_id: str | None, payload: dict[str, Any]) -> str:
+        """The pool a request goes to (see the module docs for its sticky key)."""
+        if self.sticky_by == "session":
+            if session_id:
+                return self.choose("s:" + session_id)
+            conversation = affinity_key(payload, session_id=None, prefix_chars=_CONVERSATION_CHARS)
+            if conversation is not None:
+                return self._at(conversation / _SCALE)
+        return self.choose("t:" + tenant)
 
     def choose(self, key: str) -> str:
         """The pool the key's requests go to."""
-        point = sticky_point(key)
+        return self._at(sticky_point(key))
+
+    def _at(self, point: float) -> str:
         for upper, pool in self._bounds:
             if point < upper:
                 return pool

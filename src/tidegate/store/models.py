@@ -259,7 +259,8 @@ class TrafficPolicy(Base):
     """[[pool, weight], ...] in order: the first pools take the low end of the hash space, so
     growing the first pool's weight only moves sessions onto it. Empty: no split."""
     sticky_by: Mapped[str] = mapped_column(String(16), default="session")
-    """session (x-tidegate-session-id, else the tenant) or tenant."""
+    """session (x-tidegate-session-id, else the conversation's opening messages, else the
+    tenant) or tenant."""
     shadow_pool: Mapped[str | None] = mapped_column(String(200))
     shadow_sample: Mapped[float] = mapped_column(Float, default=0.0)
     """The share of requests mirrored to shadow_pool (0 to 1)."""
