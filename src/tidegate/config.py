@@ -498,6 +498,9 @@ class RolloutConfig(_Section):
     """Version records kept per public model name (older ones are deleted)."""
     shadow_max_concurrency: int = Field(default=8, ge=1)
     """Mirrored requests in flight at once per gateway; more are dropped (and counted)."""
+    shadow_retention_days: int = Field(default=30, ge=1)
+    """How long shadow comparisons without texts are kept (those with texts follow the tenant's
+    prompt_retention_days)."""
     shadow_timeout_s: float = Field(default=120.0, gt=0)
     """A mirrored request taking longer is abandoned and recorded as an error."""
 

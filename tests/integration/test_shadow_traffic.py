@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import yaml
 from sqlalchemy import delete
 from typer.testing import CliRunner
@@ -195,7 +196,11 @@ async def test_comparison_fields_metering_and_texts(tmp_path: Path, store_url: s
         logged = await create_member(
             env.http,
             "logged",
-            {"log_prompts": True, "budgets": {"daily_tokens": 100_000}},
+            {
+                "log_prompts": True,
+                "prompt_retention_days": 7,
+                "budgets": {"daily_tokens": 100_000},
+            },
         )
         quiet = await create_member(env.http, "quiet")
         await env.set_shadow(1.0)
@@ -235,6 +240,9 @@ async def test_comparison_fields_metering_and_texts(tmp_path: Path, store_url: s
         assert kept["primary"]["text"].startswith('{"city": "Paris"')
         assert "bob@example.com" not in kept["primary"]["text"]
         assert "text" not in bare["primary"] and "text" not in bare["shadow"]
+        # Texts go with the tenant's prompt retention, figures alone after 30 days.
+        assert kept["expires_at"] - kept["created_at"] == pytest.approx(7 * 86400, abs=2)
+        assert bare["expires_at"] - bare["created_at"] == pytest.approx(30 * 86400, abs=2)
         assert bare["primary"]["ttft_ms"] is not None  # the streamed primary's TTFT
         assert bare["primary"]["itl_ms"] is not None
 

@@ -268,4 +268,4 @@ async def test_disabled_rollouts_answer_404(tmp_path: Path, fake: FakeUpstream) 
     ):
         response = await http.get("/admin/models/fake-model/traffic", headers=auth(ADMIN_KEY))
     assert response.status_code == 404
-    assert "rollouts are disabled" in response.json()["error"]["message"]
+    assert "rollouts are disabled" in response.json()["error"]["message"].lower()

@@ -1,4 +1,5 @@
-"""Prompt logs: redacted off the request path, kept for the tenant's retention, then purged."""
+"""Prompt logs: redacted off the request path, kept for the tenant's retention, then purged (and
+shadow comparisons with them)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tests.support.usage_events import T0
 from tidegate.metering import PromptLogWriter, RetentionPurger
-from tidegate.store.models import PromptLog
+from tidegate.store.models import PromptLog, ShadowComparison
 
 Sessions = async_sessionmaker[AsyncSession]
 EMAIL = re.compile(r"[\w.+-]+@[\w-]+\.[\w.]+")
@@ -97,6 +98,29 @@ async def test_purge_deletes_only_expired_rows(sessions: Sessions) -> None:
     assert await purger.purge_once(now=T0 + timedelta(hours=12)) == 0
     assert await purger.purge_once(now=T0 + timedelta(days=3)) == 2  # in chunks of one
     assert sorted(await rows(sessions)) == ["long"]
+
+
+async def test_purge_deletes_expired_shadow_comparisons(sessions: Sessions) -> None:
+    async with sessions() as session, session.begin():
+        for days, request_id in ((1, "texts-kept-a-day"), (30, "figures-only")):
+            session.add(
+                ShadowComparison(
+                    request_id=request_id,
+                    model="m",
+                    tenant_id="ten_a",
+                    primary_pool="a",
+                    shadow_pool="b",
+                    created_at=T0,
+                    primary={},
+                    shadow={},
+                    expires_at=T0 + timedelta(days=days),
+                )
+            )
+    purger = RetentionPurger(sessions=sessions, interval_s=3600)
+    assert await purger.purge_once(now=T0 + timedelta(days=2)) == 1
+    async with sessions() as session:
+        left = list(await session.scalars(select(ShadowComparison.request_id)))
+    assert left == ["figures-only"]
 
 
 async def test_the_background_purger_runs_at_start(sessions: Sessions) -> None:

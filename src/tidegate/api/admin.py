@@ -37,7 +37,7 @@ from tidegate.api.admin_json import (
 from tidegate.api.asgi import bearer_token, read_body
 from tidegate.api.params import int_param
 from tidegate.api.services import ApiServices, ServicesSlot
-from tidegate.errors import InvalidRequestError
+from tidegate.errors import InvalidRequestError, NotFoundError
 from tidegate.gateway.actors import Actor
 from tidegate.gateway.completions import parse_json_object
 from tidegate.gateway.limits.seeding import seed_budget_spend
@@ -49,6 +49,8 @@ from tidegate.protocol.admin import (
     parse_admin_body,
 )
 from tidegate.protocol.requests import RequestValidationFailure
+from tidegate.rollout.traffic_checks import operator_only
+from tidegate.rollout.wiring import RolloutServices
 
 DEFAULT_PAGE = 20
 MAX_PAGE = 100
@@ -155,6 +157,23 @@ async def authorize_admin(slot: ServicesSlot, request: Request) -> tuple[ApiServ
     services = slot.get()
     principal = await services.keys.authenticate(bearer_token(request.scope))
     return services, Actor.admin(principal)
+
+
+async def authorize_rollouts(
+    slot: ServicesSlot, request: Request
+) -> tuple[ApiServices, RolloutServices, Actor]:
+    """For the routes of model traffic, versions, shadow comparisons and rollouts, which span
+    every tenant: 401 without a valid key, 403 unless the key is an operator's admin key, 404
+    when rollouts are disabled."""
+    services, actor = await authorize_admin(slot, request)
+    operator_only(actor)
+    if services.rollouts is None:
+        raise NotFoundError(
+            "Model rollouts are disabled on this gateway (rollouts.enabled is false): traffic "
+            "policies, versions, shadow comparisons and rollouts are not served here. Set "
+            "rollouts.enabled to true (or TIDEGATE_ROLLOUTS__ENABLED=true) and restart."
+        )
+    return services, services.rollouts, actor
 
 
 def build_admin_routes(services: ServicesSlot) -> list[BaseRoute]:

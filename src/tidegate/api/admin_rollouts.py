@@ -21,11 +21,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from tidegate.api.admin import authorize_rollouts
 from tidegate.api.admin_json import json_response, unix
-from tidegate.api.asgi import bearer_token, read_body
+from tidegate.api.asgi import read_body
 from tidegate.api.params import int_param
 from tidegate.api.services import ServicesSlot
-from tidegate.errors import InvalidRequestError, NotFoundError, PermissionDeniedError
+from tidegate.errors import InvalidRequestError
 from tidegate.gateway.actors import Actor
 from tidegate.gateway.completions import parse_json_object
 from tidegate.rollout.gates import GateResult
@@ -117,20 +118,8 @@ class RolloutEndpoints:
         return handle
 
     async def _authorize(self, request: Request) -> tuple[RolloutService, Actor]:
-        services = self._slot.get()
-        actor = Actor.admin(await services.keys.authenticate(bearer_token(request.scope)))
-        if not actor.is_operator:
-            raise PermissionDeniedError(
-                "Rollouts move every tenant's traffic: they need an admin key of the operator "
-                "(the system tenant).",
-                code="operator_key_required",
-            )
-        if services.rollouts is None:
-            raise NotFoundError(
-                "Rollouts are disabled on this gateway (rollouts.enabled: false); enable them "
-                "to start or read rollouts."
-            )
-        return services.rollouts.rollouts, actor
+        _, rollouts, actor = await authorize_rollouts(self._slot, request)
+        return rollouts.rollouts, actor
 
 
 def rollout_json(status: RolloutStatus) -> dict[str, Any]:

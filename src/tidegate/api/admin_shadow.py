@@ -15,12 +15,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from tidegate.api.admin import authorize_rollouts
 from tidegate.api.admin_json import json_response, page_json, unix
-from tidegate.api.asgi import bearer_token
 from tidegate.api.params import int_param
 from tidegate.api.services import ServicesSlot
-from tidegate.errors import InvalidRequestError, NotFoundError, PermissionDeniedError
-from tidegate.gateway.actors import Actor
+from tidegate.errors import InvalidRequestError
 from tidegate.metering.periods import parse_bound
 from tidegate.rollout.shadow_reports import ComparisonRow, PairSummary, ShadowReports
 
@@ -65,20 +64,8 @@ class ShadowEndpoints:
         return json_response(page_json(rows, limit, comparison_json))
 
     async def _authorize(self, request: Request) -> ShadowReports:
-        services = self._slot.get()
-        actor = Actor.admin(await services.keys.authenticate(bearer_token(request.scope)))
-        if not actor.is_operator:
-            raise PermissionDeniedError(
-                "Shadow comparisons span every tenant: they need an admin key of the operator "
-                "(the system tenant).",
-                code="operator_key_required",
-            )
-        if services.rollouts is None:
-            raise NotFoundError(
-                "Rollouts are disabled on this gateway (rollouts.enabled: false), so there are "
-                "no shadow comparisons to read."
-            )
-        return services.rollouts.shadow_reports
+        _, rollouts, _ = await authorize_rollouts(self._slot, request)
+        return rollouts.shadow_reports
 
 
 def pair_json(pair: PairSummary) -> dict[str, Any]:
@@ -89,6 +76,7 @@ def comparison_json(row: ComparisonRow) -> dict[str, Any]:
     data = asdict(row)
     data["object"] = "shadow.comparison"
     data["created_at"] = unix(row.created_at)
+    data["expires_at"] = unix(row.expires_at)
     return data
 
 

@@ -22,17 +22,16 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from tidegate.api.admin import authorize_admin
+from tidegate.api.admin import authorize_rollouts
 from tidegate.api.admin_json import json_response, unix
 from tidegate.api.asgi import read_body
 from tidegate.api.services import ApiServices, ServicesSlot
-from tidegate.errors import InvalidRequestError, NotFoundError
+from tidegate.errors import InvalidRequestError
 from tidegate.gateway.actors import Actor
 from tidegate.gateway.completions import parse_json_object
 from tidegate.protocol.requests import RequestValidationFailure
 from tidegate.protocol.traffic import parse_traffic, parse_version
 from tidegate.rollout.policies import ShadowChange, SplitChange, TrafficInfo
-from tidegate.rollout.traffic_checks import operator_only
 from tidegate.rollout.versions import VersionInfo
 from tidegate.rollout.wiring import RolloutServices
 
@@ -102,15 +101,7 @@ class TrafficRoutes:
         return json_response(version_json(info), 201)
 
     async def _authorize(self, request: Request) -> tuple[ApiServices, RolloutServices, Actor]:
-        services, actor = await authorize_admin(self._slot, request)
-        operator_only(actor)
-        if services.rollouts is None:
-            raise NotFoundError(
-                "Model rollouts are disabled on this gateway (rollouts.enabled is false), so "
-                "traffic policies and versions cannot be managed here. Set rollouts.enabled to "
-                "true (or TIDEGATE_ROLLOUTS__ENABLED=true) and restart."
-            )
-        return services, services.rollouts, actor
+        return await authorize_rollouts(self._slot, request)
 
 
 async def _json(request: Request, services: ApiServices) -> dict[str, Any]:

@@ -133,6 +133,15 @@ def _parse_args(argv: list[str] | None) -> tuple[CrashOptions | None, EngineOpti
     parser.add_argument("--engine-lines", type=int, default=engine.lines)
     parser.add_argument("--engine-max-tokens", type=int, default=engine.batch_max_tokens)
     parser.add_argument("--idle", type=float, default=engine.idle_s)
+    parser.add_argument(
+        "--interactive-interval",
+        type=float,
+        default=engine.interactive_interval_s,
+        help="seconds between interactive requests; 0 (default): calibrated on the replica",
+    )
+    parser.add_argument(
+        "--engine-cpus", default=engine.engine_cpus, help="dedicated engine cores, e.g. 0"
+    )
     parser.add_argument("--skip-fake", action="store_true")
     parser.add_argument("--skip-engine", action="store_true")
     parser.add_argument("--out", type=Path, default=Path("bench-results/batch.json"))
@@ -144,7 +153,11 @@ def _parse_args(argv: list[str] | None) -> tuple[CrashOptions | None, EngineOpti
         None
         if args.skip_engine
         else EngineOptions(
-            lines=args.engine_lines, batch_max_tokens=args.engine_max_tokens, idle_s=args.idle
+            lines=args.engine_lines,
+            batch_max_tokens=args.engine_max_tokens,
+            idle_s=args.idle,
+            interactive_interval_s=args.interactive_interval,
+            engine_cpus=args.engine_cpus,
         ),
         args.out,
     )

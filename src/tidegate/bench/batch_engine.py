@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +36,12 @@ from tidegate.bench.priority import (
     _Endpoint,
     _Sink,
     _stream,
+    calibrate_interval,
+    pin_off_engine_cpus,
     resolve_dtype,
+    wait_engine_idle,
 )
+from tidegate.bench.priority import Options as PriorityOptions
 from tidegate.bench.stats import percentile
 from tidegate.bench.targets import free_port
 from tidegate.commands.batch_client import Batch, BatchClient
@@ -52,14 +56,21 @@ class EngineOptions:
     lines: int = 200
     batch_max_tokens: int = 64
     idle_s: float = 30.0
-    interactive_interval_s: float = 0.5
+    interactive_interval_s: float = 0.0
+    """One interactive request every this many seconds. 0: calibrated on the replica as in
+    bench-priority, so the interactive tenant takes ``interactive_share`` of its slots under load
+    (a fixed interval would overload a slow host's replica before the batch even starts)."""
+    interactive_share: float = 0.10
     interactive_max_tokens: int = 16
     max_num_seqs: int = 16
     interactive_reserve: float = 0.125
     """scheduling.interactive_reserve: 2 of the replica's 16 slots stay free for interactive."""
     batch_concurrency: int = 16
     ready_timeout_s: float = 300.0
-    batch_timeout_s: float = 300.0
+    batch_timeout_s: float = 600.0
+    engine_cpus: str = ""
+    """Dedicated engine cores (as bench-priority's --engine-cpus): vLLM's compute threads bound
+    to them, the gateway and the load generator kept off them."""
 
 
 @dataclass
@@ -236,6 +247,11 @@ def _engine_config(home: Path, options: EngineOptions) -> Config:
                 max_num_seqs=options.max_num_seqs,
                 # float32 where bf16 would be emulated (5x slower prefill), as bench-priority
                 dtype=resolve_dtype("auto"),
+                extra_env=(
+                    {"VLLM_CPU_OMP_THREADS_BIND": options.engine_cpus}
+                    if options.engine_cpus
+                    else {}
+                ),
             ),
         ),
     )
@@ -301,12 +317,28 @@ async def _measure(
 async def run_engine_benchmark(options: EngineOptions, console: Console) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="tidegate-bench-batch-engine-") as work:
         home = Path(work)
+        others = pin_off_engine_cpus(options.engine_cpus)
+        if others is not None:
+            console.log(f"engine cores {options.engine_cpus}; everything else on {sorted(others)}")
         config = _engine_config(home, options)
         async with ready_engines(
             config, ready_timeout_s=options.ready_timeout_s, console=console
         ) as supervisor:
             replica = supervisor.replicas[0]
             model = config.engines.served_model_name
+            if options.interactive_interval_s <= 0:
+                interval = await calibrate_interval(
+                    _Endpoint(replica.base_url, model, {}, {}),
+                    PriorityOptions(
+                        interactive_share=options.interactive_share,
+                        interactive_max_tokens=options.interactive_max_tokens,
+                        batch_max_tokens=options.batch_max_tokens,
+                        max_num_seqs=options.max_num_seqs,
+                    ),
+                    console,
+                )
+                options = replace(options, interactive_interval_s=interval)
+                await wait_engine_idle(replica.base_url)
             port = free_port()
             launch, admin_key = gateway_launch(
                 home=home, port=port, config=_gateway_config(replica.base_url, model, options)

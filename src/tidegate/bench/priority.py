@@ -319,7 +319,7 @@ async def calibrate_interval(endpoint: _Endpoint, options: Options, console: Con
     return round(interval, 2)
 
 
-async def _wait_engine_idle(base_url: str, timeout_s: float = 60.0) -> None:
+async def wait_engine_idle(base_url: str, timeout_s: float = 60.0) -> None:
     """Until the replica runs and queues nothing (cancelled streams are aborted by vLLM)."""
     root = base_url.removesuffix("/v1")
     deadline = time.monotonic() + timeout_s
@@ -471,10 +471,10 @@ async def run_benchmark(options: Options, console: Console) -> dict[str, Any]:
             if options.interactive_interval_s <= 0:
                 interval = await calibrate_interval(direct, options, console)
                 options = replace(options, interactive_interval_s=interval)
-                await _wait_engine_idle(replica.base_url)
+                await wait_engine_idle(replica.base_url)
             phases = [await run_phase("idle", direct, options, batch=False, console=console)]
             phases.append(await run_phase("vllm", direct, options, batch=True, console=console))
-            await _wait_engine_idle(replica.base_url)
+            await wait_engine_idle(replica.base_url)
             port = free_port()
             launch, admin_key = _gateway_launch(
                 home=home,

@@ -260,6 +260,7 @@ class CompletionService:
             data["stream_options"] = {**options, "include_usage": True}
         if tenant.log_prompts:
             record.log_prompt = True
+            record.prompt_retention_days = tenant.prompt_retention_days
             record.capture = ResponseCapture()
         reserved = checked.reserved_tokens
         cost = reserved if reserved is not None else prompt_tokens + _UNBOUNDED_COMPLETION_COST

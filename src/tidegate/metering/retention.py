@@ -1,8 +1,8 @@
-"""The purge job: deletes logged prompts past their retention window.
+"""The purge job: deletes logged prompts and shadow comparisons past their retention window.
 
 Each row carries its own ``expires_at`` (set from the tenant's retention when it was written),
-so the purge is one indexed range delete, done in bounded chunks so a large backlog never holds
-SQLite's single writer lock for long.
+so the purge is one indexed range delete per table, done in bounded chunks so a large backlog
+never holds SQLite's single writer lock for long.
 """
 
 from __future__ import annotations
@@ -14,7 +14,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tidegate.metering.periodic import Periodic
 from tidegate.store.db import transaction
-from tidegate.store.models import PromptLog
+from tidegate.store.models import PromptLog, ShadowComparison
+
+_PURGED = ((PromptLog, PromptLog.request_id), (ShadowComparison, ShadowComparison.id))
 
 
 class RetentionPurger:
@@ -39,15 +41,18 @@ class RetentionPurger:
         await self._periodic.stop()
 
     async def purge_once(self, *, now: datetime | None = None) -> int:
-        """Delete every prompt log whose ``expires_at`` has passed; returns how many."""
+        """Delete every prompt log and shadow comparison whose ``expires_at`` has passed;
+        returns how many."""
         now = now or datetime.now(UTC)
         deleted = 0
-        while True:
-            async with transaction(self._sessions, "purge expired prompt logs") as session:
-                expired = select(PromptLog.request_id).where(PromptLog.expires_at <= now)
-                ids = list(await session.scalars(expired.limit(self._chunk)))
-                if ids:
-                    await session.execute(delete(PromptLog).where(PromptLog.request_id.in_(ids)))
-            deleted += len(ids)
-            if len(ids) < self._chunk:
-                return deleted
+        for table, key in _PURGED:
+            while True:
+                async with transaction(self._sessions, "purge expired texts") as session:
+                    expired = select(key).where(table.expires_at <= now)
+                    ids = list(await session.scalars(expired.limit(self._chunk)))
+                    if ids:
+                        await session.execute(delete(table).where(key.in_(ids)))
+                deleted += len(ids)
+                if len(ids) < self._chunk:
+                    break
+        return deleted

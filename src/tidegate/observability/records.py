@@ -47,6 +47,8 @@ class RequestRecord:
     a rollout watches the request (see ``gateway.taps``)."""
     log_prompt: bool = False
     """The tenant logs prompts: write the prompt and the captured completion."""
+    prompt_retention_days: int = 0
+    """How long the tenant keeps logged texts (when ``log_prompt``)."""
     tapped: bool = False
     """A request tap (rollout statistics, shadow traffic) saw it admitted and wants it finished."""
     kind: Literal["live", "batch", "shadow"] = "live"

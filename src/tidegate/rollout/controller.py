@@ -43,6 +43,7 @@ from tidegate.store.models import Rollout
 log = logging.getLogger(__name__)
 
 LEASE_NAME = "rollout-controller"
+_GAUGE_ROWS = 1000
 ACTOR = Actor.internal("rollout-controller")
 
 
@@ -151,12 +152,14 @@ class RolloutController:
         async with transaction(self._sessions, "read rollout states") as session:
             rows = (
                 await session.execute(
-                    select(Rollout.model, Rollout.state, Rollout.step_index).order_by(
-                        Rollout.created_at
-                    )
+                    select(Rollout.model, Rollout.state, Rollout.step_index)
+                    .order_by(Rollout.created_at.desc())
+                    .limit(_GAUGE_ROWS)  # the newest are enough, however long the history
                 )
             ).all()
-        latest = {row.model: (row.state, row.step_index) for row in rows}  # newest wins
+        latest: dict[str, tuple[str, int]] = {}
+        for row in rows:
+            latest.setdefault(row.model, (row.state, row.step_index))  # newest first
         for model, (state, step_index) in latest.items():
             active = state in ACTIVE_STATES
             self._metrics.rollout_step.labels(model).set(step_index if active else -1)

@@ -18,7 +18,7 @@ import asyncio
 import logging
 import random
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import insert
@@ -62,6 +62,7 @@ class ShadowMirror:
         rng: Callable[[], float] = random.random,
         flush_interval_s: float = 1.0,
         stop_grace_s: float = 2.0,
+        retention_days: int = 30,
     ) -> None:
         """``rng``: the sampling draw in [0, 1) (tests pass their own). ``timeout_s`` bounds
         the shadow's exchange and, separately, the wait for the primary to finish."""
@@ -75,6 +76,7 @@ class ShadowMirror:
         self._timeout_s = timeout_s
         self._rng = rng
         self._stop_grace_s = stop_grace_s
+        self._retention_days = retention_days
         self._in_flight = 0
         self._primaries: dict[int, asyncio.Future[float | None]] = {}
         """id(record) → the primary's duration, once the tap reports it finished."""
@@ -247,6 +249,9 @@ class ShadowMirror:
             expectations(payload),
             keep_text=self._redact if record.log_prompt else None,
         )
+        created_at = datetime.fromtimestamp(record.arrived_at, UTC)
+        # Texts are kept as long as the tenant keeps its logged prompts, the rest by config.
+        retention_days = record.prompt_retention_days if record.log_prompt else self._retention_days
         self._rows.append(
             {
                 "request_id": record.request_id[:64],
@@ -254,11 +259,12 @@ class ShadowMirror:
                 "tenant_id": record.tenant_id or "",
                 "primary_pool": record.pool or "",
                 "shadow_pool": pool_name,
-                "created_at": datetime.fromtimestamp(record.arrived_at, UTC),
+                "created_at": created_at,
                 "primary": comparison.primary,
                 "shadow": comparison.shadow,
                 "outputs_differ": comparison.outputs_differ,
                 "similarity": comparison.similarity,
+                "expires_at": created_at + timedelta(days=retention_days),
             }
         )
         if len(self._rows) >= 200:

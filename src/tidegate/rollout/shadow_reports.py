@@ -65,6 +65,7 @@ class ComparisonRow:
     shadow: dict[str, Any]
     outputs_differ: bool | None
     similarity: float | None
+    expires_at: datetime
 
 
 class ShadowReports:
@@ -115,6 +116,7 @@ class ShadowReports:
                 shadow=r.shadow,
                 outputs_differ=r.outputs_differ,
                 similarity=r.similarity,
+                expires_at=r.expires_at,
             )
             for r in found
         ]

@@ -19,8 +19,8 @@ STICKY_BY: tuple[StickyBy, ...] = ("session", "tenant")
 def operator_only(actor: Actor) -> None:
     if not actor.is_operator:
         raise PermissionDeniedError(
-            "Only the operator (an admin key of the system tenant) may manage model traffic "
-            "and versions.",
+            "Only the operator (an admin key of the system tenant) may manage model traffic, "
+            "versions, shadow comparisons and rollouts: they span every tenant.",
             code="operator_only",
         )
 

@@ -99,6 +99,7 @@ def build_rollouts(
         redact=redact,
         max_concurrency=settings.shadow_max_concurrency,
         timeout_s=settings.shadow_timeout_s,
+        retention_days=settings.shadow_retention_days,
     )
     policies = TrafficPolicies(sessions=sessions, routing=routing, sync=sync)
     services = RolloutServices(

@@ -341,6 +341,9 @@ class ShadowComparison(Base):
     """The two texts differ (None when either side failed)."""
     similarity: Mapped[float | None] = mapped_column(Float)
     """Text similarity 0..1 (difflib ratio)."""
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    """When the purge job deletes it: after the tenant's prompt retention when texts are kept,
+    else after rollouts.shadow_retention_days."""
 
 
 class Lease(Base):

@@ -100,11 +100,13 @@ def upgrade() -> None:
         sa.Column("shadow", sa.JSON(), nullable=False),
         sa.Column("outputs_differ", sa.Boolean(), nullable=True),
         sa.Column("similarity", sa.Float(), nullable=True),
+        _at("expires_at", nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_shadow_comparisons")),
     )
     op.create_index(
         "ix_shadow_comparisons_model_created", "shadow_comparisons", ["model", "created_at"]
     )
+    op.create_index(op.f("ix_shadow_comparisons_expires_at"), "shadow_comparisons", ["expires_at"])
     op.create_table(
         "leases",
         sa.Column("name", sa.String(length=64), nullable=False),
@@ -116,6 +118,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("leases")
+    op.drop_index(op.f("ix_shadow_comparisons_expires_at"), table_name="shadow_comparisons")
     op.drop_index("ix_shadow_comparisons_model_created", table_name="shadow_comparisons")
     op.drop_table("shadow_comparisons")
     op.drop_table("rollout_step_stats")
