@@ -187,7 +187,11 @@ async def _run_batch(
                 now = time.perf_counter()
                 if started is None and batch.status == "in_progress":
                     started = now
-                if saturated_until is None and batch.total - batch.done < options.batch_concurrency:
+                if (
+                    started is not None  # before in_progress, total is still 0
+                    and saturated_until is None
+                    and batch.total - batch.done < options.batch_concurrency
+                ):
                     saturated_until = now
         finally:
             interactive.cancel()
