@@ -142,6 +142,12 @@ def _parse_args(argv: list[str] | None) -> tuple[CrashOptions | None, EngineOpti
     parser.add_argument(
         "--engine-cpus", default=engine.engine_cpus, help="dedicated engine cores, e.g. 0"
     )
+    parser.add_argument(
+        "--engine-batch-concurrency",
+        type=int,
+        default=engine.batch_concurrency,
+        help="batch.concurrency_per_batch of the real-engine half (lines in flight at once)",
+    )
     parser.add_argument("--skip-fake", action="store_true")
     parser.add_argument("--skip-engine", action="store_true")
     parser.add_argument("--out", type=Path, default=Path("bench-results/batch.json"))
@@ -158,6 +164,7 @@ def _parse_args(argv: list[str] | None) -> tuple[CrashOptions | None, EngineOpti
             idle_s=args.idle,
             interactive_interval_s=args.interactive_interval,
             engine_cpus=args.engine_cpus,
+            batch_concurrency=args.engine_batch_concurrency,
         ),
         args.out,
     )
