@@ -77,7 +77,8 @@ class EngineProfile(_Section):
     tensor_parallel_size: int = 1
     """GPUs per replica (vLLM --tensor-parallel-size)."""
     dtype: str = "auto"
-    """Weights dtype (vLLM --dtype)."""
+    """Weights dtype (vLLM --dtype). auto: vLLM's choice, except float32 on CPUs without native
+    bf16 (AVX512-BF16 or AMX), where bf16 is emulated and several times slower."""
     extra_args: list[str] = Field(default_factory=list)
     """More arguments passed to the vLLM server as they are."""
     extra_env: dict[str, str] = Field(default_factory=dict)

@@ -22,6 +22,7 @@ from pydantic import SecretStr
 
 from tests.support.gateway import ADMIN_KEY, RunningGateway, free_port, serve
 from tidegate.config import Config, EnginePoolConfig, EngineProfile, RolloutConfig
+from tidegate.engines.dtype import engine_dtype
 from tidegate.engines.state_file import STATE_FILE_NAME, ReplicaRecord, read_state
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
@@ -76,7 +77,8 @@ async def test_both_pools_run_their_own_profile(gateway: RunningGateway) -> None
     # Each log starts with the command line the supervisor ran.
     main_log = Path(records["r0"].log).read_text()
     candidate_log = Path(records[f"{CANDIDATE}-r0"].log).read_text()
-    assert "--max-num-seqs 16 " in main_log and "--dtype auto " in main_log
+    main_dtype = engine_dtype("auto", "cpu")  # float32 where this CPU has no native bf16
+    assert "--max-num-seqs 16 " in main_log and f"--dtype {main_dtype} " in main_log
     assert "--max-num-seqs 8 " in candidate_log and "--dtype float32 " in candidate_log
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tidegate.config import BUNDLED_MODEL, Config, EngineProfile, EnginesConfig
+from tidegate.engines.dtype import cpu_kv_element_bytes
 from tidegate.engines.shared_home import with_shared_engine
 from tidegate.engines.supervisor import EngineSupervisor
 from tidegate.observability.metrics import GatewayMetrics
@@ -49,7 +50,9 @@ async def test_planner_matches_vllm_kv_cache(
 ) -> None:
     spec = load_model_spec(str(shared_engine_config.models_dir / "smollm2-135m-instruct"))
     request = PlanRequest(context=context, concurrency=16, block_size=block_size)
-    plan = recommend_cpu(spec, request, kv_space_gib=kv_space_gib)
+    plan = recommend_cpu(
+        spec, request, kv_space_gib=kv_space_gib, kv_element_bytes=cpu_kv_element_bytes()
+    )
     option = plan.options[0]
     section = engines_section(plan, option, model=BUNDLED_MODEL)["engines"]
 

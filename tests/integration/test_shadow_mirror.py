@@ -173,6 +173,29 @@ async def test_texts_are_not_stored_without_prompt_logging(rig: Rig) -> None:
     assert row.primary["json_valid"] is None  # JSON was not asked for
 
 
+async def test_nothing_is_compared_with_itself_or_with_an_abandoned_answer(rig: Rig) -> None:
+    mirror = rig.mirror(rng=always(0.0))
+    await mirror.start()
+    # The split sent the request to the shadow pool itself: there is nothing to compare.
+    to_shadow = PreparedRequest(
+        "chat",
+        (rig.routing.pool("shadow"),),
+        {"model": "chat"},
+        False,
+        False,
+        None,
+        None,  # type: ignore[arg-type]
+    )
+    assert not mirror.maybe_mirror(to_shadow, record(), TARGET)
+    # The client left before its answer ended: the shadow is metered, no pair is stored.
+    gone = record()
+    assert mirror.maybe_mirror(request(), gone, TARGET)
+    gone.outcome = "client_closed"
+    mirror.primary_finished(gone, duration_s=0.05)
+    await mirror.stop()
+    assert rig.fake.requests and await rig.rows() == []
+
+
 async def test_sampling_draws_against_the_share(rig: Rig) -> None:
     mirror = rig.mirror(rng=always(0.5))
     await mirror.start()

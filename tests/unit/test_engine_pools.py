@@ -27,6 +27,7 @@ from tidegate.config import (
     UpstreamServer,
     load_config,
 )
+from tidegate.engines import dtype as engine_dtypes
 from tidegate.engines.pools import plan_replicas, replica_count
 from tidegate.engines.state_file import STATE_FILE_NAME, read_state
 from tidegate.engines.supervisor import EngineSupervisor
@@ -65,7 +66,10 @@ def args(argv: tuple[str, ...]) -> dict[str, str]:
     return {flag: value for flag, value in zip(flags, flags[1:], strict=False)}
 
 
-def test_each_pool_gets_its_model_profile_and_unique_ids(tmp_path: Path) -> None:
+def test_each_pool_gets_its_model_profile_and_unique_ids(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(engine_dtypes, "cpu_has_native_bf16", lambda: True)  # auto stays auto
     resolved: list[str] = []
 
     def resolve(model: str) -> str:

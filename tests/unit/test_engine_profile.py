@@ -2,7 +2,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from tidegate.config import Config, EngineProfile, EnginesConfig
+from tidegate.engines import dtype as engine_dtypes
+from tidegate.engines.device import Device
 from tidegate.engines.profile import build_engine_command
 
 
@@ -13,7 +17,10 @@ def make_config(tmp_path: Path, **profile: object) -> Config:
     )
 
 
-def test_cpu_command_uses_python_module_eager_and_kv_space(tmp_path: Path) -> None:
+def test_cpu_command_uses_python_module_eager_and_kv_space(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(engine_dtypes, "cpu_has_native_bf16", lambda: True)
     config = make_config(tmp_path, cpu_kvcache_space_gib=3, max_model_len=2048, max_num_seqs=8)
     cmd = build_engine_command(config=config, model="/m", port=8123, device="cpu")
     assert cmd.argv[:3] == (
@@ -29,7 +36,7 @@ def test_cpu_command_uses_python_module_eager_and_kv_space(tmp_path: Path) -> No
     assert pairs["--port"] == "8123"
     assert pairs["--max-model-len"] == "2048"
     assert pairs["--max-num-seqs"] == "8"
-    assert pairs["--dtype"] == "auto"
+    assert pairs["--dtype"] == "auto"  # vLLM's own choice where the CPU computes bf16
     assert pairs["--tensor-parallel-size"] == "1"
     assert "--enforce-eager" in args
     assert "--gpu-memory-utilization" not in args
@@ -63,3 +70,26 @@ def test_venv_setting_overrides_the_home(tmp_path: Path) -> None:
     config = Config(home=tmp_path, engines=EnginesConfig(venv="/opt/venv"))
     cmd = build_engine_command(config=config, model="/m", port=1, device="cpu")
     assert cmd.argv[0] == "/opt/venv/bin/python"
+
+
+@pytest.mark.parametrize(
+    ("native_bf16", "device", "asked", "passed"),
+    [
+        (False, "cpu", "auto", "float32"),  # bf16 would be emulated: 5-25x slower prefill
+        (True, "cpu", "auto", "auto"),
+        (False, "cpu", "bfloat16", "bfloat16"),  # an explicit choice is kept
+        (False, "cuda", "auto", "auto"),
+    ],
+)
+def test_dtype_auto_is_float32_on_cpus_without_native_bf16(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    native_bf16: bool,
+    device: Device,
+    asked: str,
+    passed: str,
+) -> None:
+    monkeypatch.setattr(engine_dtypes, "cpu_has_native_bf16", lambda: native_bf16)
+    config = make_config(tmp_path, dtype=asked)
+    args = list(build_engine_command(config=config, model="/m", port=1, device=device).argv)
+    assert args[args.index("--dtype") + 1] == passed

@@ -38,7 +38,6 @@ from tidegate.bench.priority import (
     _stream,
     calibrate_interval,
     pin_off_engine_cpus,
-    resolve_dtype,
     wait_engine_idle,
 )
 from tidegate.bench.priority import Options as PriorityOptions
@@ -249,8 +248,6 @@ def _engine_config(home: Path, options: EngineOptions) -> Config:
                 cpu_kvcache_space_gib=2,
                 max_model_len=2048,
                 max_num_seqs=options.max_num_seqs,
-                # float32 where bf16 would be emulated (5x slower prefill), as bench-priority
-                dtype=resolve_dtype("auto"),
                 extra_env=(
                     {"VLLM_CPU_OMP_THREADS_BIND": options.engine_cpus}
                     if options.engine_cpus

@@ -65,6 +65,7 @@ from tidegate.config import (
     SchedulingConfig,
     load_config,
 )
+from tidegate.engines.dtype import engine_dtype
 from tidegate.engines.shared_home import with_shared_engine
 
 TTFT_TARGET_RATIO = 1.5
@@ -336,23 +337,9 @@ async def wait_engine_idle(base_url: str, timeout_s: float = 60.0) -> None:
             await asyncio.sleep(0.5)
 
 
-def _cpu_flags() -> set[str]:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return set()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            return set(line.split(":", 1)[1].split())
-    return set()
-
-
 def resolve_dtype(dtype: str) -> str:
-    """The engine dtype for ``dtype`` "auto": bf16 (vLLM's CPU default) only where the CPU
-    computes it natively; otherwise float32."""
-    if dtype != "auto":
-        return dtype
-    return "auto" if _cpu_flags() & {"avx512_bf16", "amx_bf16"} else "float32"
+    """The engine dtype for ``dtype`` on the CPU (see ``engines.dtype``)."""
+    return engine_dtype(dtype, "cpu")
 
 
 def _parse_cpus(text: str) -> set[int]:

@@ -16,6 +16,7 @@ import typer
 from rich.console import Console
 
 from tidegate.config import load_config
+from tidegate.engines.dtype import cpu_kv_element_bytes
 from tidegate.engines.model_prepare import bundled_name
 from tidegate.plan.errors import PlanError, PlanInputError
 from tidegate.plan.gpus import find_gpu
@@ -49,7 +50,11 @@ def _plan(
     if cpu:
         if request.weights_dtype == "fp8" or gpu or tp:
             raise PlanInputError("--cpu takes neither --dtype fp8, --gpu nor --tp")
-        plan = recommend_cpu(spec, request, kv_space_gib=kv_space_gib)
+        # dtype auto on this machine's CPU engine: float32 (4-byte KV) where bf16 is emulated.
+        element_bytes = cpu_kv_element_bytes() if request.weights_dtype == "auto" else 2
+        plan = recommend_cpu(
+            spec, request, kv_space_gib=kv_space_gib, kv_element_bytes=element_bytes
+        )
         weights = plan.weights_bytes
         if weights + plan.options[0].kv_budget_per_device > psutil.virtual_memory().total:
             raise PlanInputError(

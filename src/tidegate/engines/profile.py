@@ -12,6 +12,7 @@ from pathlib import Path
 
 from tidegate.config import Config, EngineProfile
 from tidegate.engines.device import Device, detect_device
+from tidegate.engines.dtype import engine_dtype
 from tidegate.engines.install import venv_python
 
 
@@ -54,7 +55,7 @@ def build_engine_command(
         "--max-num-seqs",
         str(profile.max_num_seqs),
         "--dtype",
-        profile.dtype,
+        engine_dtype(profile.dtype, device),
         "--tensor-parallel-size",
         str(profile.tensor_parallel_size),
     ]

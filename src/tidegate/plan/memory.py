@@ -69,19 +69,23 @@ def weight_bytes(spec: ModelSpec, counts: ParamCounts, *, dtype: str = "auto") -
     return sixteen_bit + counts.linear * linear_bytes
 
 
-def kv_dtype_bytes(kv_dtype: str) -> int:
+def kv_dtype_bytes(kv_dtype: str, *, auto_bytes: int = 2) -> int:
+    """``auto_bytes``: what ``auto`` takes, 2 (16-bit) except on a CPU engine that runs
+    float32 (see ``engines.dtype``)."""
     if kv_dtype not in KV_DTYPES:
         raise PlanInputError(f"KV cache dtype must be one of {', '.join(KV_DTYPES)}")
-    return 1 if kv_dtype == "fp8" else 2
+    return 1 if kv_dtype == "fp8" else auto_bytes
 
 
-def kv_bytes_per_token(spec: ModelSpec, *, kv_dtype: str = "auto", tp: int = 1) -> int:
+def kv_bytes_per_token(
+    spec: ModelSpec, *, kv_dtype: str = "auto", tp: int = 1, auto_bytes: int = 2
+) -> int:
     """KV cache bytes one token takes on one GPU, all layers together.
 
     Standard attention: K and V for each KV head, the heads split over TP ranks (replicated
     when TP exceeds them). MLA: the compressed latent plus the RoPE key, the same on every rank.
     """
-    size = kv_dtype_bytes(kv_dtype)
+    size = kv_dtype_bytes(kv_dtype, auto_bytes=auto_bytes)
     if spec.mla is not None:
         return spec.num_layers * (spec.mla.kv_lora_rank + spec.mla.qk_rope_head_dim) * size
     heads_per_rank = max(1, spec.num_kv_heads // tp)

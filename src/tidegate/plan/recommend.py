@@ -193,10 +193,15 @@ def cpu_block_size(spec: ModelSpec, request: PlanRequest) -> int:
     return request.block_size or memory.CPU_BLOCK_SIZE
 
 
-def evaluate_cpu(spec: ModelSpec, request: PlanRequest, *, kv_space_gib: int) -> Option:
-    """vLLM CPU gives the KV cache exactly VLLM_CPU_KVCACHE_SPACE GiB; nothing is profiled."""
+def evaluate_cpu(
+    spec: ModelSpec, request: PlanRequest, *, kv_space_gib: int, kv_element_bytes: int = 2
+) -> Option:
+    """vLLM CPU gives the KV cache exactly VLLM_CPU_KVCACHE_SPACE GiB; nothing is profiled.
+    ``kv_element_bytes``: 4 where the CPU engine runs float32 (``engines.dtype``)."""
     budget = kv_space_gib * memory.GIB
-    per_token = memory.kv_bytes_per_token(spec, kv_dtype=request.kv_dtype)
+    per_token = memory.kv_bytes_per_token(
+        spec, kv_dtype=request.kv_dtype, auto_bytes=kv_element_bytes
+    )
     capacity = memory.kv_capacity(
         spec,
         kv_budget_bytes=budget,
@@ -220,9 +225,14 @@ def evaluate_cpu(spec: ModelSpec, request: PlanRequest, *, kv_space_gib: int) ->
 
 
 def recommend_cpu(
-    spec: ModelSpec, request: PlanRequest, *, kv_space_gib: int | None = None
+    spec: ModelSpec,
+    request: PlanRequest,
+    *,
+    kv_space_gib: int | None = None,
+    kv_element_bytes: int = 2,
 ) -> Recommendation:
-    """The CPU option at `kv_space_gib`, or at the fewest whole GiB that meet the target."""
+    """The CPU option at `kv_space_gib`, or at the fewest whole GiB that meet the target.
+    ``kv_element_bytes``: 4 where the CPU engine runs float32 (``engines.dtype``)."""
     _check_request(spec, request)
     if kv_space_gib is None:
         per_sequence = memory.blocks_per_sequence(
@@ -231,11 +241,15 @@ def recommend_cpu(
             block_size=cpu_block_size(spec, request),
             max_batched_tokens=CPU_MAX_BATCHED_TOKENS,
         )
-        block_bytes = memory.kv_bytes_per_token(spec, kv_dtype=request.kv_dtype)
+        block_bytes = memory.kv_bytes_per_token(
+            spec, kv_dtype=request.kv_dtype, auto_bytes=kv_element_bytes
+        )
         block_bytes *= cpu_block_size(spec, request)
         needed = math.ceil(request.required_sequences * per_sequence) * block_bytes
         kv_space_gib = max(1, math.ceil(needed / memory.GIB))
-    option = evaluate_cpu(spec, request, kv_space_gib=kv_space_gib)
+    option = evaluate_cpu(
+        spec, request, kv_space_gib=kv_space_gib, kv_element_bytes=kv_element_bytes
+    )
     counts = count_params(spec)
     return Recommendation(
         spec=spec,

@@ -99,6 +99,8 @@ class ShadowMirror:
         primary's response must then be captured for the comparison)."""
         if target is None or not self._open or self._rng() >= target.sample:
             return False
+        if request.chain and request.chain[0].name == target.pool:
+            return False  # the split sent it to the shadow pool itself: nothing to compare
         if self._in_flight >= self._max_concurrency:
             self._metrics.shadow_requests.labels(record.model, "dropped").inc()
             return False
@@ -165,7 +167,8 @@ class ShadowMirror:
                 self._metrics.shadow_requests.labels(record.model, result.outcome).inc()
             self._meter_usage(record, result)
             duration_s = await self._primary_duration(primary)
-            self._queue_row(record, payload, pool_name, result, duration_s)
+            if record.outcome != "client_closed":  # a half-read answer compares to nothing
+                self._queue_row(record, payload, pool_name, result, duration_s)
         except asyncio.CancelledError:
             raise
         except Exception:  # a bug here must never reach the primary or the loop's handler
