@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -80,6 +81,18 @@ async def two_gateways(tmp_path: Path, store_url: str) -> AsyncIterator[list[htt
         await asyncio.gather(*(p.stop() for p in processes))
 
 
+async def promoted_metrics(http: httpx.AsyncClient, timeout_s: float = 10.0) -> str:
+    """The gateway's /metrics once its rollout gauges (refreshed every controller round, on
+    every gateway) show the promotion."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        metrics = (await http.get("/metrics")).text
+        if sample(metrics, "tidegate_rollout_state", model="chat", state="promoted") == 1:
+            return metrics
+        assert time.monotonic() < deadline, "the rollout gauges never showed the promotion"
+        await asyncio.sleep(0.1)
+
+
 async def test_one_of_two_gateway_processes_drives_the_rollout(
     tmp_path: Path, store_url: str
 ) -> None:
@@ -94,14 +107,13 @@ async def test_one_of_two_gateway_processes_drives_the_rollout(
         # One controller made every move; both gateways follow the split.
         made = []
         for http in (first, second):
-            metrics = (await http.get("/metrics")).text
+            metrics = await promoted_metrics(http)
             made.append(
                 sum(
                     sample(metrics, "tidegate_rollout_transitions_total", model="chat", state=s)
                     for s in ("running", "promoted")
                 )
             )
-            assert sample(metrics, "tidegate_rollout_state", model="chat", state="promoted") == 1
             await until_served_by(http, {"green"})
         assert sorted(made) == [0, 3]
 

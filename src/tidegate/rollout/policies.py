@@ -1,9 +1,5 @@
 """Traffic policies in the store: a model's weighted split, its stable pool and its shadow.
 
-``write_split`` is the one place a split is written, in the caller's transaction: the admin API,
-the CLI, rollback and the rollout controller all use it, so each change bumps the policy's
-revision (gateways apply it within rollouts.sync_interval_s) and is audited with it.
-
 ``TrafficPolicies`` is what operators use (admin API, CLI): it checks names against the routing
 table, refuses a manual split while a rollout owns it, and rolls back in one call: everything to
 the stable pool and the model's active rollout ended, applied in this gateway at once.
@@ -15,14 +11,14 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tidegate.errors import InvalidRequestError, TidegateError
 from tidegate.gateway import audit
 from tidegate.gateway.actors import Actor
+from tidegate.rollout.split_writes import write_split
 from tidegate.rollout.sync import ACTIVE_STATES, ActiveRollout, PolicySync, active_rollout
 from tidegate.rollout.traffic_checks import (
     check_pool,
@@ -31,55 +27,13 @@ from tidegate.rollout.traffic_checks import (
     check_weights,
     operator_only,
 )
+from tidegate.rollout.transitions import Move, apply
 from tidegate.routing.replicas import RoutingTable
 from tidegate.routing.split import StickyBy
 from tidegate.store.db import transaction
 from tidegate.store.models import SYSTEM_TENANT_ID, Rollout, TrafficPolicy
 
 log = logging.getLogger(__name__)
-
-
-async def write_split(
-    session: AsyncSession,
-    *,
-    model: str,
-    stable_pool: str,
-    weights: list[tuple[str, float]],
-    actor: Actor,
-    action: audit.Action = "traffic.split_changed",
-    details: dict[str, object] | None = None,
-) -> TrafficPolicy:
-    """Set the model's split (creating its policy row if needed) and audit the change.
-
-    ``weights``: (pool, weight) in order, the first pools taking the low end of the sticky hash
-    space (put a rollout's candidate first). The caller has checked the pool names.
-    """
-    now = datetime.now(UTC)
-    policy = await session.get(TrafficPolicy, model, with_for_update=True)
-    if policy is None:
-        policy = TrafficPolicy(
-            model=model,
-            stable_pool=stable_pool,
-            sticky_by="session",
-            shadow_sample=0.0,
-            revision=0,
-        )
-        session.add(policy)
-    policy.stable_pool = stable_pool
-    policy.weights = [[pool, weight] for pool, weight in weights]
-    policy.revision = (policy.revision or 0) + 1
-    policy.updated_at = now
-    policy.updated_by = actor.name
-    audit.record(
-        session,
-        actor=actor,
-        action=action,
-        tenant_id=SYSTEM_TENANT_ID,
-        target_type="model",
-        target_id=model,
-        details={"stable_pool": stable_pool, "weights": policy.weights, **(details or {})},
-    )
-    return policy
 
 
 @dataclass(frozen=True, slots=True)
@@ -361,47 +315,24 @@ async def _active_rollout(session: AsyncSession, model: str) -> Rollout | None:
 
 
 async def _end_rollouts(session: AsyncSession, model: str, actor: Actor) -> tuple[str, ...]:
-    """Mark the model's running or paused rollouts rolled_back; a conditional update on the
-    state, so a controller transition made meanwhile wins and this one is skipped."""
+    """End the model's running or paused rollouts as rolled_back (the caller writes the split);
+    one the controller moved meanwhile is left as it is."""
     rows = await session.scalars(
         select(Rollout).where(Rollout.model == model, Rollout.state.in_(ACTIVE_STATES))
     )
-    now = datetime.now(UTC)
-    reason = f"rolled back by {actor.name}"
+    move = Move(
+        to="rolled_back",
+        action="rollout.rolled_back",
+        reason=f"rolled back by {actor.name}",
+        split=False,
+    )
     ended: list[str] = []
     for row in list(rows):
-        entry: dict[str, Any] = {
-            "at": now.isoformat(),
-            "from": row.state,
-            "to": "rolled_back",
-            "step": row.step_index,
-            "share": float(row.steps[row.step_index]),
-            "reason": reason,
-            "actor": actor.name,
-        }
-        result = await session.execute(
-            update(Rollout)
-            .where(Rollout.id == row.id, Rollout.state == row.state)
-            .values(
-                state="rolled_back",
-                reason=reason,
-                finished_at=now,
-                updated_at=now,
-                history=[*(row.history or []), entry],
-            )
-            .execution_options(synchronize_session=False)
-        )
-        if result.rowcount:  # type: ignore[attr-defined]
-            ended.append(row.id)
-            audit.record(
-                session,
-                actor=actor,
-                action="rollout.rolled_back",
-                tenant_id=SYSTEM_TENANT_ID,
-                target_type="model",
-                target_id=model,
-                details={"rollout_id": row.id, **{k: v for k, v in entry.items() if k != "at"}},
-            )
+        try:
+            await apply(session, row, move, actor=actor)
+        except InvalidRequestError:
+            continue  # it changed meanwhile (the controller's transition wins)
+        ended.append(row.id)
     return tuple(ended)
 
 

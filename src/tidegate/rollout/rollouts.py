@@ -25,9 +25,9 @@ from tidegate.gateway import audit
 from tidegate.gateway.actors import Actor
 from tidegate.rollout.gates import GateResult, Gates
 from tidegate.rollout.metrics import RolloutState
-from tidegate.rollout.policies import write_split
 from tidegate.rollout.report import ReportFormat, render_report
 from tidegate.rollout.shadow_reports import PairSummary, ShadowReports
+from tidegate.rollout.split_writes import write_split
 from tidegate.rollout.stats import step_totals
 from tidegate.rollout.sync import PolicySync
 from tidegate.rollout.transitions import (

@@ -24,7 +24,7 @@ from tidegate.gateway import audit
 from tidegate.gateway.actors import Actor
 from tidegate.rollout.gates import GateResult, Gates, evaluate
 from tidegate.rollout.metrics import RolloutState
-from tidegate.rollout.policies import write_split
+from tidegate.rollout.split_writes import write_split
 from tidegate.rollout.stats import PoolTotals
 from tidegate.store.models import SYSTEM_TENANT_ID, Rollout
 
