@@ -35,7 +35,7 @@ from tidegate.api.admin_json import (
     tenant_json,
 )
 from tidegate.api.asgi import bearer_token, read_body
-from tidegate.api.params import int_param
+from tidegate.api.params import int_param, page_limit
 from tidegate.api.services import ApiServices, ServicesSlot
 from tidegate.errors import InvalidRequestError, NotFoundError
 from tidegate.gateway.actors import Actor
@@ -52,9 +52,6 @@ from tidegate.protocol.requests import RequestValidationFailure
 from tidegate.rollout.traffic_checks import operator_only
 from tidegate.rollout.wiring import RolloutServices
 
-DEFAULT_PAGE = 20
-MAX_PAGE = 100
-
 
 class AdminRoutes:
     def __init__(self, *, services: ServicesSlot) -> None:
@@ -68,7 +65,7 @@ class AdminRoutes:
 
     async def list_tenants(self, request: Request) -> Response:
         services, actor = await self._authorize(request)
-        limit = _limit(request)
+        limit = page_limit(request)
         infos = await services.tenants.list(
             actor=actor, limit=limit + 1, after=request.query_params.get("after")
         )
@@ -118,7 +115,7 @@ class AdminRoutes:
 
     async def list_keys(self, request: Request) -> Response:
         services, actor = await self._authorize(request)
-        limit = _limit(request)
+        limit = page_limit(request)
         infos = await services.keys.list(
             tenant_id=request.query_params.get("tenant_id"),
             actor=actor,
@@ -139,7 +136,7 @@ class AdminRoutes:
 
     async def list_audit(self, request: Request) -> Response:
         services, actor = await self._authorize(request)
-        limit = _limit(request)
+        limit = page_limit(request)
         entries = await services.audit.list(
             actor=actor,
             tenant_id=request.query_params.get("tenant_id"),
@@ -199,14 +196,3 @@ async def _body(request: Request, services: ApiServices, model: type[Body]) -> B
         return parse_admin_body(model, data)
     except RequestValidationFailure as failure:
         raise InvalidRequestError(failure.message, param=failure.param) from None
-
-
-def _limit(request: Request) -> int:
-    value = int_param(request, "limit")
-    if value is None:
-        return DEFAULT_PAGE
-    if not 1 <= value <= MAX_PAGE:
-        raise InvalidRequestError(
-            f"Invalid value for 'limit': use 1 to {MAX_PAGE} (got {value}).", param="limit"
-        )
-    return value

@@ -17,14 +17,10 @@ from starlette.routing import BaseRoute, Route
 
 from tidegate.api.admin import authorize_rollouts
 from tidegate.api.admin_json import json_response, page_json, unix
-from tidegate.api.params import int_param
+from tidegate.api.params import int_param, page_limit
 from tidegate.api.services import ServicesSlot
-from tidegate.errors import InvalidRequestError
 from tidegate.metering.periods import parse_bound
 from tidegate.rollout.shadow_reports import ComparisonRow, PairSummary, ShadowReports
-
-DEFAULT_PAGE = 20
-MAX_PAGE = 100
 
 
 def build_shadow_routes(services: ServicesSlot) -> list[BaseRoute]:
@@ -57,7 +53,7 @@ class ShadowEndpoints:
 
     async def comparisons(self, request: Request) -> Response:
         reports = await self._authorize(request)
-        limit = _limit(request)
+        limit = page_limit(request)
         rows = await reports.list(
             request.path_params["model"], limit=limit + 1, after=int_param(request, "after")
         )
@@ -78,14 +74,3 @@ def comparison_json(row: ComparisonRow) -> dict[str, Any]:
     data["created_at"] = unix(row.created_at)
     data["expires_at"] = unix(row.expires_at)
     return data
-
-
-def _limit(request: Request) -> int:
-    value = int_param(request, "limit")
-    if value is None:
-        return DEFAULT_PAGE
-    if not 1 <= value <= MAX_PAGE:
-        raise InvalidRequestError(
-            f"Invalid value for 'limit': use 1 to {MAX_PAGE} (got {value}).", param="limit"
-        )
-    return value

@@ -18,3 +18,19 @@ def int_param(request: Request, name: str) -> int | None:
         raise InvalidRequestError(
             f"Invalid value for '{name}': expected an integer.", param=name
         ) from None
+
+
+DEFAULT_PAGE = 20
+MAX_PAGE = 100
+
+
+def page_limit(request: Request) -> int:
+    """A list's ``limit`` query parameter: 1 to MAX_PAGE, DEFAULT_PAGE when absent."""
+    value = int_param(request, "limit")
+    if value is None:
+        return DEFAULT_PAGE
+    if not 1 <= value <= MAX_PAGE:
+        raise InvalidRequestError(
+            f"Invalid value for 'limit': use 1 to {MAX_PAGE} (got {value}).", param="limit"
+        )
+    return value

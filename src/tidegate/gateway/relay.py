@@ -23,7 +23,7 @@ from tidegate.protocol.sse import DONE_EVENT, DONE_PAYLOAD, SSESplitter, error_e
 from tidegate.routing.replicas import Replica
 
 
-def _has_content(choices: list[Any]) -> bool:
+def has_content(choices: list[Any]) -> bool:
     for choice in choices:
         if not isinstance(choice, dict):
             continue
@@ -110,7 +110,7 @@ async def relay_events(
                     read_usage(usage, record)
                     if not choices and not client_wants_usage:
                         continue
-                if choices and _has_content(choices):
+                if choices and has_content(choices):
                     if completion_allowance is not None and content_chunks >= completion_allowance:
                         record.completion_tokens = max(record.completion_tokens, content_chunks)
                         _mark(record, _BUDGET_EXHAUSTED)

@@ -18,6 +18,7 @@ import aiohttp
 import orjson
 
 from tidegate.errors import NoReadyReplicaError, UpstreamError
+from tidegate.gateway.relay import has_content
 from tidegate.observability.capture import ResponseCapture
 from tidegate.observability.metrics import Route
 from tidegate.protocol.sse import DONE_PAYLOAD, SSESplitter, event_data
@@ -168,23 +169,9 @@ def _take(message: dict[str, Any], progress: _Progress) -> None:
     choices = message.get("choices")
     if not isinstance(choices, list) or not choices:
         return
-    if _has_content(choices):
+    if has_content(choices):
         progress.content(time.perf_counter())
     progress.capture.add_stream_choices(choices)
-
-
-def _has_content(choices: list[Any]) -> bool:
-    for choice in choices:
-        if not isinstance(choice, dict):
-            continue
-        if choice.get("text"):
-            return True
-        delta = choice.get("delta")
-        if isinstance(delta, dict) and (
-            delta.get("content") or delta.get("reasoning_content") or delta.get("tool_calls")
-        ):
-            return True
-    return False
 
 
 def _end(response: aiohttp.ClientResponse, *, reuse: bool) -> None:
