@@ -230,7 +230,7 @@ async def test_a_store_error_in_the_loop_keeps_the_last_state(setup: Setup) -> N
         async with setup.sessions.begin() as session:
             await session.execute(text("DROP TABLE traffic_policies"))
         await asyncio.sleep(0.3)  # several failed rounds
-        assert setup.sync._task is not None and not setup.sync._task.done()
+        assert setup.sync.running
         split = setup.routing.route("chat").split
         assert split is not None and split.share("candidate") == pytest.approx(0.1)
     finally:

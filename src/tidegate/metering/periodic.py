@@ -32,6 +32,11 @@ class Periodic:
         self._stopping = False
         self._task = asyncio.create_task(self._run(), name=self._name)
 
+    @property
+    def running(self) -> bool:
+        """The loop's task is alive (a failing step does not end it)."""
+        return self._task is not None and not self._task.done()
+
     def wake(self) -> None:
         """Run the step now instead of at the next tick (call on the event loop's thread)."""
         self._wake.set()

@@ -26,30 +26,22 @@ class ResponseCapture:
 
     def add_stream_choices(self, choices: list[Any]) -> None:
         """One stream event's choices (``delta`` for chat, ``text`` for completions)."""
-        for choice in choices:
-            if not isinstance(choice, dict) or choice.get("index", 0) != 0:
-                continue
-            delta = choice.get("delta")
-            text = delta.get("content") if isinstance(delta, dict) else choice.get("text")
-            if isinstance(text, str):
-                self.texts.append(text)
-            if isinstance(delta, dict):
-                self._add_tool_calls(delta.get("tool_calls"))
-            reason = choice.get("finish_reason")
-            if isinstance(reason, str):
-                self.finish_reason = reason
+        self._add(choices, "delta")
 
     def add_body_choices(self, choices: list[Any]) -> None:
         """A whole response's choices (``message`` for chat, ``text`` for completions)."""
+        self._add(choices, "message")
+
+    def _add(self, choices: list[Any], part: str) -> None:
         for choice in choices:
             if not isinstance(choice, dict) or choice.get("index", 0) != 0:
                 continue
-            message = choice.get("message")
-            text = message.get("content") if isinstance(message, dict) else choice.get("text")
+            chat = choice.get(part)
+            text = chat.get("content") if isinstance(chat, dict) else choice.get("text")
             if isinstance(text, str):
                 self.texts.append(text)
-            if isinstance(message, dict):
-                self._add_tool_calls(message.get("tool_calls"))
+            if isinstance(chat, dict):
+                self._add_tool_calls(chat.get("tool_calls"))
             reason = choice.get("finish_reason")
             if isinstance(reason, str):
                 self.finish_reason = reason

@@ -20,7 +20,6 @@ keeps the rollout gauges current from the store.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tidegate.gateway.actors import Actor
+from tidegate.metering.periodic import Periodic
 from tidegate.rollout import lease
 from tidegate.rollout.gates import GateResult
 from tidegate.rollout.metrics import ROLLOUT_STATES, RolloutMetrics
@@ -98,10 +98,9 @@ class RolloutController:
         self._sync = sync
         self._metrics = metrics
         self._gateway_id = gateway_id
-        self._interval_s = interval_s
         self._lock_ttl_s = lock_ttl_s
         self._driving = False
-        self._task: asyncio.Task[None] | None = None
+        self._periodic = Periodic(name="rollout-controller", interval_s=interval_s, step=self.tick)
 
     @property
     def driving(self) -> bool:
@@ -166,26 +165,12 @@ class RolloutController:
             for name in ROLLOUT_STATES:
                 self._metrics.rollout_state.labels(model, name).set(1 if name == state else 0)
 
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self.tick()
-            except StoreError as error:
-                log.warning("rollout controller: %s", error.message)
-            except Exception:  # the loop must outlive any one bad round
-                log.exception("rollout controller round failed")
-            await asyncio.sleep(self._interval_s)
-
     async def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="rollout-controller")
+        self._periodic.start()
+        self._periodic.wake()  # the first round at once: a restarted gateway resumes
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._periodic.stop()
         if self._driving:
             self._driving = False
             with contextlib.suppress(StoreError):  # else the lease simply runs out

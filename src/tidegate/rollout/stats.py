@@ -21,7 +21,6 @@ What counts:
 
 from __future__ import annotations
 
-import asyncio
 import bisect
 import contextlib
 import logging
@@ -36,6 +35,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tidegate.gateway.completions import PreparedRequest
+from tidegate.metering.periodic import Periodic
 from tidegate.observability.records import RequestRecord
 from tidegate.rollout.sync import ActiveRollout, PolicySync
 from tidegate.store.db import transaction
@@ -190,10 +190,11 @@ class StepStats:
         self._sessions = sessions
         self._sync = sync
         self._gateway_id = gateway_id
-        self._flush_interval_s = flush_interval_s
         self._totals: dict[StatsKey, PoolTotals] = {}
         self._dirty: set[StatsKey] = set()
-        self._task: asyncio.Task[None] | None = None
+        self._periodic = Periodic(
+            name="rollout-step-stats", interval_s=flush_interval_s, step=self.flush
+        )
 
     def wants_capture(self, request: PreparedRequest, record: RequestRecord) -> bool:
         """The request asked for JSON and its model is in a running rollout."""
@@ -268,24 +269,11 @@ class StepStats:
         rollouts = (self._sync.rollout_for(model) for model in self._sync.watched)
         return [rollout for rollout in rollouts if rollout is not None]
 
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self._flush_interval_s)
-            try:
-                await self.flush()
-            except StoreError as error:
-                log.warning("rollout statistics not written, retrying: %s", error.message)
-
     async def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="rollout-step-stats")
+        self._periodic.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._periodic.stop()
         with contextlib.suppress(StoreError):
             await self.flush()  # the last figures of a gateway that shuts down
 

@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from tidegate.errors import ModelNotFoundError, TidegateError
+from tidegate.errors import ModelNotFoundError
+from tidegate.metering.periodic import Periodic
 from tidegate.rollout.metrics import RolloutMetrics
 from tidegate.routing.replicas import RoutingTable
 from tidegate.routing.rules import Route
@@ -77,7 +78,6 @@ class PolicySync:
     ) -> None:
         self._sessions = sessions
         self._routing = routing
-        self._interval_s = interval_s
         self._metrics = metrics
         self._watched: frozenset[str] = frozenset()
         self._shadows: dict[str, ShadowTarget] = {}
@@ -87,12 +87,19 @@ class PolicySync:
         """Model → the pools it has traffic_share series for."""
         self._warned: set[tuple[str, int, str]] = set()
         self._lock = asyncio.Lock()
-        self._task: asyncio.Task[None] | None = None
+        self._periodic = Periodic(
+            name="traffic-policy-sync", interval_s=interval_s, step=self.sync_now
+        )
 
     @property
     def watched(self) -> Set[str]:
         """Models with a shadow target or an active rollout."""
         return self._watched
+
+    @property
+    def running(self) -> bool:
+        """The background sync is alive."""
+        return self._periodic.running
 
     def shadow_for(self, model: str) -> ShadowTarget | None:
         return self._shadows.get(model)
@@ -123,24 +130,10 @@ class PolicySync:
 
     async def start(self) -> None:
         await self.sync_now()
-        self._task = asyncio.create_task(self._run(), name="traffic-policy-sync")
+        self._periodic.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval_s)
-            try:
-                await self.sync_now()
-            except TidegateError as exc:  # the store is down: keep following the last state
-                log.warning("traffic policy sync failed, keeping the last state: %s", exc)
-            except Exception:  # the loop must outlive any one bad round
-                log.exception("traffic policy sync failed")
+        await self._periodic.stop()
 
     def _apply_splits(self, policies: list[TrafficPolicy]) -> None:
         wanted = {policy.model: policy for policy in policies if policy.weights}
