@@ -204,6 +204,16 @@ async def pools_served(http: httpx.AsyncClient, count: int = 12) -> set[str]:
 
 async def until_served_by(http: httpx.AsyncClient, pools: set[str]) -> None:
     deadline = time.monotonic() + 10
+    # The controller commits a move, then sets this gateway's split: the rollout can read as
+    # finished a moment before the routes follow, so wait for the share gauge before probing.
+    others = {"blue", "green"} - pools
+    while True:
+        metrics = (await http.get("/metrics")).text
+        shares = [sample(metrics, "tidegate_traffic_share", model="chat", pool=p) for p in others]
+        if not any(shares):
+            break
+        assert time.monotonic() < deadline, f"the split still sends traffic to {others}"
+        await asyncio.sleep(0.05)
     while (seen := await pools_served(http)) != pools:
         assert time.monotonic() < deadline, f"traffic still goes to {seen}, not {pools}"
         await asyncio.sleep(0.1)
