@@ -62,7 +62,7 @@ bench-overhead: setup
 	$(BIN)/python -m tidegate.bench.overhead
 
 ## Interactive TTFT under a batch flood: one real vLLM replica, straight and through tidegate
-## (~5 min).
+## (~12 min).
 bench-priority: engine
 	$(BIN)/python -m tidegate.bench.priority
 

@@ -3,7 +3,8 @@ interactive tenant keeps chatting, both through one tidegate gateway.
 
 Two phases on the same gateway and replica (``--max-num-seqs 16``):
 
-- ``idle``: only the interactive tenant (a streamed chat turn every 0.5 s): its TTFT baseline;
+- ``idle``: only the interactive tenant (a streamed chat turn at the calibrated interval): its
+  TTFT baseline;
 - ``batch``: the same interactive load while a batch of ``lines`` requests runs at the batch
   class. Interactive TTFT counts requests sent while the batch keeps the replica saturated: from
   the batch reaching in_progress until fewer lines are left than the batch may run at once (the
@@ -57,8 +58,8 @@ class EngineOptions:
     idle_s: float = 30.0
     interactive_interval_s: float = 0.0
     """One interactive request every this many seconds. 0: calibrated on the replica as in
-    bench-priority, so the interactive tenant takes ``interactive_share`` of its slots under load
-    (a fixed interval would overload a slow host's replica before the batch even starts)."""
+    bench-priority, so the interactive tenant takes ``interactive_share`` of its time (a fixed
+    interval would overload a slow host's replica before the batch even starts)."""
     interactive_share: float = 0.10
     interactive_max_tokens: int = 16
     max_num_seqs: int = 16

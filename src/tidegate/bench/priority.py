@@ -1,17 +1,20 @@
 """Interactive latency under a batch flood: one real vLLM replica, straight and through tidegate.
 
-    python -m tidegate.bench.priority [--duration 90] [--warmup 10] [--engine-cpus 0]
+    python -m tidegate.bench.priority [--duration 180] [--warmup 10] [--engine-cpus 0]
         [--engine-priority] [--interactive-interval S] [--out PATH]
 
 One local vLLM CPU replica with the bundled model (``--max-num-seqs 16``) is started by tidegate's
 engine supervisor from the shared engine venv and model (``make engine``). The engine runs
 float32 on CPUs without native bf16 (``--dtype``; vLLM's bf16 default is emulated there and
 prefill is ~5x slower). The load is sized to the replica, as the issue states it: the batch
-tenant offers 3x its slots, the interactive tenant 10% of them. The interactive interval is
-calibrated once before the phases (``--interactive-interval 0``, the default): the idle TTFT and
-the saturated step time give how long one interactive request lasts under load, and requests
-are spaced so that ``--interactive-share`` of the slots are interactive (0.5 s on a replica that
-streams ~350 tokens/s saturated). Three phases, the same engine and the same load in each:
+tenant offers 3x its slots, the interactive tenant 10% of its capacity. The interactive interval
+is calibrated once before the phases (``--interactive-interval 0``, the default) so that the
+interactive requests take ``--interactive-share`` of the replica's time: one request costs its
+prefill (its TTFT on the idle replica, which does nothing else meanwhile) plus its other output
+tokens at the saturated replica's cost per token. Counting slots instead would undercount
+prefill: on a CPU replica a ~750-token chat prompt costs as much engine time as ~45 saturated
+decode tokens, and a request every 1.5 s (10% of 16 slots) took ~45% of the replica. Three
+phases, the same engine and the same load in each:
 
 - ``idle``: only the interactive tenant, straight to vLLM: the TTFT an interactive user gets
   from an idle replica;
@@ -37,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import platform
@@ -86,16 +90,15 @@ BATCH_PROMPT = "Write a long, detailed story about a lighthouse keeper and the s
 @dataclass(frozen=True)
 class Options:
     warmup_s: float = 10.0
-    duration_s: float = 90.0
+    duration_s: float = 180.0
     drain_s: float = 30.0
     """How long interactive requests sent in the window may take to finish after it."""
     batch_streams: int = 48
     interactive_interval_s: float = 0.0
     """One interactive request every this many seconds. 0: calibrated on the replica so the
-    interactive tenant takes ``interactive_share`` of its slots under load (on a replica that
-    streams ~350 tokens/s saturated, a request lasts ~0.8 s under load: one every 0.5 s)."""
+    interactive tenant takes ``interactive_share`` of its time (module docstring)."""
     interactive_share: float = 0.10
-    """For the calibration: the share of the replica's slots the interactive tenant takes."""
+    """For the calibration: the share of the replica's time the interactive tenant takes."""
     interactive_max_tokens: int = 16
     batch_max_tokens: int = 128
     max_num_seqs: int = 16
@@ -128,6 +131,10 @@ class PhaseResult:
     ttft_max_s: float | None = None
     ttfts_s: list[float] = field(default_factory=list)
     """Every measured interactive TTFT, in send order."""
+    batch_stalls_s: list[float] = field(default_factory=list)
+    """For each of those: the longest pause in the batch streams' tokens while it waited for its
+    first token. A slow TTFT with a long stall is the engine's step; with none, the request was
+    held up on its way in (gateway, vLLM's front end, the host's scheduler)."""
     batch_ok: int = 0
     batch_errors: dict[str, int] = field(default_factory=dict)
     batch_tokens_per_s: float = 0.0
@@ -236,8 +243,10 @@ async def run_phase(
         start = time.perf_counter()
         end = start + options.duration_s
         measured: list[asyncio.Task[float | None]] = []
+        sent_at: list[float] = []
         next_at = start
         while next_at < end:
+            sent_at.append(time.perf_counter())
             measured.append(
                 asyncio.create_task(
                     _stream(
@@ -258,6 +267,15 @@ async def run_phase(
         await asyncio.gather(*pending, *batch_tasks, return_exceptions=True)
     ttfts = [t.result() for t in measured if t.done() and not t.cancelled() and t.result()]
     result = PhaseResult(name=name, target=endpoint.base_url)
+    result.batch_stalls_s = (
+        [
+            round(_longest_pause(batch_sink.token_times, sent, sent + ttft), 4)
+            for sent, task in zip(sent_at, measured, strict=True)
+            if task.done() and not task.cancelled() and (ttft := task.result())
+        ]
+        if batch
+        else []
+    )
     result.interactive_sent = len(measured)
     result.interactive_ok = len(ttfts)
     result.interactive_errors = dict(interactive_sink.errors)
@@ -279,10 +297,17 @@ async def run_phase(
     return result
 
 
+def _longest_pause(times: list[float], start: float, end: float) -> float:
+    """The longest gap between consecutive ``times`` (sorted) inside [start, end], edges
+    included."""
+    inside = [start, *(t for t in times if start < t < end), end]
+    return max(b - a for a, b in itertools.pairwise(inside))
+
+
 async def calibrate_interval(endpoint: _Endpoint, options: Options, console: Console) -> float:
     """The interactive interval that makes the interactive tenant ``interactive_share`` of the
-    replica's slots under the flood: one request's expected time under load (its idle TTFT plus
-    its other tokens at the saturated replica's step time) / (share x max_num_seqs)."""
+    replica's time: one request's engine time (its prefill, measured as its idle TTFT, plus its
+    other tokens at the saturated replica's cost per token) / share."""
     interactive_body = _body(
         endpoint.model, INTERACTIVE_PROMPT, options.interactive_max_tokens, INTERACTIVE_SYSTEM
     )
@@ -309,13 +334,11 @@ async def calibrate_interval(endpoint: _Endpoint, options: Options, console: Con
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
     saturated = sum(start <= t < end for t in sink.token_times) / (end - start)
-    step_s = options.max_num_seqs / saturated
-    duration_s = ttft_idle + (options.interactive_max_tokens - 1) * step_s
-    interval = duration_s / (options.interactive_share * options.max_num_seqs)
+    cost_s = ttft_idle + (options.interactive_max_tokens - 1) / saturated
+    interval = cost_s / options.interactive_share
     console.log(
-        f"calibration: idle TTFT {ttft_idle:.2f} s, saturated {saturated:.0f} tokens/s "
-        f"(step {step_s * 1000:.0f} ms): a request lasts ~{duration_s:.2f} s under load, "
-        f"one every {interval:.2f} s"
+        f"calibration: idle TTFT {ttft_idle:.2f} s, saturated {saturated:.0f} tokens/s: "
+        f"a request costs ~{cost_s:.2f} s of the replica, one every {interval:.2f} s"
     )
     return round(interval, 2)
 
@@ -557,6 +580,20 @@ def render(summary: dict[str, Any], console: Console) -> None:
         f"{options['interactive_interval_s']:.2f} s; interactive_reserve "
         f"{options['interactive_reserve']}"
     )
+    phases = {p["name"]: p for p in summary["phases"]}
+    idle_p95 = phases["idle"]["ttft_p95_s"]
+    through = phases["tidegate"]
+    if idle_p95:
+        slow = [
+            (ttft, stall)
+            for ttft, stall in zip(through["ttfts_s"], through["batch_stalls_s"], strict=True)
+            if ttft > TTFT_TARGET_RATIO * idle_p95
+        ]
+        console.print(
+            f"through tidegate, {len(slow)} of {len(through['ttfts_s'])} interactive requests "
+            f"took over {TTFT_TARGET_RATIO}x the idle p95; TTFT / longest pause of the batch "
+            "streams meanwhile: " + (", ".join(f"{t:.2f} s / {p:.2f} s" for t, p in slow) or "-")
+        )
     for name, check in summary["checks"].items():
         value = check.get("ratio", check.get("share"))
         verdict = "" if "pass" not in check else ("pass" if check["pass"] else "FAIL")
