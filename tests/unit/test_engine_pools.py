@@ -28,6 +28,8 @@ from tidegate.config import (
     load_config,
 )
 from tidegate.engines import dtype as engine_dtypes
+from tidegate.engines import pools
+from tidegate.engines.cpu_binding import split_cores
 from tidegate.engines.pools import plan_replicas, replica_count
 from tidegate.engines.state_file import STATE_FILE_NAME, read_state
 from tidegate.engines.supervisor import EngineSupervisor
@@ -70,6 +72,7 @@ def test_each_pool_gets_its_model_profile_and_unique_ids(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(engine_dtypes, "cpu_has_native_bf16", lambda: True)  # auto stays auto
+    monkeypatch.setattr(pools, "available_cores", lambda: [0])  # too few to split: no binding
     resolved: list[str] = []
 
     def resolve(model: str) -> str:
@@ -97,6 +100,36 @@ def test_each_pool_gets_its_model_profile_and_unique_ids(
     for spec in specs:
         assert spec.command.argv[-2:] == ("--scheduling-policy", "priority")
     assert [s.max_concurrency for s in specs] == [16, 16, 8]
+
+
+def test_cpu_replicas_get_disjoint_cores_unless_a_profile_binds_its_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pools, "available_cores", lambda: [0, 1, 2, 3, 4])
+    specs = plan_replicas(two_pools(tmp_path), ports=[1, 2, 3], resolve=lambda m: m)
+    assert [s.command.env["VLLM_CPU_OMP_THREADS_BIND"] for s in specs] == ["0,1", "2,3", "4"]
+
+    own = two_pools(tmp_path)
+    own.engines.pools[0] = EnginePoolConfig(
+        name=CANDIDATE, profile=EngineProfile(extra_env={"VLLM_CPU_OMP_THREADS_BIND": "7"})
+    )
+    specs = plan_replicas(own, ports=[1, 2, 3], resolve=lambda m: m)
+    binds = [s.command.env["VLLM_CPU_OMP_THREADS_BIND"] for s in specs]
+    assert binds == ["0,1,2", "3,4", "7"]  # the two unbound ones share the cores
+
+
+@pytest.mark.parametrize(
+    ("cores", "replicas", "binds"),
+    [
+        ([0, 1], 2, ["0", "1"]),
+        ([4, 5, 6, 7], 2, ["4,5", "6,7"]),
+        ([0, 1, 2], 2, ["0,1", "2"]),
+        ([0], 2, []),  # fewer cores than replicas: they must share, vLLM binds as it likes
+        ([0, 1, 2, 3], 1, []),  # one replica keeps vLLM's own binding
+    ],
+)
+def test_split_cores(cores: list[int], replicas: int, binds: list[str]) -> None:
+    assert split_cores(cores, replicas) == binds
 
 
 def test_a_pool_without_a_model_serves_the_main_one(tmp_path: Path) -> None:

@@ -10,9 +10,10 @@ name log files, engines.json entries and metric labels: the main pool keeps ``r0
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from tidegate.config import Config
+from tidegate.engines.cpu_binding import BIND_VARIABLE, available_cores, split_cores
 from tidegate.engines.device import detect_device
 from tidegate.engines.model_prepare import resolve_model
 from tidegate.engines.profile import EngineCommand, build_engine_command
@@ -78,4 +79,20 @@ def plan_replicas(
                     max_concurrency=pool.profile.max_num_seqs,
                 )
             )
+    return _bind_cpu_replicas(specs, devices={p.name: devices[p.profile.device] for p in pools})
+
+
+def _bind_cpu_replicas(specs: list[ReplicaSpec], *, devices: dict[str, str]) -> list[ReplicaSpec]:
+    """Each CPU replica without a binding of its own gets its share of the cores
+    (``cpu_binding``)."""
+    unbound = [
+        index
+        for index, spec in enumerate(specs)
+        if devices[spec.pool] == "cpu" and BIND_VARIABLE not in spec.command.env
+    ]
+    binds = split_cores(available_cores(), len(unbound))
+    for index, bind in zip(unbound, binds, strict=False):
+        command = specs[index].command
+        env = {**command.env, BIND_VARIABLE: bind}
+        specs[index] = replace(specs[index], command=replace(command, env=env))
     return specs
