@@ -82,7 +82,9 @@ class EngineProfile(_Section):
     extra_args: list[str] = Field(default_factory=list)
     """More arguments passed to the vLLM server as they are."""
     extra_env: dict[str, str] = Field(default_factory=dict)
-    """More environment variables for the vLLM process."""
+    """More environment variables for the vLLM process. With two or more local CPU replicas
+    each gets its own share of the cores (VLLM_CPU_OMP_THREADS_BIND); setting that variable
+    here keeps the pool's own binding instead."""
 
 
 class EnginePoolConfig(_Section):
