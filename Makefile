@@ -61,10 +61,11 @@ lint: setup
 bench-overhead: setup
 	$(BIN)/python -m tidegate.bench.overhead
 
-## Interactive TTFT under a batch flood: one real vLLM replica, straight and through tidegate
+## Interactive TTFT under a batch flood: one real vLLM replica (its compute on core 0, the rest on
+## the other cores), straight and through tidegate
 ## (~12 min).
 bench-priority: engine
-	$(BIN)/python -m tidegate.bench.priority
+	$(BIN)/python -m tidegate.bench.priority --engine-cpus 0
 
 ## Round robin, least-outstanding and prefix affinity on two real vLLM replicas: prefix-cache hit
 ## rate, TTFT and load per replica for a multi-turn workload (~12 min).

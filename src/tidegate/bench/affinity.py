@@ -1,6 +1,6 @@
 """Cache-affine balancing: round robin, least-outstanding and prefix affinity on two replicas.
 
-    python -m tidegate.bench.affinity [--conversations 15] [--turns 4] [--out PATH]
+    python -m tidegate.bench.affinity [--conversations 21] [--turns 4] [--out PATH]
 
 Two local vLLM CPU replicas of the bundled model are started by tidegate's engine supervisor
 (``engines.replicas: 2``) from the shared engine venv and model (``make engine``), each with a
@@ -74,10 +74,12 @@ _QUESTIONS = (
 
 @dataclass(frozen=True)
 class Options:
-    conversations: int = 15
+    conversations: int = 21
     """Odd on purpose: with an even count, round robin over conversations taking turns in a
     fixed order would send each conversation to the same replica every time (affinity by
-    accident), which real traffic does not do."""
+    accident), which real traffic does not do. Not fewer: with 15 the hash ring happened to put
+    9 conversations on one replica and 6 on the other, a small sample's luck that overfilled one
+    cache (21 split 11 / 10)."""
     turns: int = 4
     """Measured follow-up turns per conversation (after its unmeasured opening)."""
     system_words: int = 200
@@ -85,10 +87,10 @@ class Options:
     concurrency: int = 4
     max_tokens: int = 4
     block_size: int = 32
-    kv_blocks: int = 100
-    """KV cache blocks per replica (vLLM --num-gpu-blocks-override): 2,304 tokens by default.
-    The 15 conversations' histories take about 100 blocks (150-token openings growing by about
-    21 tokens a turn), so they do not all fit in one replica, and half of them do."""
+    kv_blocks: int = 150
+    """KV cache blocks per replica (vLLM --num-gpu-blocks-override): 4,800 tokens by default.
+    Each conversation's history takes about 11 blocks (a ~256-token opening growing by ~22
+    tokens a turn): the 21 histories (~230 blocks) do not fit in one replica, half of them do."""
     load_factor: float = 1.25
     ready_timeout_s: float = 300.0
     seed: int = 1
