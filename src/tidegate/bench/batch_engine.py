@@ -55,7 +55,8 @@ TTFT_TARGET_RATIO = 1.5
 class EngineOptions:
     lines: int = 200
     batch_max_tokens: int = 64
-    idle_s: float = 30.0
+    idle_s: float = 90.0
+    """The idle phase: ~12 interactive requests at the calibrated interval."""
     interactive_interval_s: float = 0.0
     """One interactive request every this many seconds. 0: calibrated on the replica as in
     bench-priority, so the interactive tenant takes ``interactive_share`` of its time (a fixed
