@@ -68,13 +68,13 @@ bench-priority: engine
 	$(BIN)/python -m tidegate.bench.priority --engine-cpus 0
 
 ## Round robin, least-outstanding and prefix affinity on two real vLLM replicas: prefix-cache hit
-## rate, TTFT and load per replica for a multi-turn workload (~12 min).
+## rate, TTFT and load per replica for a multi-turn workload (~6 min).
 bench-affinity: engine
 	$(BIN)/python -m tidegate.bench.affinity
 
 ## The Batch API: a 10,000-line batch on the fake upstream (lines/s, then three kill -9 of the
 ## gateway: zero lost or duplicated lines) and a 200-line batch on one real vLLM replica beside an
-## interactive tenant (TTFT p95 vs idle, batch tokens/s) (~5 min).
+## interactive tenant (TTFT p95 vs idle, batch tokens/s) (~10 min).
 bench-batch: engine
 	$(BIN)/python -m tidegate.bench.batch
 
