@@ -265,23 +265,23 @@ async def run_phase(
         for task in [*pending, *batch_tasks]:
             task.cancel()
         await asyncio.gather(*pending, *batch_tasks, return_exceptions=True)
-    ttfts = [t.result() for t in measured if t.done() and not t.cancelled() and t.result()]
+    finished = [
+        (sent, ttft)
+        for sent, task in zip(sent_at, measured, strict=True)
+        if task.done() and not task.cancelled() and (ttft := task.result())
+    ]
+    values = [ttft for _, ttft in finished]
     result = PhaseResult(name=name, target=endpoint.base_url)
-    result.batch_stalls_s = (
-        [
+    if batch:
+        result.batch_stalls_s = [
             round(_longest_pause(batch_sink.token_times, sent, sent + ttft), 4)
-            for sent, task in zip(sent_at, measured, strict=True)
-            if task.done() and not task.cancelled() and (ttft := task.result())
+            for sent, ttft in finished
         ]
-        if batch
-        else []
-    )
     result.interactive_sent = len(measured)
-    result.interactive_ok = len(ttfts)
+    result.interactive_ok = len(values)
     result.interactive_errors = dict(interactive_sink.errors)
     if pending:
         result.interactive_errors["unfinished"] = len(pending)
-    values = [t for t in ttfts if t is not None]
     result.ttfts_s = [round(t, 4) for t in values]
     if values:
         result.ttft_p50_s = percentile(values, 50)

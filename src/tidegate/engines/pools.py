@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 
 from tidegate.config import Config
 from tidegate.engines.cpu_binding import BIND_VARIABLE, available_cores, split_cores
-from tidegate.engines.device import detect_device
+from tidegate.engines.device import Device, detect_device
 from tidegate.engines.model_prepare import resolve_model
 from tidegate.engines.profile import EngineCommand, build_engine_command
 
@@ -82,7 +82,9 @@ def plan_replicas(
     return _bind_cpu_replicas(specs, devices={p.name: devices[p.profile.device] for p in pools})
 
 
-def _bind_cpu_replicas(specs: list[ReplicaSpec], *, devices: dict[str, str]) -> list[ReplicaSpec]:
+def _bind_cpu_replicas(
+    specs: list[ReplicaSpec], *, devices: dict[str, Device]
+) -> list[ReplicaSpec]:
     """Each CPU replica without a binding of its own gets its share of the cores
     (``cpu_binding``)."""
     unbound = [
