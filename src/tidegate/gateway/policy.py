@@ -11,6 +11,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from tidegate.gateway.extensions import ForwardedExtension
+
 Tier = Literal["interactive", "batch", "internal"]
 TIERS: tuple[Tier, ...] = ("interactive", "batch", "internal")
 LimiterFailureMode = Literal["closed", "open"]
@@ -66,6 +68,11 @@ class TenantSettings(_Doc):
     max_batch_file_lines: int | None = Field(default=None, ge=1)
     """Most lines (requests) in one of this tenant's batch input files. None:
     batch.max_file_lines."""
+    allowed_extensions: list[ForwardedExtension] = Field(default_factory=list)
+    """Engine extensions forwarded for this tenant (README, "Engine extensions"): e.g.
+    remote_media_urls (http(s) URLs in content parts, which the engine fetches), chat_template,
+    chat_template_kwargs, guided_decoding. Empty: none; content parts must use data: URLs.
+    Operator-owned, like every tenant setting."""
 
 
 class KeySettings(_Doc):

@@ -16,6 +16,7 @@ from typing import Any
 from tidegate.config import ValidationConfig
 from tidegate.errors import InvalidRequestError
 from tidegate.gateway.chat_template import ChatTemplateError
+from tidegate.gateway.extensions import check_extensions
 from tidegate.gateway.policy import KeySettings, TenantSettings
 from tidegate.gateway.request_checks import (
     UnsupportedParams,
@@ -86,6 +87,8 @@ class RequestValidator:
         self._unsupported.apply(payload)
         if chat:
             self._check_message_count(payload)
+        # After the count cap: it walks every content part.
+        check_extensions(payload, tenant.allowed_extensions)
         per_prompt = check_sampling_caps(
             payload,
             chat=chat,
