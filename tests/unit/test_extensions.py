@@ -101,13 +101,19 @@ def test_remote_media_needs_the_allowance(content: Any, param: str) -> None:
 @pytest.mark.parametrize("url", ["file:///etc/passwd", "ftp://x/y", "cat.png", "FILE:/x"])
 def test_other_url_schemes_are_refused_even_when_remote_media_is_allowed(url: str) -> None:
     error = refused(chat(image({"url": url})), ["remote_media_urls"])
-    assert (error.param, error.code) == ("messages[0].content[1].image_url.url", "media_url_not_allowed")
+    assert (error.param, error.code) == (
+        "messages[0].content[1].image_url.url",
+        "media_url_not_allowed",
+    )
 
 
 def test_base64_audio_and_inline_files_pass() -> None:
     content = [
         {"type": "input_audio", "input_audio": {"data": "UklGRiQAAABXQVZF", "format": "wav"}},
-        {"type": "file", "file": {"file_data": "data:application/pdf;base64,JVBER", "filename": "a"}},
+        {
+            "type": "file",
+            "file": {"file_data": "data:application/pdf;base64,JVBER", "filename": "a"},
+        },
     ]
     check_extensions(chat(content), [])
 
