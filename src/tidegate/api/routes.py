@@ -7,6 +7,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from tidegate import __version__
 from tidegate.api.admin import build_admin_routes
 from tidegate.api.admin_rollouts import build_rollout_routes
 from tidegate.api.admin_shadow import build_shadow_routes
@@ -17,6 +18,7 @@ from tidegate.api.batches import build_batch_routes
 from tidegate.api.completions import CompletionEndpoint
 from tidegate.api.errors import error_body, error_response
 from tidegate.api.files import build_file_routes
+from tidegate.api.openapi import OpenApiRoute
 from tidegate.api.services import ServicesSlot
 from tidegate.api.system import SystemRoutes
 from tidegate.errors import TidegateError
@@ -39,6 +41,7 @@ def build_routes(services: ServicesSlot, ids: RequestIds) -> list[BaseRoute]:
         Route("/healthz", system.healthz, methods=["GET"]),
         Route("/readyz", system.readyz, methods=["GET"]),
         Route("/metrics", system.metrics, methods=["GET"]),
+        Route("/openapi.json", OpenApiRoute(version=__version__).serve, methods=["GET"]),
         *build_file_routes(services),
         *build_batch_routes(services),
         *build_admin_routes(services),
