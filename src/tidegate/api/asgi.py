@@ -8,7 +8,7 @@ import re
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from tidegate.errors import PayloadTooLargeError
+from tidegate.errors import AuthenticationError, PayloadTooLargeError
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -53,11 +53,22 @@ def request_id(scope: Scope, ids: RequestIds) -> str:
 
 
 def bearer_token(scope: Scope) -> str:
+    """The key from ``Authorization: Bearer <key>``; "" when no header was sent.
+
+    A header without the ``Bearer`` scheme (a bare key, ``Basic ...``) is refused with its own
+    message: "you didn't provide a key" would send the caller looking in the wrong place.
+    """
     value = header(scope, b"authorization")
-    if value is None:
+    if value is None or not value.strip():
         return ""
-    scheme, _, token = value.decode("latin-1").partition(" ")
-    return token.strip() if scheme.lower() == "bearer" else ""
+    scheme, _, token = value.decode("latin-1").strip().partition(" ")
+    if scheme.lower() == "bearer":
+        return token.strip()
+    raise AuthenticationError(
+        "The Authorization header must read `Bearer <key>`: this one has no `Bearer ` prefix "
+        "(send `Authorization: Bearer tg-...`).",
+        code="invalid_authorization_header",
+    )
 
 
 async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:

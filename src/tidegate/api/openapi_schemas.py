@@ -16,12 +16,13 @@ from pydantic.json_schema import models_json_schema
 from tidegate.gateway.policy import KeySettings, TenantSettings
 from tidegate.protocol.admin import KeyCreate, TenantCreate, TenantUpdate
 from tidegate.protocol.batches import ENDPOINTS
-from tidegate.protocol.requests import INT64_MAX, INT64_MIN
 
 __all__ = ["component_schemas", "ref"]
 
 Schema = dict[str, Any]
 REF_PREFIX = "#/components/schemas/"
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+"""The seed's range, as protocol.requests checks it."""
 
 
 def ref(name: str) -> Schema:
