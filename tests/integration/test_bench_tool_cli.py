@@ -52,7 +52,7 @@ def test_run_writes_json_and_csv_and_compare_reads_them(fake_url: str, tmp_path:
     doc = orjson.loads(out.read_bytes())
     assert doc["tidegate_bench"] == 1 and doc["workload"]["kind"] == "synthetic"
     assert set(doc["client"]) == {"schedule_lag_p99_ms", "loop_lag_p99_ms", "cpu_percent",
-                                  "client_bound"}  # fmt: skip
+                                  "median_latency_ms", "client_bound", "advice"}  # fmt: skip
     assert [r["label"] for r in doc["runs"]] == ["c=1", "c=4"]
     for run in doc["runs"]:
         assert run["shape"] == "closed" and run["rate"] is None

@@ -40,7 +40,8 @@ def _assert_openai_error(body: dict[str, Any], error_type: str) -> str:
     [
         ({}, "didn't provide an API key"),
         ({"Authorization": "Bearer tg-not-a-real-key-000000000000"}, "Incorrect API key"),
-        ({"Authorization": f"Basic {ADMIN_KEY}"}, "didn't provide an API key"),
+        ({"Authorization": f"Basic {ADMIN_KEY}"}, "no `Bearer ` prefix"),
+        ({"Authorization": ADMIN_KEY}, "must read `Bearer <key>`"),
     ],
 )
 async def test_missing_or_unknown_key_is_401(
@@ -120,4 +121,15 @@ async def test_wrong_method_is_405_in_openai_format(gateway: RunningGateway) -> 
     async with aiohttp.ClientSession() as http:
         async with http.get(f"{gateway.base_url}/chat/completions", headers=AUTH) as response:
             assert response.status == 405
-            _assert_openai_error(await response.json(), "invalid_request_error")
+            message = _assert_openai_error(await response.json(), "invalid_request_error")
+            assert message.endswith("Use POST.") and response.headers["allow"] == "POST"
+        async with http.delete(f"{gateway.base_url}/models", headers=AUTH) as response:
+            assert response.status == 405 and response.headers["allow"] == "GET"
+
+
+async def test_unknown_path_lists_every_openai_route(gateway: RunningGateway) -> None:
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{gateway.base_url}/nowhere", headers=AUTH) as response:
+            assert response.status == 404
+            message = _assert_openai_error(await response.json(), "not_found_error")
+            assert "/v1/files" in message and "/v1/batches" in message

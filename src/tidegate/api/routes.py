@@ -5,7 +5,7 @@ from __future__ import annotations
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute, Match, Route
 
 from tidegate import __version__
 from tidegate.api.admin import build_admin_routes
@@ -66,16 +66,34 @@ async def http_error_handler(request: Request, exc: Exception) -> Response:
     if exc.status_code == 404:
         message = (
             f"Unknown path {request.url.path}. The OpenAI-compatible routes are "
-            "/v1/chat/completions, /v1/completions, /v1/models and /v1/files."
+            "/v1/chat/completions, /v1/completions, /v1/models, /v1/files and /v1/batches."
         )
         error_type = "not_found_error"
     elif exc.status_code == 405:
+        allowed = _allowed_methods(request)
         message = f"Method {request.method} is not allowed on {request.url.path}."
+        if allowed:
+            message += f" Use {' or '.join(allowed)}."
         error_type = "invalid_request_error"
     else:
         message, error_type = str(exc.detail), "invalid_request_error"
-    return Response(
+    response = Response(
         error_body(message, error_type, None, None),
         status_code=exc.status_code,
         media_type="application/json",
     )
+    if exc.status_code == 405 and allowed:
+        response.headers["allow"] = ", ".join(allowed)
+    return response
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """The methods the app's routes accept on this path (Starlette names them only per route)."""
+    methods: set[str] = set()
+    for route in getattr(request.app, "routes", ()):
+        match, _ = route.matches({**request.scope, "method": "GET"})
+        route_methods = getattr(route, "methods", None)
+        if match != Match.NONE and route_methods:
+            methods |= set(route_methods)
+    methods.discard("HEAD")
+    return sorted(methods)

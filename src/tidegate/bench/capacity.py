@@ -101,7 +101,7 @@ async def measure(
                 schedule_lag_p99_ms=health.schedule_lag_p99_ms,
                 loop_lag_p99_ms=health.loop_lag_p99_ms,
                 cpu_percent=health.cpu_percent,
-                client_bound=health.client_bound,
+                client_bound=health.over_capacity,
             )
         )
         if not steps[-1].sustained:

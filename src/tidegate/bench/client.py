@@ -299,9 +299,11 @@ class BenchClient:
             cached_tokens=_int(cached),
         )
 
-    async def get_json(self, path: str) -> tuple[int, Any]:
+    async def get_json(
+        self, path: str, headers: tuple[tuple[str, str], ...] = ()
+    ) -> tuple[int, Any]:
         """A small GET (health, model list): raises OSError or TimeoutError on failure."""
-        head = self.head("GET", path, (("Accept", "application/json"),))
+        head = self.head("GET", path, (("Accept", "application/json"), *headers))
         loop = asyncio.get_running_loop()
         ex = _Exchange(loop.create_future(), False)
         async with asyncio.timeout(self.timeout_s):

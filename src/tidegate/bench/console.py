@@ -70,8 +70,14 @@ def client_line(document: dict[str, Any]) -> str:
         f"client: schedule lag p99 {c['schedule_lag_p99_ms']:.2f} ms, loop lag p99 "
         f"{c['loop_lag_p99_ms']:.2f} ms, CPU {c['cpu_percent']:.0f}%"
     )
+    advice = c.get("advice", "")
     if c["client_bound"]:
-        text += " — [red bold]CLIENT-BOUND[/red bold]: latencies include the client's own delay"
+        text += (
+            " — [red bold]CLIENT-BOUND[/red bold]: the load generator saturated its core, so the "
+            f"latencies include its own delay; {advice}"
+        )
+    elif advice:
+        text += f" — note: {advice}"
     return text
 
 

@@ -168,8 +168,17 @@ class LoadRunner:
             )
             for name, rs in records.items()
         }
+        latencies = [
+            (r.end_s - r.sent_s) * 1000.0
+            for rs in marked.values()
+            for r in rs
+            if r.measured and r.ok
+        ]
         return PointResult(
-            point=point, records=marked, health=monitor.health(lags), window_start_s=lo
+            point=point,
+            records=marked,
+            health=monitor.health(lags, latencies),
+            window_start_s=lo,
         )
 
     async def _open_loop(
@@ -286,11 +295,18 @@ async def resolve_model(target: Target, *, timeout_s: float) -> str:
     if target.model:
         return target.model
     client = BenchClient(base_url=target.url, timeout_s=min(timeout_s, 30.0))
+    # Gateways (tidegate itself) answer /models only with a key: send the one the requests use.
+    auth = (("Authorization", f"Bearer {target.key}"),) if target.key else ()
     try:
-        status, body = await client.get_json("/models")
+        status, body = await client.get_json("/models", auth)
     finally:
         client.close()
     data = body.get("data") if isinstance(body, dict) else None
-    if status != 200 or not isinstance(data, list) or not data or "id" not in data[0]:
-        raise ValueError(f"{target.url}/models did not list a model (HTTP {status}); give model=")
-    return str(data[0]["id"])
+    if status == 200 and isinstance(data, list) and data and "id" in data[0]:
+        return str(data[0]["id"])
+    hint = "pass --model NAME (or model=NAME in the --target spec)"
+    if status == 401 and not target.key:
+        hint = "it needs a key: pass --api-key KEY or set OPENAI_API_KEY, or " + hint
+    elif status == 401:
+        hint = "the key was refused: check --api-key / OPENAI_API_KEY, or " + hint
+    raise ValueError(f"{target.url}/models did not list a model (HTTP {status}); {hint}")

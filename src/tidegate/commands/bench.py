@@ -52,6 +52,24 @@ def _targets(specs: list[str], model: str | None, key: str | None) -> list[Targe
     return targets
 
 
+def _out_path(out: Path | None, default_name: str) -> Path:
+    """Where a result goes: ``out``, or a file named ``default_name`` inside it when it is a folder.
+
+    Checked before the run so a bad ``--out`` does not cost a whole load test.
+    """
+    if out is None:
+        return Path("bench-results") / default_name
+    path = out / default_name if out.is_dir() else out
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise typer.BadParameter(f"{parent} is a file, not a folder", param_hint="--out")
+    if path.exists() and not path.is_file():
+        raise typer.BadParameter(f"{path} exists and is not a file", param_hint="--out")
+    return path
+
+
 def _progress() -> Progress:
     return Progress(
         TextColumn("{task.description}"),
@@ -170,7 +188,10 @@ def run(
     min_effect: Annotated[
         float, typer.Option(help="Smallest relative difference a comparison reports.")
     ] = 0.05,
-    out: Annotated[Path | None, typer.Option(help="JSON path (CSVs go beside it).")] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="JSON path, or a folder to write bench-<time>.json in (CSVs beside it)."),
+    ] = None,
     progress: Annotated[bool, typer.Option(help="Live progress bar.")] = True,
 ) -> None:
     """Run a load test against one or several targets."""
@@ -201,6 +222,7 @@ def run(
     )  # fmt: skip
     slo = Slo(ttft_ms=slo_ttft_ms, tpot_ms=slo_tpot_ms, e2el_ms=slo_e2el_ms)
     started = datetime.now(UTC)
+    json_path = _out_path(out, f"bench-{started:%Y%m%d-%H%M%S}.json")
     try:
         bound, results = run_async(
             _run_points(
@@ -214,7 +236,6 @@ def run(
     except (ValueError, OSError, TimeoutError) as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from exc
-    json_path = out or Path("bench-results") / f"bench-{started:%Y%m%d-%H%M%S}.json"
     document = build_document(
         command=" ".join(["tidegate", "bench", *sys.argv[sys.argv.index("run") :]])
         if "run" in sys.argv
@@ -222,7 +243,11 @@ def run(
         workload=workload_json, results=results, targets=bound, slo=slo, json_path=json_path,
         seed=seed, min_effect=min_effect, started_at=started,
     )  # fmt: skip
-    write_document(json_path, document)
+    try:
+        write_document(json_path, document)
+    except OSError as exc:
+        err.print(f"[red]error:[/red] could not write the results to {json_path}: {exc}")
+        raise typer.Exit(1) from exc
     out_console.print(views.results_table(document))
     table = views.comparisons_table(document)
     if table is not None:
@@ -269,6 +294,8 @@ def cold_start(
     from tidegate.bench import coldstart
     from tidegate.config import load_config
 
+    out = None if out is None else _out_path(out, "cold-start.json")
+
     async def go() -> coldstart.ColdStart:
         measure = functools.partial(
             coldstart.measure, key=api_key, warm=warm, max_tokens=max_tokens,
@@ -290,8 +317,12 @@ def cold_start(
         raise typer.Exit(1) from exc
     data = result.as_json()
     if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2))
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2))
+        except OSError as exc:
+            err.print(f"[red]error:[/red] could not write the result to {out}: {exc}")
+            raise typer.Exit(1) from exc
     table = Table(title="cold start", header_style="bold")
     table.add_column("measure")
     table.add_column("value", justify="right")

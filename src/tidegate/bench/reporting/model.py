@@ -97,6 +97,7 @@ class Client(_Frozen):
     loop_lag_p99_ms: float
     cpu_percent: float
     client_bound: bool
+    advice: str = ""
 
 
 class Workload(_Frozen):
