@@ -33,7 +33,15 @@ class ServerConfig(_Section):
     host: str = "127.0.0.1"
     """Address the gateway listens on. Use 0.0.0.0 inside a container."""
     port: int = 8080
-    """Port of the OpenAI-compatible endpoint, /metrics, /healthz and /readyz."""
+    """Port of the OpenAI-compatible endpoint, /healthz, /readyz and (with a token) /metrics."""
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    """Port of a separate listener that serves only GET /metrics, with no token: bind it where
+    only the scraper reaches (server.metrics_host). 0: any free port. None: no listener."""
+    metrics_host: str = "127.0.0.1"
+    """Address of the metrics listener. Use 0.0.0.0 inside a container."""
+    metrics_token: SecretStr | None = None
+    """Bearer token that opens /metrics on the API port (an operator's admin key also does).
+    The series name tenants, so nobody else gets them there."""
     max_body_bytes: int = 4 * 1024 * 1024
     """Largest request body accepted; larger bodies get 413."""
     request_timeout_s: float = 600.0
