@@ -5,17 +5,26 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
-# pip on these machines lists every local index it skips; keep that noise off the console.
-QUIET_PIP := grep -v "WARNING: Location" || true
+# pip's own output, cut to what says how far along it is: one numbered line per package resolved,
+# the install, and everything from the first error on (pip on these machines also lists every
+# local index it skips: noise). awk exits 0, so pipefail still reports pip's own failure.
+PIP_PROGRESS := awk '/ERROR|error:/ { e = 1 } \
+  e { print; fflush(); next } \
+  /^Collecting / { n++; printf "    %3d %s\n", n, substr($$0, 12); fflush(); next } \
+  /^Installing collected packages:/ { k = split($$0, p, ","); printf "    installing %d package%s\n", k, k == 1 ? "" : "s"; fflush() }'
 
 .PHONY: setup engine system-deps run test test-fast lint bench-overhead bench-priority bench-affinity bench-batch config-docs clean
 
 $(STAMP): pyproject.toml
-	@echo "==> project environment ($(VENV))"
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	@$(BIN)/pip install -q --upgrade pip 2>&1 | $(QUIET_PIP)
-	@$(BIN)/pip install -q -e '.[dev]' 2>&1 | $(QUIET_PIP)
-	@$(BIN)/python -c "import tidegate.cli"
+	@echo "==> project environment ($(VENV)): about 1.5 min the first time"
+	@start=$$SECONDS; test -x $(BIN)/python || $(PYTHON) -m venv $(VENV); \
+	  echo "  [1/3] upgrade pip"; \
+	  $(BIN)/pip install --upgrade pip 2>&1 | $(PIP_PROGRESS); \
+	  echo "  [2/3] install tidegate and its dev tools (pip install -e '.[dev]')"; \
+	  $(BIN)/pip install -e '.[dev]' 2>&1 | $(PIP_PROGRESS); \
+	  echo "  [3/3] check: import tidegate.cli"; \
+	  $(BIN)/python -c "import tidegate.cli"; \
+	  echo "✓ project environment ready ($$((SECONDS - start)) s)"
 	@touch $(STAMP)
 
 setup: $(STAMP)

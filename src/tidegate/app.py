@@ -11,6 +11,7 @@ exit stack: the supervisor drains the replicas first, usage is flushed last.
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -48,6 +49,7 @@ from tidegate.gateway.validation import RequestValidator
 from tidegate.metering import PromptLogWriter, RetentionPurger, UsageMeter, UsageQueries
 from tidegate.observability.access_log import AccessLog
 from tidegate.observability.metrics import GatewayMetrics
+from tidegate.observability.metrics_listener import MetricsListener
 from tidegate.observability.pool_metrics import register_pool_metrics
 from tidegate.observability.recorder import RequestRecorder
 from tidegate.observability.routing_metrics import RoutingMetrics
@@ -64,6 +66,9 @@ from tidegate.store.db import create_engine, create_sessionmaker
 from tidegate.store.migrate import migrate
 from tidegate.upstream.anthropic import AnthropicClient
 from tidegate.upstream.client import Provider, UpstreamClient, UpstreamTimeouts
+
+
+_log = logging.getLogger(__name__)
 
 
 class Engines(Protocol):
@@ -186,6 +191,13 @@ def build_app(
                 default_concurrency=config.engines.profile.max_num_seqs,
             )
             server = config.server
+            if server.metrics_port is not None:
+                listener = MetricsListener(
+                    registry=metrics.registry, host=server.metrics_host, port=server.metrics_port
+                )
+                await listener.start()
+                stack.push_async_callback(listener.stop)
+                _log.info("metrics listener on %s (no token)", listener.url)
             session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(
                     limit=server.upstream_max_connections, keepalive_timeout=30
@@ -299,6 +311,11 @@ def build_app(
                     files=files,
                     batches=batches,
                     rollouts=None if rollouts is None else rollouts.services,
+                    metrics_token=(
+                        None
+                        if server.metrics_token is None
+                        else server.metrics_token.get_secret_value()
+                    ),
                 )
             )
             stack.callback(slot.clear)

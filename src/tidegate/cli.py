@@ -139,6 +139,7 @@ def _serve(config: Config) -> None:
         f"tidegate listening on http://{config.server.host}:{config.server.port} "
         f"(models: {', '.join(_model_names(config)) or 'none'})"
     )
+    err.print(_metrics_hint(config), soft_wrap=True, markup=False)
     uvicorn.run(
         build_app(config, announce_admin_key=announce),
         host=config.server.host,
@@ -149,6 +150,19 @@ def _serve(config: Config) -> None:
         access_log=False,
         lifespan="on",
         timeout_graceful_shutdown=int(config.engines.drain_grace_s),
+    )
+
+
+def _metrics_hint(config: Config) -> str:
+    server = config.server
+    if server.metrics_port is not None:
+        port = server.metrics_port or "PORT"  # 0: picked at start, logged then
+        return f"metrics: http://{server.metrics_host}:{port}/metrics (no token)"
+    token = "server.metrics_token" if server.metrics_token else "the admin key"
+    return (
+        f"metrics: curl -H 'Authorization: Bearer <{token}>' "
+        f"http://{server.host}:{server.port}/metrics (or set server.metrics_port for a "
+        "listener without a token)"
     )
 
 

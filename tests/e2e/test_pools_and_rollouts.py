@@ -111,7 +111,9 @@ async def test_the_candidate_serves_the_same_public_name(gateway: RunningGateway
 async def test_each_pool_s_capacity_follows_its_profile(gateway: RunningGateway) -> None:
     async with (
         aiohttp.ClientSession() as http,
-        http.get(gateway.url + "/metrics") as response,
+        http.get(
+            gateway.url + "/metrics", headers={"Authorization": f"Bearer {ADMIN_KEY}"}
+        ) as response,
     ):
         text = await response.text()
     capacity = {

@@ -24,6 +24,7 @@ import pytest
 from openai import AsyncOpenAI
 from sqlalchemy import select
 
+from tests.support.gateway import ADMIN_KEY
 from tests.support.processes import (
     AdminClient,
     GatewaySettings,
@@ -214,7 +215,11 @@ async def test_two_gateways_share_one_batch(tmp_path: Path, store: str, fake: Fa
         served = []
         async with httpx.AsyncClient() as http:
             for gateway in gateways:
-                text = (await http.get(gateway.url + "/metrics")).text
+                text = (
+                    await http.get(
+                        gateway.url + "/metrics", headers={"Authorization": f"Bearer {ADMIN_KEY}"}
+                    )
+                ).text
                 served.append(
                     sum(
                         float(row.rsplit(" ", 1)[1])

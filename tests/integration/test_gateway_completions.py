@@ -121,7 +121,9 @@ async def test_metrics_count_requests_with_fixed_labels(gateway: RunningGateway)
     with pytest.raises(openai.NotFoundError):
         await api.chat.completions.create(model="no-such-model", messages=CHAT["messages"])  # type: ignore[arg-type]
     async with aiohttp.ClientSession() as http:
-        async with http.get(f"{gateway.url}/metrics") as r:
+        async with http.get(
+            f"{gateway.url}/metrics", headers={"Authorization": f"Bearer {ADMIN_KEY}"}
+        ) as r:
             text = await r.text()
     assert 'tidegate_requests_total{model="fake-model",outcome="ok",route="chat"} 1.0' in text
     # A client-chosen model name never becomes a label value.

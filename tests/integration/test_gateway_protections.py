@@ -519,7 +519,9 @@ async def test_per_tenant_metrics(tmp_path: Path, fake: FakeUpstream) -> None:
             "/v1/chat/completions", json=chat(), headers={"Authorization": "Bearer tg-nope"}
         )
         assert unknown.status_code == 401
-        text = (await env.http.get("/metrics")).text
+        text = (
+            await env.http.get("/metrics", headers={"Authorization": f"Bearer {ADMIN_KEY}"})
+        ).text
     tenant = "team-metrics"
     assert sample(text, "tidegate_tenant_requests_total", tenant=tenant, outcome="ok") == 2
     assert sample(text, "tidegate_tenant_requests_total", tenant=tenant, outcome="overload") == 1

@@ -24,6 +24,7 @@ from tests.integration.test_rollouts import (
     wait_for,
 )
 from tests.integration.test_scheduling import sample
+from tests.support.gateway import ADMIN_KEY
 from tests.support.processes import (
     GatewaySettings,
     Process,
@@ -86,7 +87,9 @@ async def promoted_metrics(http: httpx.AsyncClient, timeout_s: float = 10.0) -> 
     every gateway) show the promotion."""
     deadline = time.monotonic() + timeout_s
     while True:
-        metrics = (await http.get("/metrics")).text
+        metrics = (
+            await http.get("/metrics", headers={"Authorization": f"Bearer {ADMIN_KEY}"})
+        ).text
         if sample(metrics, "tidegate_rollout_state", model="chat", state="promoted") == 1:
             return metrics
         assert time.monotonic() < deadline, "the rollout gauges never showed the promotion"

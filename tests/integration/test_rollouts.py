@@ -208,7 +208,9 @@ async def until_served_by(http: httpx.AsyncClient, pools: set[str]) -> None:
     # finished a moment before the routes follow, so wait for the share gauge before probing.
     others = {"blue", "green"} - pools
     while True:
-        metrics = (await http.get("/metrics")).text
+        metrics = (
+            await http.get("/metrics", headers={"Authorization": f"Bearer {ADMIN_KEY}"})
+        ).text
         shares = [sample(metrics, "tidegate_traffic_share", model="chat", pool=p) for p in others]
         if not any(shares):
             break
@@ -249,7 +251,9 @@ async def test_an_equal_candidate_is_promoted_and_sessions_stay_on_it(tmp_path: 
         assert any(pools[0] == "blue" and pools[-1] == "green" for pools in by_session.values())
 
         await until_served_by(http, {"green"})
-        metrics = (await http.get("/metrics")).text
+        metrics = (
+            await http.get("/metrics", headers={"Authorization": f"Bearer {ADMIN_KEY}"})
+        ).text
         assert sample(metrics, "tidegate_rollout_state", model="chat", state="promoted") == 1
         assert sample(metrics, "tidegate_rollout_step", model="chat") == -1
         assert (

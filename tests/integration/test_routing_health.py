@@ -76,7 +76,7 @@ async def _chat(http: httpx.AsyncClient) -> tuple[int, str]:
 
 
 async def _metric(http: httpx.AsyncClient, name: str, **labels: str) -> float | None:
-    text = (await http.get("/metrics")).text
+    text = (await http.get("/metrics", headers={"Authorization": f"Bearer {ADMIN_KEY}"})).text
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             if sample.name == name and labels.items() <= sample.labels.items():

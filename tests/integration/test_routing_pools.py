@@ -71,7 +71,13 @@ class Env:
         return {pool: len(fake.requests) for pool, fake in self.fakes.items()}
 
     async def metric(self, name: str, **labels: str) -> float:
-        return sample((await self.http.get("/metrics")).text, name, **labels)
+        return sample(
+            (
+                await self.http.get("/metrics", headers={"Authorization": f"Bearer {ADMIN_KEY}"})
+            ).text,
+            name,
+            **labels,
+        )
 
     async def until_active(self, pool: str, active: int) -> None:
         """Until ``active`` requests are in progress at the pool's fake."""

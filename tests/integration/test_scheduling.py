@@ -81,7 +81,9 @@ class Env:
         """Until the gateway's queue of ``klass`` holds ``depth`` requests."""
         deadline = time.monotonic() + timeout_s
         while True:
-            text = (await self.http.get("/metrics")).text
+            text = (
+                await self.http.get("/metrics", headers={"Authorization": f"Bearer {ADMIN_KEY}"})
+            ).text
             if (
                 sample(text, "tidegate_queue_depth", model="fake-model", **{"class": klass})
                 == depth
@@ -165,7 +167,9 @@ async def test_the_upstream_never_sees_more_than_capacity(tmp_path: Path) -> Non
             responses = await asyncio.gather(*calls)
         assert all(r.status_code == 200 for r in responses)
         assert 1 <= peak[0] <= CAPACITY
-        metrics = (await env.http.get("/metrics")).text
+        metrics = (
+            await env.http.get("/metrics", headers={"Authorization": f"Bearer {ADMIN_KEY}"})
+        ).text
         assert sample(metrics, "tidegate_pool_in_flight_requests", model="fake-model") == 0
         assert (
             sample(
@@ -192,7 +196,9 @@ async def test_a_full_queue_is_refused_fast_with_retry_after(tmp_path: Path) -> 
         assert int(refused.headers["retry-after"]) >= 1
         assert elapsed < 0.05, f"429 took {elapsed * 1000:.1f} ms"
         assert all(r.status_code == 200 for r in await asyncio.gather(*running))
-        metrics = (await env.http.get("/metrics")).text
+        metrics = (
+            await env.http.get("/metrics", headers={"Authorization": f"Bearer {ADMIN_KEY}"})
+        ).text
         labels = {"model": "fake-model", "class": "batch", "reason": "queue_full"}
         assert sample(metrics, "tidegate_queue_rejections_total", **labels) == 1
 
@@ -242,7 +248,9 @@ async def test_a_client_that_leaves_while_queued_frees_its_place(tmp_path: Path)
         assert after.status_code == 200, after.text
         assert all(r.status_code == 200 for r in await asyncio.gather(*running))
         assert "leaves" not in [r["messages"][0]["content"] for r in env.upstream.requests]
-        metrics = (await env.http.get("/metrics")).text
+        metrics = (
+            await env.http.get("/metrics", headers={"Authorization": f"Bearer {ADMIN_KEY}"})
+        ).text
         assert sample(metrics, "tidegate_pool_in_flight_requests", model="fake-model") == 0
 
 
@@ -291,7 +299,9 @@ async def test_slots_come_back_when_streams_end_early_or_fail(tmp_path: Path) ->
         env.upstream.behaviour.token_delay_s = 0.0
         deadline = time.monotonic() + 5
         while True:
-            metrics = (await env.http.get("/metrics")).text
+            metrics = (
+                await env.http.get("/metrics", headers={"Authorization": f"Bearer {ADMIN_KEY}"})
+            ).text
             if sample(metrics, "tidegate_pool_in_flight_requests", model="fake-model") == 0:
                 break
             assert time.monotonic() < deadline, "slots were not given back"

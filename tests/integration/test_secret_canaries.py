@@ -176,7 +176,9 @@ async def test_no_canary_reaches_any_sink(
         assert len({r["request_id"] for r in records}) == len(records)
         audit = await http.get("/admin/audit", params={"limit": "100"}, headers=auth(ADMIN_KEY))
         assert audit.status_code == 200 and len(audit.json()["data"]) >= 4
-        metrics = (await http.get("/metrics")).text
+        metrics = (
+            await http.get("/metrics", headers={"Authorization": f"Bearer {ADMIN_KEY}"})
+        ).text
         access = gateway.access_sink
         # Prompt logs reach the store off the request path: wait for the three logged requests.
         deadline = asyncio.get_running_loop().time() + 10

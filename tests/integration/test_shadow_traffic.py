@@ -82,7 +82,9 @@ class Env:
         return response
 
     async def shadow_count(self, outcome: str) -> float:
-        metrics = (await self.http.get("/metrics")).text
+        metrics = (
+            await self.http.get("/metrics", headers={"Authorization": f"Bearer {ADMIN_KEY}"})
+        ).text
         return sample(metrics, "tidegate_shadow_requests_total", model="chat", outcome=outcome)
 
     async def summary(self, count: int) -> dict[str, Any]:

@@ -143,7 +143,9 @@ async def test_split_and_rollback_reach_every_gateway(tmp_path: Path, shared_sto
         assert set(expected.values()) == {"candidate", "stable"}
         assert await env.pools(0) == expected  # at once in the gateway that took the change
         await env.until_pools(expected, on=1)  # the other follows within its sync interval
-        metrics = (await env.clients[1].get("/metrics")).text
+        metrics = (
+            await env.clients[1].get("/metrics", headers={"Authorization": f"Bearer {ADMIN_KEY}"})
+        ).text
         assert sample(metrics, "tidegate_traffic_share", model=MODEL, pool="candidate") == 0.5
 
         rolled = await env.admin("POST", "/rollback", on=1)

@@ -252,7 +252,7 @@ async def test_gateway_follows_dns_and_exports_pool_metrics(
     chat = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
 
     async def scrape() -> str:
-        return (await client.get("/metrics")).text
+        return (await client.get("/metrics", headers={"Authorization": f"Bearer {ADMIN_KEY}"})).text
 
     async def until_metric(name: str, value: float, labels: str = "") -> None:
         deadline = time.monotonic() + 10

@@ -44,6 +44,8 @@ class ApiServices:
     rollouts: RolloutServices | None = None
     """Versions, traffic policies, rollouts and shadow reports; None when rollouts.enabled is
     false."""
+    metrics_token: str | None = None
+    """server.metrics_token: opens /metrics on the API port (so do operators' admin keys)."""
 
 
 class ServicesSlot:

@@ -1,8 +1,15 @@
-"""GET /v1/models, /healthz, /readyz and /metrics."""
+"""GET /v1/models, /healthz, /readyz and /metrics.
+
+/metrics names tenants and counts their requests, so on the API port it is served only to a
+bearer of ``server.metrics_token`` or an operator's admin key; the metrics listener
+(``observability.metrics_listener``) serves it without a token where the operator binds it.
+/healthz and /readyz say nothing about tenants or keys.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import hmac
 import time
 
 import orjson
@@ -11,7 +18,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from tidegate.api.asgi import bearer_token
-from tidegate.api.services import ServicesSlot
+from tidegate.api.services import ApiServices, ServicesSlot
+from tidegate.errors import AuthenticationError, PermissionDeniedError
+from tidegate.store.models import SYSTEM_TENANT_ID
 
 _READY_STORE_TIMEOUT_S = 2.0
 
@@ -27,10 +36,17 @@ class SystemRoutes:
 
     async def models(self, request: Request) -> Response:
         services = self._slot.get()
-        await services.keys.authenticate(bearer_token(request.scope))
+        principal = await services.keys.authenticate(bearer_token(request.scope))
+        # Only what this key may use: other tenants' models are none of its business.
+        allowed = [
+            names
+            for names in (principal.tenant.allowed_models, principal.key.allowed_models)
+            if names is not None
+        ]
         data = [
             {"id": model, "object": "model", "created": self._created, "owned_by": "tidegate"}
             for model in services.routing.models()
+            if all(model in names for names in allowed)
         ]
         return _json({"object": "list", "data": data})
 
@@ -67,4 +83,28 @@ class SystemRoutes:
 
     async def metrics(self, request: Request) -> Response:
         services = self._slot.get()
+        await _check_metrics_access(services, bearer_token(request.scope))
         return Response(generate_latest(services.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+_METRICS_HOW = (
+    "/metrics on this port lists tenants, so it needs 'Authorization: Bearer <token>' with "
+    "server.metrics_token or an operator's admin key. Prometheus can scrape the metrics "
+    "listener instead (server.metrics_port), which needs no token."
+)
+
+
+async def _check_metrics_access(services: ApiServices, token: str) -> None:
+    if not token:
+        raise AuthenticationError(
+            f"You didn't provide a token. {_METRICS_HOW}", code="metrics_token_required"
+        )
+    expected = services.metrics_token
+    if expected is not None and hmac.compare_digest(token.encode(), expected.encode()):
+        return
+    principal = await services.keys.authenticate(token)
+    if principal.role != "admin" or principal.tenant_id != SYSTEM_TENANT_ID:
+        raise PermissionDeniedError(
+            f"This key is not an operator's admin key. {_METRICS_HOW}",
+            code="metrics_token_required",
+        )

@@ -92,10 +92,11 @@ class EngineInstaller:
             return python
         self.console.print(
             f"Installing {plan.packages[0]} for {plan.device} into {self.venv} "
-            f"(log: {self.log_path})"
+            f"(log: {self.log_path}); a few minutes the first time (the venv is about 3.5 GB)"
         )
         self.marker_path.unlink(missing_ok=True)
-        steps = StepRunner(console=self.console, log_path=self.log_path)
+        total = 4 if python.exists() else 5
+        steps = StepRunner(console=self.console, log_path=self.log_path, total=total)
         pip = [str(python), "-m", "pip", "install", "--progress-bar", "off"]
         if not python.exists():
             steps.run("create venv", [sys.executable, "-m", "venv", "--clear", str(self.venv)])
