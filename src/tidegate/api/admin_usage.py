@@ -69,6 +69,7 @@ class UsageEndpoints:
             parse_bound(params.get("until"), param="until", end=True),
             limit=_limit(params.get("limit", "100")),
             after=params.get("after") or None,
+            client_request_id=params.get("client_request_id") or None,
         )
         return _json(
             {

@@ -22,6 +22,7 @@ SSE_HEADERS: Headers = [
     (b"cache-control", b"no-cache"),
     (b"x-accel-buffering", b"no"),
 ]
+GATEWAY_REQUEST_ID_HEADER = b"x-tidegate-request-id"
 _CLIENT_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
 
 
@@ -33,8 +34,9 @@ def header(scope: Scope, name: bytes) -> bytes | None:
 
 
 class RequestIds:
-    """Fresh request ids: a random per-process prefix and a counter. Unique across processes
-    and restarts, without a system call per request."""
+    """The gateway's own request ids: a random per-process prefix and a counter. Unique across
+    processes and restarts, without a system call per request. Every request gets one; it keys
+    the usage record, the prompt log and the upstream call, whatever the client sends."""
 
     def __init__(self) -> None:
         self._prefix = "req_" + os.urandom(8).hex()
@@ -44,12 +46,22 @@ class RequestIds:
         return f"{self._prefix}{next(self._counter):08x}"
 
 
-def request_id(scope: Scope, ids: RequestIds) -> str:
-    """The client's x-request-id when it is sane, else a fresh one."""
+def client_request_id(scope: Scope) -> str | None:
+    """The client's x-request-id when it is sane, else None. Only a correlation id: echoed
+    and logged, never an identity (a client may send the same one on every request, or
+    another tenant's)."""
     given = header(scope, b"x-request-id")
     if given is not None and _CLIENT_REQUEST_ID.match(given):
         return given.decode()
-    return ids.next()
+    return None
+
+
+def request_id_headers(request_id: str, client_id: str | None) -> Headers:
+    """``x-request-id`` echoes the client's id when it sent one (else the gateway's);
+    ``x-tidegate-request-id`` is always the gateway's: the usage record's id."""
+    own = request_id.encode()
+    echoed = own if client_id is None else client_id.encode()
+    return [(b"x-request-id", echoed), (GATEWAY_REQUEST_ID_HEADER, own)]
 
 
 def bearer_token(scope: Scope) -> str:

@@ -131,7 +131,8 @@ class Processes:
         self._workdir = workdir
         self._procs: list[subprocess.Popen[bytes]] = []
 
-    def start(self, name: str, launch: Launch, ready_timeout_s: float) -> None:
+    def start(self, name: str, launch: Launch, ready_timeout_s: float) -> subprocess.Popen[bytes]:
+        """Start ``launch`` and wait until it is ready; returns the process."""
         log = self._workdir / f"{name}.log"
         with log.open("wb") as out:
             proc = subprocess.Popen(
@@ -147,7 +148,7 @@ class Processes:
             if proc.poll() is not None:
                 raise StartError(f"{name} exited with {proc.returncode}; see {log}")
             if _status(launch.ready_url) == 200:
-                return
+                return proc
             time.sleep(0.05)
         raise StartError(f"{name} was not ready within {ready_timeout_s:.0f} s; see {log}")
 

@@ -133,13 +133,17 @@ class UsageQueries:
         *,
         limit: int = 100,
         after: str | None = None,
+        client_request_id: str | None = None,
     ) -> RecordPage:
         """Raw records oldest first, a page at a time (keyset pagination: stable and cheap
-        however deep the page)."""
+        however deep the page). ``client_request_id``: only the records of requests that
+        sent this x-request-id (any number of them: clients may repeat an id)."""
         if not 1 <= limit <= MAX_PAGE:
             raise InvalidRequestError(f"limit must be 1 to {MAX_PAGE}.", param="limit")
         u = UsageRecord
         conditions = _filters(tenant_id, since, until, include_shadow=True)
+        if client_request_id is not None:
+            conditions.append(u.client_request_id == client_request_id)
         if after is not None:
             at, request_id = _decode_cursor(after)
             conditions.append(
