@@ -32,6 +32,7 @@ from tests.support.gateway import (
 )
 from tests.support.tiny_model import write_tiny_model
 from tidegate.config import load_config
+from tidegate.gateway.prompt_bound import prompt_token_bound
 from tidegate.gateway.tokens import PromptCounter
 from tidegate.upstream.fake_server import FakeUpstream
 
@@ -119,9 +120,11 @@ async def test_tokens_per_minute_refuses_what_does_not_fit(
 ) -> None:
     fake.behaviour.tokens = 2
     async with environment(tmp_path, [fake]) as env:
-        key = await env.member("tpm", {"limits": {"tokens_per_minute": 100}})
+        # No tokenizer: the prompt reserves its bound (87 tokens) plus max_tokens.
+        assert prompt_token_bound(chat(), chat=True) == 87
+        key = await env.member("tpm", {"limits": {"tokens_per_minute": 200}})
         ok = await env.chat(key, chat(max_tokens=60))
-        assert ok.status_code == 200 and ok.headers["x-ratelimit-limit-tokens"] == "100"
+        assert ok.status_code == 200 and ok.headers["x-ratelimit-limit-tokens"] == "200"
         assert "x-ratelimit-limit-requests" not in ok.headers  # no rpm limit: no rpm headers
         # The reservation (prompt + max_tokens) is over the limit: never fits, no Retry-After.
         never = await env.chat(key, chat(max_tokens=500))
@@ -182,8 +185,10 @@ async def test_key_limit_is_separate_from_tenant_limit(tmp_path: Path, fake: Fak
 
 async def test_daily_token_budget_once_spent_gives_429(tmp_path: Path, fake: FakeUpstream) -> None:
     fake.behaviour.tokens = 10
+    # No tokenizer: admission needs the prompt's bound plus max_tokens; 12 are really used.
+    budget = prompt_token_bound(chat("hello there"), chat=True) + 10
     async with environment(tmp_path, [fake]) as env:
-        key = await env.member("budget", {"budgets": {"daily_tokens": 12}})
+        key = await env.member("budget", {"budgets": {"daily_tokens": budget}})
         first = await env.chat(key, chat("hello there", max_tokens=10))
         assert first.status_code == 200
         assert first.json()["usage"]["total_tokens"] == 12
@@ -205,9 +210,11 @@ async def test_a_budget_given_at_runtime_counts_todays_earlier_spend(
         first = await env.chat(key, chat("hello there", max_tokens=10))
         assert first.json()["usage"]["total_tokens"] == 12
         await usage_records(env.http, [first.headers["x-request-id"]])
+        # Room for one request's bound, less the 12 already spent.
+        budget = prompt_token_bound(chat("hello there"), chat=True) + 10
         patched = await env.http.patch(
             f"/admin/tenants/{key.tenant_id}",
-            json={"settings": {"budgets": {"daily_tokens": 12}}},
+            json={"settings": {"budgets": {"daily_tokens": budget}}},
             headers={"Authorization": f"Bearer {ADMIN_KEY}"},
         )
         assert patched.status_code == 200, patched.text
@@ -237,14 +244,36 @@ def sse_payloads(raw: bytes) -> list[Any]:
     return payloads
 
 
-async def test_stream_that_exhausts_the_budget_is_cut_in_band(
-    tmp_path: Path, fake: FakeUpstream, tiny_dir: Path
+@pytest.mark.parametrize("stream", [True, False])
+async def test_what_the_budget_has_left_is_written_into_the_forwarded_request(
+    tmp_path: Path, fake: FakeUpstream, tiny_dir: Path, stream: bool
 ) -> None:
     fake.behaviour.tokens = 20
-    body = chat("hello world", max_tokens=20, stream=True)
+    body = chat("hello world", max_tokens=20, stream=stream)
     prompt = count_chat(tiny_dir, body["messages"])
     async with environment(tmp_path, [fake], upstream_options={"tokenizer": str(tiny_dir)}) as env:
         # Room for the prompt and 5 completion tokens: admitted with a partial allowance.
+        key = await env.member("capped", {"budgets": {"daily_tokens": prompt + 5}})
+        response = await env.chat(key, body)
+        assert response.status_code == 200
+        # The engine is asked for no more than the budget covers, streaming or not.
+        assert fake.requests[-1]["max_tokens"] == 5
+        rid = response.headers["x-request-id"]
+        [record] = [r for r in await usage_records(env.http, [rid]) if r["request_id"] == rid]
+        assert record["completion_tokens"] == 5 and record["prompt_tokens"] <= prompt
+        refused = await env.chat(key, chat("hello world", max_tokens=20))
+        assert_openai_error(refused, 429, "budget_exceeded")
+        assert len(fake.requests) == 1
+
+
+async def test_stream_past_its_reservation_is_cut_in_band(
+    tmp_path: Path, fake: FakeUpstream, tiny_dir: Path
+) -> None:
+    fake.behaviour.tokens = 20
+    fake.behaviour.ignore_max_tokens = True  # an upstream that generates past max_tokens
+    body = chat("hello world", max_tokens=20, stream=True)
+    prompt = count_chat(tiny_dir, body["messages"])
+    async with environment(tmp_path, [fake], upstream_options={"tokenizer": str(tiny_dir)}) as env:
         key = await env.member("cut", {"budgets": {"daily_tokens": prompt + 5}})
         response = await env.chat(key, body)
         assert response.status_code == 200
@@ -258,8 +287,7 @@ async def test_stream_that_exhausts_the_budget_is_cut_in_band(
             if e["choices"] and e["choices"][0]["delta"].get("content")
         ]
         assert contents == ["tok "] * 5
-        # The engine was asked for the client's max_tokens (the cut is the gateway's).
-        assert fake.requests[-1]["max_tokens"] == 20
+        assert fake.requests[-1]["max_tokens"] == 5
         rid = response.headers["x-request-id"]
         [record] = [r for r in await usage_records(env.http, [rid]) if r["request_id"] == rid]
         assert record["completion_tokens"] == 5
@@ -267,6 +295,28 @@ async def test_stream_that_exhausts_the_budget_is_cut_in_band(
         # Spent: the next request is refused before the upstream.
         refused = await env.chat(key, chat("hello world", max_tokens=20))
         assert_openai_error(refused, 429, "budget_exceeded")
+        assert len(fake.requests) == 1
+
+
+async def test_request_without_max_tokens_gets_what_the_budget_has_left(
+    tmp_path: Path, fake: FakeUpstream
+) -> None:
+    """No tokenizer, no context length, no max_tokens: the prompt reserves its bound and the
+    completion the rest of the budget, written into the request; the settle refunds the rest."""
+    fake.behaviour.tokens = 50
+    body = chat("hello world")
+    bound = prompt_token_bound(body, chat=True)
+    async with environment(tmp_path, [fake]) as env:
+        key = await env.member("unbounded", {"budgets": {"daily_tokens": bound + 30}})
+        first = await env.chat(key, body)
+        assert first.status_code == 200, first.text
+        assert fake.requests[-1]["max_completion_tokens"] == 30
+        usage = first.json()["usage"]
+        assert usage == {"prompt_tokens": 2, "completion_tokens": 30, "total_tokens": 32}
+        # 32 spent, bound - 2 left: not enough for the prompt's bound and one token.
+        refused = await env.chat(key, body)
+        error = assert_openai_error(refused, 429, "budget_exceeded")
+        assert "one per byte" in error["message"]
         assert len(fake.requests) == 1
 
 

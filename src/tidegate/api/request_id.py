@@ -1,12 +1,21 @@
-"""Adds ``x-request-id`` to responses of routes that do not set it themselves.
+"""Adds the request id headers to responses of routes that do not set them themselves.
 
-The completion routes set the header on their own (they also log the id), so they pass
-straight through without a wrapped ``send``.
+The completion routes set them on their own (they also log and meter the id), so they pass
+straight through without a wrapped ``send``. See ``asgi.request_id_headers`` for what the two
+headers hold.
 """
 
 from __future__ import annotations
 
-from tidegate.api.asgi import Message, Receive, RequestIds, Scope, Send, request_id
+from tidegate.api.asgi import (
+    Message,
+    Receive,
+    RequestIds,
+    Scope,
+    Send,
+    client_request_id,
+    request_id_headers,
+)
 
 SELF_IDENTIFYING_PATHS = frozenset({"/v1/chat/completions", "/v1/completions"})
 
@@ -22,11 +31,12 @@ class RequestIdMiddleware:
         if scope["type"] != "http" or scope["path"] in SELF_IDENTIFYING_PATHS:
             await app(scope, receive, send)
             return
-        rid = request_id(scope, self._ids).encode()
+        own = self._ids.next()
+        added = request_id_headers(own, client_request_id(scope))
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), (b"x-request-id", rid)]
+                message["headers"] = [*message.get("headers", []), *added]
             await send(message)
 
         await app(scope, receive, send_with_id)

@@ -232,7 +232,8 @@ class CompletionService:
         tenant = principal.tenant
         with self._tracing.stage(span, "validation"):
             checked = await self._validator.check(route, data, tenant, principal.key, model)
-        prompt_tokens = checked.prompt_tokens or 0
+        # The prompt reserved is its count, or an upper bound on it where there is no tokenizer.
+        prompt_tokens = checked.prompt_bound
         with self._tracing.stage(span, "limits"):
             admission = await self._limiter.admit(
                 tenant_id=principal.tenant_id,
@@ -242,16 +243,18 @@ class CompletionService:
                 budgets=tenant.budgets,
                 model=model,
                 prompt_tokens=prompt_tokens,
-                max_tokens=(checked.max_tokens or 0) * checked.sequences,
+                max_tokens=checked.max_tokens,
+                sequences=checked.sequences,
+                prompt_is_bound=checked.prompt_tokens is None,
                 failure_mode=tenant.on_limiter_unavailable,
             )
         # Only now: a refused request used nothing, so it is metered with no tokens.
         record.prompt_tokens = prompt_tokens  # the engine's usage replaces this estimate
         allowance = admission.completion_allowance
-        if allowance is not None and not stream:
-            # The budget covers only part of max_tokens: ask the engine for no more than that.
-            field = "max_completion_tokens" if "max_completion_tokens" in data else "max_tokens"
-            data[field] = max(1, allowance // max(1, checked.sequences))
+        if allowance is not None:
+            # What the reservation covers, per sequence, for streams and whole bodies alike:
+            # the engine generates no more than the budget has left.
+            _cap_completion(data, allowance, chat=route == "chat")
         client_wants_usage = False
         if stream:
             options = data.get("stream_options") or {}
@@ -482,7 +485,7 @@ class CompletionService:
             record=record,
             client_wants_usage=request.client_wants_usage,
             itl=self._metrics.itl,
-            completion_allowance=request.admission.completion_allowance,
+            completion_limit=request.admission.completion_limit,
         )
         try:
             async for event in events:
@@ -522,6 +525,17 @@ def _circuit_open(pool: Pool) -> NoReadyReplicaError:
         "Retry-After interval.",
         retry_after_s=5.0,
     )
+
+
+def _cap_completion(data: dict[str, Any], allowance: int, *, chat: bool) -> None:
+    """Write ``allowance`` as the request's completion limit. On the chat route vLLM and the
+    Anthropic translation read max_completion_tokens before max_tokens, older servers only
+    max_tokens, so every field the client set is lowered and an absent limit is added."""
+    fields = ("max_completion_tokens", "max_tokens") if chat else ("max_tokens",)
+    present = [name for name in fields if data.get(name) is not None]
+    for name in present or fields[:1]:
+        value = data.get(name)
+        data[name] = allowance if not isinstance(value, int) else min(value, allowance)
 
 
 def _read_body_usage(body: bytes, record: RequestRecord) -> None:

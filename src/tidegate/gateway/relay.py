@@ -62,12 +62,15 @@ async def relay_events(
     record: RequestRecord,
     client_wants_usage: bool,
     itl: Histogram,
-    completion_allowance: int | None = None,
+    completion_limit: int | None = None,
 ) -> AsyncGenerator[bytes, None]:
     """Yield the client's bytes; raise ``StreamFailure`` after an in-band error.
 
-    ``completion_allowance``: content chunks the tenant's budget still covers; the stream is cut
-    with an in-band ``budget_exceeded`` error when it is used up.
+    ``completion_limit``: the completion tokens reserved for the response (all sequences). The
+    forwarded request already asks for no more, so an engine that honours max_tokens never
+    reaches it; one that ignores it is cut with an in-band ``budget_exceeded`` error at that
+    many content chunks (an engine sends at least one token per content chunk), and the tokens
+    it reports are settled in full.
     """
     splitter = SSESplitter()
     last_content_at: float | None = None
@@ -111,7 +114,7 @@ async def relay_events(
                     if not choices and not client_wants_usage:
                         continue
                 if choices and has_content(choices):
-                    if completion_allowance is not None and content_chunks >= completion_allowance:
+                    if completion_limit is not None and content_chunks >= completion_limit:
                         record.completion_tokens = max(record.completion_tokens, content_chunks)
                         _mark(record, _BUDGET_EXHAUSTED)
                         record.rejection = "budget"
@@ -157,8 +160,9 @@ def _mark(record: RequestRecord, error: TidegateError) -> None:
 
 
 _BUDGET_EXHAUSTED = LimitExceededError(
-    "The tenant's token or cost budget ran out during this response, so it was cut here. "
-    "Ask an operator to raise the tenant's budget, or wait for the next budget period.",
+    "This response reached the completion tokens reserved for it (its max_tokens, or what the "
+    "tenant's budget or token rate limit had left), so it was cut here. Ask for fewer tokens, "
+    "or ask an operator to raise the tenant's budget or limit.",
     code="budget_exceeded",
     retry_after_s=None,
     headers=[],

@@ -4,7 +4,9 @@
 the key and tenant are known. It checks model access, the request's size and sampling caps,
 counts the prompt with the model's own tokenizer (``PromptCounter``), applies the tenant's
 ``max_tokens`` default and limit, and normalises the payload in place. What it returns is what
-the limits and quotas reserve: ``prompt_tokens + max_tokens * sequences``.
+the limits and quotas reserve: ``prompt_bound + max_tokens * sequences``, where the prompt bound
+is the exact count, or for a model without a tokenizer an upper bound read from the body
+(``prompt_bound``), so a reservation is never smaller than what the engine will count.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from tidegate.errors import InvalidRequestError
 from tidegate.gateway.chat_template import ChatTemplateError
 from tidegate.gateway.extensions import check_extensions
 from tidegate.gateway.policy import KeySettings, TenantSettings
+from tidegate.gateway.prompt_bound import prompt_token_bound
 from tidegate.gateway.request_checks import (
     UnsupportedParams,
     check_json_depth,
@@ -44,6 +47,9 @@ class ValidatedRequest:
     prompt_tokens: int | None
     """Prompt tokens as the engine will count them (summed over a batch of prompts). None: the
     model has no tokenizer configured."""
+    prompt_bound: int
+    """What limits and budgets reserve for the prompt: ``prompt_tokens`` when counted, else an
+    upper bound on it from the body's text (``gateway.prompt_bound``)."""
     max_tokens: int | None
     """Completion tokens one sequence may generate: the request's, the tenant's default, or what
     is left of the context (vLLM's own default). None only when none of those is known."""
@@ -57,7 +63,7 @@ class ValidatedRequest:
         """Tokens to reserve against limits and budgets; None when unbounded."""
         if self.max_tokens is None:
             return None
-        return (self.prompt_tokens or 0) + self.max_tokens * self.sequences
+        return self.prompt_bound + self.max_tokens * self.sequences
 
 
 def _fmt(count: int) -> str:
@@ -108,6 +114,9 @@ class RequestValidator:
         prompts = len(counts) if counts else _batch_size(payload, chat)
         return ValidatedRequest(
             prompt_tokens=sum(counts) if counts is not None else None,
+            prompt_bound=sum(counts)
+            if counts is not None
+            else prompt_token_bound(payload, chat=chat),
             max_tokens=max_tokens,
             sequences=prompts * per_prompt,
             payload=payload,

@@ -43,6 +43,8 @@ class FakeBehaviour:
     content: str | None = None
     """The answer's text instead of "tok " per token: one token per 4 characters (streamed one
     chunk each); ``tokens`` is then ignored, max_tokens still caps it."""
+    ignore_max_tokens: bool = False
+    """Generate ``tokens`` whatever max_tokens says, as a misbehaving upstream would."""
 
 
 def _pieces(b: FakeBehaviour) -> list[str] | None:
@@ -238,7 +240,8 @@ class FakeUpstream:
             return _error(500, "The fake upstream was told to fail.", "InternalServerError")
 
         pieces = _pieces(b)
-        completion = _completion_tokens(body, b.tokens if pieces is None else len(pieces))
+        configured = b.tokens if pieces is None else len(pieces)
+        completion = configured if b.ignore_max_tokens else _completion_tokens(body, configured)
         usage = _usage(_prompt_tokens(body, chat), completion)
         rid = f"{'chatcmpl' if chat else 'cmpl'}-{self._id_prefix}{next(self._ids):08x}"
         stream = bool(body.get("stream"))

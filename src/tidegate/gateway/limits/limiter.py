@@ -1,12 +1,16 @@
 """The limiter the request path calls: admit a request, then settle what it really used.
 
 ``admit`` reserves everything a request may use at once (a request from each rpm bucket,
-prompt + max_tokens from each tpm bucket and budget, its cost, a concurrency slot) or nothing,
-and raises ``LimitExceededError`` when any limit refuses. When a budget has room for the prompt
-and some but not all of max_tokens, the request is admitted with a smaller reservation and
-``Admission.completion_allowance`` tells the request path where to cut it. ``settle`` charges
-the real usage and hands back the rest; it must run exactly once per admission, also when the
-request fails or the client goes away.
+prompt + max_tokens × sequences from each tpm bucket and budget, its cost, a concurrency slot)
+or nothing, and raises ``LimitExceededError`` when any limit refuses. The prompt is the exact
+count, or an upper bound where the gateway has no tokenizer, so a reservation is never less
+than the request can use. When a budget has room for the prompt and some but not all of
+max_tokens, or the request has no max_tokens at all, the completion is capped at what every
+budget (and, for a request without max_tokens, every token bucket) has left:
+``Admission.completion_allowance`` is that cap per sequence, which the request path writes
+into the forwarded request, and ``Admission.completion_limit`` the total the relay cuts a
+stream at. ``settle`` charges the real usage and hands back the rest; it must run exactly once
+per admission, also when the request fails or the client goes away.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ class Admission:
     __slots__ = (
         "headers",
         "completion_allowance",
+        "completion_limit",
         "_limiter",
         "_demand",
         "_verdict",
@@ -58,6 +63,7 @@ class Admission:
         limiter: Limiter,
         headers: Headers,
         completion_allowance: int | None,
+        completion_limit: int | None = None,
         demand: Demand | None,
         verdict: Verdict | None,
         model: str,
@@ -66,8 +72,12 @@ class Admission:
         self.headers = headers
         """x-ratelimit-* headers for the response (only for limits that exist)."""
         self.completion_allowance = completion_allowance
-        """Completion tokens the request may generate before its tenant's budget is spent,
-        when that is fewer than max_tokens; None: max_tokens fits."""
+        """Completion tokens per sequence the request may generate, to be written into the
+        forwarded request, when that is fewer than it asked for or it asked for no limit;
+        None: its own max_tokens fits (or nothing counts its tokens)."""
+        self.completion_limit = completion_limit
+        """Completion tokens reserved over all sequences, where a budget or token bucket counts
+        them: the most the response may carry (the relay cuts a stream there); None: none."""
         self._limiter = limiter
         self._demand = demand
         self._verdict = verdict
@@ -137,9 +147,14 @@ class Limiter:
         budgets: Budgets,
         model: str,
         prompt_tokens: int,
-        max_tokens: int,
+        max_tokens: int | None,
         failure_mode: LimiterFailureMode,
+        sequences: int = 1,
+        prompt_is_bound: bool = False,
     ) -> Admission:
+        """``prompt_tokens``: the prompt's count, or an upper bound (``prompt_is_bound``).
+        ``max_tokens``: completion tokens per sequence; None or 0: unbounded, capped by what
+        the budgets and token buckets have left. ``sequences``: prompts × n."""
         limits = self._rate_tuple(tenant_limits) + self._rate_tuple(key_limits)
         budget = self._budget_tuple(budgets)
         if not any(limits) and not any(budget):
@@ -152,12 +167,14 @@ class Limiter:
             limits,
             budget,
             prompt_tokens,
-            max(1, max_tokens),
+            max(0, max_tokens or 0),
+            max(1, sequences),
             # Rounded up like PriceTable.cost_nanos, so the prompt never costs more at settle.
             math.ceil(prompt_tokens * rates.input),
             rates.output,
             day,
             month,
+            prompt_is_bound,
         )
         try:
             local = self._local
@@ -191,11 +208,17 @@ class Limiter:
             if self._metrics is not None:
                 self._metrics.rejected(refused.limit_code)
             raise refused
-        allowance = verdict.completion if verdict.completion < demand.max_tokens else None
+        per_sequence = verdict.completion // demand.sequences
+        allowance = (
+            per_sequence
+            if per_sequence and (not demand.max_tokens or per_sequence < demand.max_tokens)
+            else None
+        )
         return Admission(
             limiter=self,
             headers=headers,
             completion_allowance=allowance,
+            completion_limit=verdict.completion or None,
             demand=demand,
             verdict=verdict,
             model=model,

@@ -19,9 +19,14 @@ if ARGV[19] ~= '' then now = tonumber(ARGV[19])
 else local t = redis.call('TIME'); now = tonumber(t[1]) + tonumber(t[2]) / 1000000 end
 local limit = {}
 for i = 1, 10 do limit[i] = tonumber(ARGV[i]) end
-local prompt, completion = tonumber(ARGV[11]), tonumber(ARGV[12])
+local prompt, units = tonumber(ARGV[11]), tonumber(ARGV[12])
 local prompt_cost, output_cost = tonumber(ARGV[13]), tonumber(ARGV[14])
 local ends = {tonumber(ARGV[15]), tonumber(ARGV[16])}
+local seqs = tonumber(ARGV[20])
+local unbounded = tonumber(ARGV[21])
+local flexible = units <= 0
+if flexible then units = unbounded end
+local per_cost = output_cost * seqs
 local failed, wait = -1, 0
 
 local function allowance(cap, spent, base, per, most)
@@ -40,20 +45,19 @@ for p = 1, 2 do
   if tokens_cap > 0 or cost_cap > 0 then
     counted[p] = true
     local v = redis.call('HMGET', KEYS[6 + p], 't', 'c')
-    local checks = {{tokens_cap, tonumber(v[1]) or 0, prompt, 1, 4 + 2 * p},
-                    {cost_cap, tonumber(v[2]) or 0, prompt_cost, output_cost, 5 + 2 * p}}
+    local checks = {{tokens_cap, tonumber(v[1]) or 0, prompt, seqs, 4 + 2 * p},
+                    {cost_cap, tonumber(v[2]) or 0, prompt_cost, per_cost, 5 + 2 * p}}
     for _, c in ipairs(checks) do
       if c[1] > 0 then
-        local n = allowance(c[1], c[2], c[3], c[4], completion)
+        local n = allowance(c[1], c[2], c[3], c[4], units)
         if n < 0 then
           if ends[p] - now > wait then failed, wait = c[5], ends[p] - now end
-        else completion = n end
+        else units = n end
       end
     end
   end
 end
 
-local tokens = prompt + completion
 local slots = {1, 2, 4, 5}
 local levels = {0, 0, 0, 0}
 for j = 1, 4 do
@@ -65,13 +69,36 @@ for j = 1, 4 do
     if level == nil then level = cap
     else level = math.min(cap, level + (now - tonumber(v[2])) * cap / 60) end
     levels[j] = level
-    local cost = tokens
-    if j % 2 == 1 then cost = 1 end
-    if level < cost then
-      local need = math.huge
-      if cost <= cap then need = (cost - level) * 60 / cap end
-      if need > wait then failed, wait = i - 1, need end
+  end
+end
+if flexible then  -- an unbounded request takes what each token bucket has left
+  for _, j in ipairs({2, 4}) do
+    local cap, level = limit[slots[j]], levels[j]
+    if cap > 0 then
+      local least = prompt + seqs
+      if level >= least then
+        local n = math.min(units, math.floor((level - prompt) / seqs))
+        while n > 0 and prompt + seqs * n > level do n = n - 1 end
+        units = n
+      else
+        local need = math.huge
+        if least <= cap then need = (least - level) * 60 / cap end
+        if need > wait then failed, wait = slots[j] - 1, need end
+      end
     end
+  end
+end
+if units >= unbounded then units = 0 end
+local tokens = prompt + units * seqs
+for j = 1, 4 do
+  local i = slots[j]
+  local cap = limit[i]
+  local cost = tokens
+  if j % 2 == 1 then cost = 1 elseif flexible then cost = 0 end
+  if cap > 0 and cost > 0 and levels[j] < cost then
+    local need = math.huge
+    if cost <= cap then need = (cost - levels[j]) * 60 / cap end
+    if need > wait then failed, wait = i - 1, need end
   end
 end
 for _, i in ipairs({3, 6}) do
@@ -85,7 +112,9 @@ if failed >= 0 then
           tostring(levels[4]), failed, tostring(wait)}
 end
 
-local cost = prompt_cost + math.ceil(output_cost * completion)
+local completion = units * seqs
+local cost = prompt_cost
+if units > 0 then cost = prompt_cost + math.ceil(per_cost * units) end
 for j = 1, 4 do
   local i = slots[j]
   local cap = limit[i]
@@ -117,8 +146,9 @@ return {1, completion, cost, tostring(levels[1]), tostring(levels[2]), tostring(
 """ARGV: 1-6 tenant rpm, tpm, concurrency, key rpm, tpm, concurrency (0: none); 7-10 day tokens,
 day cost, month tokens, month cost (0: none); 11 prompt tokens; 12 max tokens; 13 prompt cost;
 14 cost per completion token; 15 day end; 16 month end; 17 admission id; 18 lease seconds;
-19 now ('' for Redis TIME). Reply: admitted, completion reserved, cost reserved, four bucket
-levels, failed check index, wait seconds."""
+19 now ('' for Redis TIME); 20 sequences; 21 UNBOUNDED. ARGV 12 is max tokens per sequence, 0
+for an unbounded request (see ``memory.py``). Reply: admitted, completion reserved (all
+sequences), cost reserved, four bucket levels, failed check index, wait seconds."""
 
 SETTLE = """
 local now

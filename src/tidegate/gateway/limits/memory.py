@@ -25,8 +25,10 @@ from tidegate.gateway.limits.model import (
     TENANT_CONCURRENCY,
     TENANT_RPM,
     TENANT_TPM,
+    UNBOUNDED,
     Demand,
     Verdict,
+    bucket_allowance,
     budget_allowance,
 )
 from tidegate.gateway.limits.periods import Period
@@ -79,13 +81,18 @@ class MemoryLimitStore:
         t_rpm, t_tpm, t_conc, k_rpm, k_tpm, k_conc = d.limits
         failed, wait = -1, 0.0
 
-        completion = d.max_tokens
+        # Completion tokens per sequence: what the request asked for, or (unbounded) whatever
+        # every budget and token bucket below has room for.
+        seqs = d.sequences
+        flexible = d.max_tokens <= 0
+        units = UNBOUNDED if flexible else d.max_tokens
         day = month = None
         b_day_tokens, b_day_cost, b_month_tokens, b_month_cost = d.budget
         if b_day_tokens or b_day_cost:
             day = self._spend_row(d.day, d.tenant_id, now)
         if b_month_tokens or b_month_cost:
             month = self._spend_row(d.month, d.tenant_id, now)
+        per_cost = d.output_cost * seqs
         for index, limit, row, field in (
             (
                 (DAY_TOKENS, b_day_tokens, day, 0),
@@ -102,34 +109,55 @@ class MemoryLimitStore:
                 limit=limit,
                 spent=row[field],
                 base=d.prompt_cost if field else d.prompt_tokens,
-                per_token=d.output_cost if field else 1.0,
-                max_tokens=completion,
+                per_token=per_cost if field else seqs,
+                max_tokens=units,
             )
             if allowed < 0:
                 end = d.day.end if index < MONTH_TOKENS else d.month.end
                 if end - now > wait:
                     failed, wait = index, end - now
             else:
-                completion = allowed
-        tokens = d.prompt_tokens + completion
+                units = allowed
 
         t_rpm_level = _refill(tenant.rpm_level, tenant.rpm_at, t_rpm, now) if t_rpm else 0.0
         t_tpm_level = _refill(tenant.tpm_level, tenant.tpm_at, t_tpm, now) if t_tpm else 0.0
         k_rpm_level = _refill(key.rpm_level, key.rpm_at, k_rpm, now) if k_rpm else 0.0
         k_tpm_level = _refill(key.tpm_level, key.tpm_at, k_tpm, now) if k_tpm else 0.0
+        if flexible:  # an unbounded request takes what each token bucket has left
+            for index, cap, level in (
+                (TENANT_TPM, t_tpm, t_tpm_level),
+                (KEY_TPM, k_tpm, k_tpm_level),
+            ):
+                if not cap:
+                    continue
+                fit = bucket_allowance(
+                    level=level, base=d.prompt_tokens, per_token=seqs, max_tokens=units
+                )
+                if fit > 0:
+                    units = fit
+                    continue
+                least = d.prompt_tokens + seqs
+                need = math.inf if least > cap else (least - level) * 60.0 / cap
+                if need > wait:
+                    failed, wait = index, need
+        if units >= UNBOUNDED:
+            units = 0  # no budget or token bucket counts this request: reserve no completion
+        tokens = d.prompt_tokens + units * seqs
+        # Checked above for an unbounded request.
+        take = 0 if flexible else tokens
         if (
             (t_rpm and t_rpm_level < 1)
-            or (t_tpm and t_tpm_level < tokens)
+            or (t_tpm and take and t_tpm_level < take)
             or (k_rpm and k_rpm_level < 1)
-            or (k_tpm and k_tpm_level < tokens)
+            or (k_tpm and take and k_tpm_level < take)
         ):  # the rare path: find the bucket that takes longest to have room
             for index, limit, level, cost in (
                 (TENANT_RPM, t_rpm, t_rpm_level, 1),
-                (TENANT_TPM, t_tpm, t_tpm_level, tokens),
+                (TENANT_TPM, t_tpm, t_tpm_level, take),
                 (KEY_RPM, k_rpm, k_rpm_level, 1),
-                (KEY_TPM, k_tpm, k_tpm_level, tokens),
+                (KEY_TPM, k_tpm, k_tpm_level, take),
             ):
-                if limit and level < cost:
+                if limit and cost and level < cost:
                     need = math.inf if cost > limit else (cost - level) * 60.0 / limit
                     if need > wait:
                         failed, wait = index, need
@@ -141,7 +169,8 @@ class MemoryLimitStore:
         if failed >= 0:
             return Verdict(False, 0, 0, levels, failed, wait)
 
-        cost = d.prompt_cost + math.ceil(d.output_cost * completion)
+        completion = units * seqs
+        cost = d.prompt_cost + (math.ceil(per_cost * units) if units else 0)
         if t_rpm:
             tenant.rpm_level, tenant.rpm_at = t_rpm_level - 1, now
         if t_tpm:

@@ -21,6 +21,10 @@ DAY_TOKENS, DAY_COST, MONTH_TOKENS, MONTH_COST = 6, 7, 8, 9
 CONCURRENCY_RETRY_S = 1.0
 """Retry-After for a concurrency refusal: a slot frees when some request ends, unknown when."""
 
+UNBOUNDED = 2**40
+"""Completion tokens per sequence of a request that nothing bounds (no max_tokens, no context
+length): every budget and token bucket then caps it at what it has left. Exact in a Lua double."""
+
 
 class LimitStoreUnavailable(Exception):
     """The store did not answer in time or at all (the tenant's failure mode decides)."""
@@ -35,20 +39,29 @@ class Demand:
     budget: tuple[int, int, int, int]
     """Day tokens, day cost, month tokens, month cost (nano-USD); 0: no budget."""
     prompt_tokens: int
+    """The prompt's tokens, or an upper bound on them (never fewer than the engine counts)."""
     max_tokens: int
+    """Completion tokens per sequence; 0: unbounded, so every budget and token bucket caps it
+    at what it has left (and the request path writes that cap into the forwarded request)."""
+    sequences: int
+    """Sequences generated (prompts × n): each completion token reserved counts this often."""
     prompt_cost: int
     """Nano-USD of the prompt at the full input price (cached tokens are known only later)."""
     output_cost: float
     """Nano-USD per completion token."""
     day: Period
     month: Period
+    prompt_is_bound: bool = False
+    """``prompt_tokens`` is an upper bound from the body's size (no tokenizer), not a count."""
 
 
 @dataclass(slots=True)
 class Verdict:
     admitted: bool
     completion: int
-    """Completion tokens reserved (max_tokens, or fewer where a budget is nearly spent)."""
+    """Completion tokens reserved over all sequences (a multiple of ``sequences``): max_tokens,
+    or fewer where a budget or (for an unbounded request) a token bucket has less left; 0 for
+    an unbounded request that no budget or token bucket caps."""
     cost: int
     """Nano-USD reserved."""
     levels: tuple[float, float, float, float]
@@ -77,8 +90,9 @@ class LimitStore(Protocol):
 def budget_allowance(
     *, limit: int, spent: int, base: int, per_token: float, max_tokens: int
 ) -> int:
-    """Most completion tokens (at most ``max_tokens``) with ``base + per_token * n`` within
-    ``limit - spent``; -1 when not even one fits (the budget refuses the request)."""
+    """Most completion tokens per sequence (at most ``max_tokens``) with
+    ``base + ceil(per_token * n)`` within ``limit - spent``, where ``per_token`` is what one
+    token of every sequence costs; -1 when not even one fits (the budget refuses the request)."""
     remaining = limit - spent
     if remaining <= 0 or base > remaining:
         return -1
@@ -86,5 +100,16 @@ def budget_allowance(
         return max_tokens
     allowed = min(max_tokens, math.floor((remaining - base) / per_token))
     while allowed > 0 and base + math.ceil(per_token * allowed) > remaining:
+        allowed -= 1  # float rounding in the division
+    return allowed if allowed >= 1 else -1
+
+
+def bucket_allowance(*, level: float, base: int, per_token: int, max_tokens: int) -> int:
+    """For an unbounded request: most completion tokens per sequence (at most ``max_tokens``)
+    with ``base + per_token * n`` within a token bucket's ``level``; -1 when not one fits."""
+    if level < base + per_token:
+        return -1
+    allowed = min(max_tokens, math.floor((level - base) / per_token))
+    while allowed > 0 and base + per_token * allowed > level:
         allowed -= 1  # float rounding in the division
     return allowed if allowed >= 1 else -1

@@ -30,6 +30,7 @@ from tidegate.gateway.limits.model import (
     KEY_TPM,
     TENANT_CONCURRENCY,
     TENANT_TPM,
+    UNBOUNDED,
     Demand,
     LimitStoreUnavailable,
     Verdict,
@@ -91,6 +92,8 @@ class RedisLimitStore:
             member,
             self._lease,
             self._now(),
+            d.sequences,
+            UNBOUNDED,
         )
         reply = await self._call(self._admit, keys, args)  # numbers as int, the rest as bytes
         levels = (float(reply[3]), float(reply[4]), float(reply[5]), float(reply[6]))

@@ -50,9 +50,8 @@ def refusal(demand: Demand, failed: int, wait_s: float, headers: Headers) -> Lim
             shown = str(value)
         message = (
             f"The tenant's {what} ({field} = {shown}) has no room left for this request "
-            f"({demand.prompt_tokens} prompt tokens and at least one completion token). It "
-            f"resets at {reset}, in {format_duration(wait_s)}; until then an operator can "
-            f"raise {field}."
+            f"({_prompt(demand)} and at least {_least(demand)}). It resets at {reset}, in "
+            f"{format_duration(wait_s)}; until then an operator can raise {field}."
         )
     else:
         owner, field, what = _RATE[failed]
@@ -65,11 +64,13 @@ def refusal(demand: Demand, failed: int, wait_s: float, headers: Headers) -> Lim
             )
         elif math.isinf(wait_s):
             code, retry_after = "rate_limit_exceeded", None
+            completion = f"max_tokens {demand.max_tokens}" if demand.max_tokens else _least(demand)
+            if demand.max_tokens and demand.sequences > 1:
+                completion += f" for each of {demand.sequences} sequences"
             message = (
-                f"This request needs {demand.prompt_tokens} prompt tokens plus max_tokens "
-                f"{demand.max_tokens}, more than the {owner}'s limit of {value} {what} "
-                f"({field}) allows at once. Lower max_tokens or shorten the prompt, or ask an "
-                f"operator to raise {field}."
+                f"This request needs {_prompt(demand)} plus {completion}, more than the "
+                f"{owner}'s limit of {value} {what} ({field}) allows at once. Lower max_tokens "
+                f"or shorten the prompt, or ask an operator to raise {field}."
             )
         else:
             code = "rate_limit_exceeded"
@@ -79,3 +80,18 @@ def refusal(demand: Demand, failed: int, wait_s: float, headers: Headers) -> Lim
                 f"or ask an operator to raise {field}."
             )
     return LimitExceededError(message, code=code, retry_after_s=retry_after, headers=headers)
+
+
+def _prompt(demand: Demand) -> str:
+    if demand.prompt_is_bound:
+        return (
+            f"a prompt counted as at most {demand.prompt_tokens} tokens, one per byte of its "
+            "text, as the gateway has no tokenizer for this model"
+        )
+    return f"{demand.prompt_tokens} prompt tokens"
+
+
+def _least(demand: Demand) -> str:
+    if demand.sequences > 1:
+        return f"one completion token for each of its {demand.sequences} sequences"
+    return "one completion token"
