@@ -51,6 +51,7 @@ class Operation:
     """Error statuses beyond those of the access level (401, 403) and the body (400, 413)."""
     media: tuple[str, ...] = ("application/json",)
     multipart: bool = False
+    description: str = ""
 
 
 def _limit(maximum: int) -> Param:
@@ -131,9 +132,13 @@ OPERATIONS: tuple[Operation, ...] = (
         "/metrics",
         "Prometheus metrics",
         "system",
-        "public",
+        "operator",
         None,
         media=("text/plain",),
+        description=(
+            "The bearer token is server.metrics_token or an operator's admin key; the "
+            "metrics listener (server.metrics_port) serves the same without one."
+        ),
     ),
     Operation("GET", "/openapi.json", "This document", "system", "public", None, errors=()),
     Operation(
@@ -532,7 +537,9 @@ def _operation(op: Operation) -> dict[str, Any]:
         "responses": responses,
         "security": [] if op.access == "public" else [{"bearer": []}],
     }
-    if op.access in ("admin", "operator"):
+    if op.description:
+        document["description"] = op.description
+    elif op.access in ("admin", "operator"):
         document["description"] = (
             "For admin keys of the system tenant (the operator) only."
             if op.access == "operator"

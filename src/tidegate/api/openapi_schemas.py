@@ -52,13 +52,16 @@ def _closed(fields: dict[str, Schema], required: tuple[str, ...] = ()) -> Schema
     }
 
 
-def _list_of(item: str, *, ids: bool = True, has_more: bool = True) -> Schema:
+def _list_of(
+    item: str, *, ids: bool = True, has_more: bool = True, id_type: str = "string"
+) -> Schema:
     fields: dict[str, Schema] = {
         "object": {"const": "list"},
         "data": {"type": "array", "items": ref(item)},
     }
     if ids:
-        fields.update(first_id=_nullable({"type": "string"}), last_id=_nullable({"type": "string"}))
+        id_schema = _nullable({"type": id_type})
+        fields.update(first_id=id_schema, last_id=id_schema)
     if has_more:
         fields["has_more"] = {"type": "boolean"}
     return _object(fields)
@@ -455,7 +458,7 @@ def component_schemas() -> dict[str, Schema]:
         "ApiKey": _API_KEY,
         "ApiKeyList": _list_of("ApiKey"),
         "AuditEvent": _AUDIT_EVENT,
-        "AuditEventList": _list_of("AuditEvent"),
+        "AuditEventList": _list_of("AuditEvent", id_type="integer"),
         "Model": _MODEL,
         "ModelList": _list_of("Model", ids=False, has_more=False),
         "File": _FILE,
@@ -478,7 +481,7 @@ def component_schemas() -> dict[str, Schema]:
         "RolloutList": _list_of("Rollout", ids=False, has_more=False),
         "ShadowSummary": _SHADOW_SUMMARY,
         "ShadowComparison": _SHADOW_COMPARISON,
-        "ShadowComparisonList": _list_of("ShadowComparison"),
+        "ShadowComparisonList": _list_of("ShadowComparison", id_type="integer"),
         "UsageRollup": _USAGE_ROLLUP,
         "UsageRecordList": _USAGE_RECORDS,
     }

@@ -1,0 +1,120 @@
+"""Schemathesis against the gateway's own OpenAPI document: every operation, valid and invalid
+inputs, with a fixed seed and a bounded number of cases.
+
+A real gateway (SQLite store, fake upstream, batches and rollouts on) runs on loopback in a
+thread of its own, so schemathesis' blocking client can call it. The operator's admin key calls
+/admin, a tenant's member key calls /v1. Every answer must be a non-5xx whose status, content
+type and body are the ones the document declares.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+import schemathesis
+from schemathesis import Case
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+from tests.support.gateway import ADMIN_KEY, auth, create_member, run_gateway
+from tidegate.upstream.fake_server import FakeUpstream
+
+MAX_EXAMPLES = 25
+"""Cases per operation (about 45 operations); the whole module runs in about a minute."""
+SEED = 1313
+CHECKS = [
+    not_a_server_error,
+    response_schema_conformance,
+    status_code_conformance,
+    content_type_conformance,
+]
+
+
+@dataclass(frozen=True)
+class LiveGateway:
+    url: str
+    tenant_key: str
+
+
+@pytest.fixture(scope="module")
+def live_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveGateway]:
+    home = tmp_path_factory.mktemp("schemathesis")
+    started: list[LiveGateway] = []
+    failure: list[BaseException] = []
+    ready = threading.Event()
+    loop = asyncio.new_event_loop()
+    stop = asyncio.Event()
+
+    async def main(home: Path) -> None:
+        fake = FakeUpstream(model="fake-model")
+        await fake.start()
+        try:
+            async with run_gateway(home, upstreams=[fake], idle_timeout_s=5.0) as gateway:
+                async with httpx.AsyncClient(base_url=gateway.url) as http:
+                    member = await create_member(http, "fuzzed tenant")
+                started.append(LiveGateway(gateway.url, member.key))
+                ready.set()
+                await stop.wait()
+        finally:
+            await fake.stop()
+
+    def run() -> None:
+        try:
+            loop.run_until_complete(main(home))
+        except BaseException as error:  # reported to the test thread
+            failure.append(error)
+        finally:
+            ready.set()
+
+    thread = threading.Thread(target=run, name="gateway", daemon=True)
+    thread.start()
+    ready.wait(timeout=60)
+    if failure or not started:
+        raise RuntimeError(f"the gateway did not start: {failure}")
+    yield started[0]
+    loop.call_soon_threadsafe(stop.set)
+    thread.join(timeout=60)
+    assert not failure, failure
+
+
+@pytest.fixture(scope="module")
+def api_schema(live_gateway: LiveGateway) -> schemathesis.BaseSchema:
+    config = schemathesis.Config.from_dict(
+        {
+            "seed": SEED,
+            "generation": {
+                "max-examples": MAX_EXAMPLES,
+                "deterministic": True,
+                "mode": "all",
+                "with-security-parameters": False,
+                "database": "none",
+            },
+            "phases": {"stateful": {"enabled": False}},
+        }
+    )
+    return schemathesis.openapi.from_url(live_gateway.url + "/openapi.json", config=config)
+
+
+schema = schemathesis.pytest.from_fixture("api_schema")
+
+
+@schema.parametrize()
+def test_no_server_errors_and_answers_match_the_document(
+    case: Case, live_gateway: LiveGateway
+) -> None:
+    headers = {}
+    if case.path.startswith("/admin") or case.path == "/metrics":
+        headers = auth(ADMIN_KEY)
+    elif case.path.startswith("/v1"):
+        headers = auth(live_gateway.tenant_key)
+    case.call_and_validate(headers=headers, checks=CHECKS, timeout=30)
