@@ -2,7 +2,8 @@
 directory and store: every request whose response a client fully received has exactly one usage
 record, and requests cut by the kill have at most one.
 
-The clients send their own x-request-id, so each response can be matched to its record. Limits
+The clients send their own x-request-id (kept as the record's client_request_id; the record's
+key is the gateway's own id), so each response can be matched to its record. Limits
 run on Redis (as with several replicas), so every request also settles a reservation there.
 """
 
@@ -180,13 +181,13 @@ async def test_kill_9_mid_load_leaves_one_record_per_completed_request(
 
 
 async def stored_rows(store_url: str, tenant_id: str) -> tuple[list[Row[Any]], int]:
-    """(request id, status, prompt tokens, completion tokens) of the tenant's records, and the
-    number of records in the store."""
+    """(client request id, status, prompt tokens, completion tokens) of the tenant's records,
+    and the number of records in the store."""
     engine = create_engine(store_url)
     try:
         async with create_sessionmaker(engine)() as session:
             u = UsageRecord
-            statement = select(u.request_id, u.status, u.prompt_tokens, u.completion_tokens)
+            statement = select(u.client_request_id, u.status, u.prompt_tokens, u.completion_tokens)
             rows = (await session.execute(statement.where(u.tenant_id == tenant_id))).all()
             total = await session.scalar(select(func.count()).select_from(u))
     finally:

@@ -17,7 +17,7 @@ from tidegate.store import StoreError, StoreUnavailableError, create_engine, mig
 from tidegate.store.migrate import MIGRATIONS_DIR
 from tidegate.store.models import Base
 
-HEAD = "0004"
+HEAD = "0005"
 
 
 async def schema_state(url: str) -> tuple[list[str], list[str], list[tuple[object, ...]]]:

@@ -23,8 +23,9 @@ from tidegate.api.asgi import (
     Scope,
     Send,
     bearer_token,
+    client_request_id,
     read_body,
-    request_id,
+    request_id_headers,
     send_bytes,
 )
 from tidegate.api.errors import error_response, internal_error_response
@@ -101,9 +102,10 @@ class CompletionEndpoint:
         self._span_name = "POST /v1/chat/completions" if route == "chat" else "POST /v1/completions"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        rid = request_id(scope, self._ids)
-        record = RequestRecord(request_id=rid, route=self._route)
-        headers: Headers = [(b"x-request-id", rid.encode())]
+        rid = self._ids.next()
+        client_id = client_request_id(scope)
+        record = RequestRecord(request_id=rid, route=self._route, client_request_id=client_id)
+        headers: Headers = request_id_headers(rid, client_id)
         state = _ResponseState()
         watcher: asyncio.Task[None] | None = None
         services: ApiServices | None = None
@@ -185,7 +187,7 @@ class CompletionEndpoint:
                 status, body, extra = error_response(error)
                 await send_bytes(send, status, body, [JSON_CONTENT_TYPE, *headers, *extra])
         except Exception:
-            log.exception("request %s failed inside the gateway", rid)
+            log.exception("request %s (client id %s) failed inside the gateway", rid, client_id)
             record.outcome = "upstream"
             record.status = 500
             record.error_type = "internal_error"

@@ -156,4 +156,5 @@ def _usage_event(record: RequestRecord, duration_s: float) -> UsageEvent:
         status=record.status,
         outcome=record.outcome,
         kind=record.kind,
+        client_request_id=record.client_request_id,
     )

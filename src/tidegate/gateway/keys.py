@@ -8,7 +8,8 @@ store on every request. Plaintext keys never appear in logs, audit rows or error
 
 Every change is audited in the transaction that makes it; scoping follows
 :mod:`tidegate.gateway.actors` (a key of a tenant the actor cannot see is answered like a
-missing one).
+missing one), and a tenant admin's new keys stay within its own grant
+(:mod:`tidegate.gateway.key_grants`).
 """
 
 from __future__ import annotations
@@ -25,11 +26,17 @@ from pydantic import SecretStr
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from tidegate.errors import AuthenticationError, InvalidRequestError, NotFoundError
+from tidegate.errors import (
+    AuthenticationError,
+    InvalidRequestError,
+    NotFoundError,
+    PermissionDeniedError,
+)
 from tidegate.gateway.actors import Actor, visible_tenant
 from tidegate.gateway.admin_key import ensure_admin_key
 from tidegate.gateway.audit import record
 from tidegate.gateway.key_cache import REFUSED_TTL_S, PrincipalCache, RefusedKeys
+from tidegate.gateway.key_grants import Grant, check_within_grant
 from tidegate.gateway.key_records import (
     ROLES,
     ApiKeyInfo,
@@ -170,7 +177,11 @@ class KeyService:
         )
         async with transaction(self._sessions, "create an API key") as session:
             # Locks the tenant row, so a concurrent delete of the tenant cannot orphan the key.
-            await visible_tenant(session, actor, tenant_id, for_update=True)
+            tenant = await visible_tenant(session, actor, tenant_id, for_update=True)
+            if not actor.is_operator:
+                check_within_grant(
+                    await _grant(session, actor, tenant), checked_settings, expires_at
+                )
             session.add(row)
             record(
                 session,
@@ -326,6 +337,23 @@ async def _visible_key(session: AsyncSession, actor: Actor | None, key_id: str) 
             param="key_id",
         )
     return row
+
+
+async def _grant(session: AsyncSession, actor: Actor, tenant: Tenant) -> Grant:
+    """What a tenant admin holds, read in the transaction that uses it (not from the cache,
+    so a ceiling the operator just lowered applies at once)."""
+    own = await session.get(ApiKey, actor.key_id) if actor.key_id is not None else None
+    if own is None or own.tenant_id != tenant.id or key_info(own).status() != "active":
+        raise PermissionDeniedError(
+            "Only an admin key of this tenant, or the operator, may create its keys.",
+            code="admin_key_required",
+        )
+    return Grant(
+        tier=parse_tier(tenant.tier),
+        tenant=TenantSettings.model_validate(tenant.settings),
+        key=KeySettings.model_validate(own.settings),
+        key_expires_at=own.expires_at,
+    )
 
 
 def _principal(key: ApiKey, tenant: Tenant) -> Principal:

@@ -1,10 +1,10 @@
 """Tenants: create, read, list, update and delete, each change audited in its own transaction.
 
 Only the operator creates, changes or deletes tenants; a tenant's admin may read its own tenant
-(changing it would let a tenant raise its own limits). Settings are stored as the JSON of
-:class:`TenantSettings` without its defaults, so a default can change without a migration.
-Updates are JSON merge patches (RFC 7396): given fields replace, nested objects merge, ``null``
-resets a field to its default.
+(changing any field would let a tenant raise its own ceiling: see ``_operator_owns``).
+Settings are stored as the JSON of :class:`TenantSettings` without its defaults, so a default
+can change without a migration. Updates are JSON merge patches (RFC 7396): given fields
+replace, nested objects merge, ``null`` resets a field to its default.
 
 Deleting a tenant is refused while it has active keys: revoking them is a separate, deliberate
 step that callers can see. Its revoked and expired keys are deleted with it (the audit log
@@ -114,6 +114,39 @@ def _operator_only(actor: Actor, doing: str) -> None:
         )
 
 
+def _patched_fields(
+    name: str | None, tier: str | None, settings: Mapping[str, Any] | None
+) -> builtins.list[str]:
+    """The dotted paths an update touches: name, tier, settings.limits.requests_per_minute..."""
+    fields = [field for field, value in (("name", name), ("tier", tier)) if value is not None]
+
+    def walk(prefix: str, patch: Mapping[str, Any]) -> None:
+        for key, value in patch.items():
+            if isinstance(value, Mapping) and value:
+                walk(f"{prefix}.{key}", value)
+            else:
+                fields.append(f"{prefix}.{key}")
+
+    walk("settings", settings or {})
+    return fields
+
+
+def _operator_owns(actor: Actor, fields: builtins.list[str]) -> None:
+    """Every field of a tenant is the operator's grant: a tenant admin changing any of them
+    (its tier, limits, budgets, models, logging, extensions, fields added later) could widen
+    what it was given, so none is open to it."""
+    if actor.is_operator:
+        return
+    named = f"'{fields[0]}'" if fields else "its fields"
+    raise PermissionDeniedError(
+        f"A tenant admin may not change its tenant: {named} is set by the operator (an admin "
+        "key of the system tenant), the ceiling for this tenant's keys. Ask the operator, or "
+        "narrow a key instead (POST /admin/keys with lower settings).",
+        param=fields[0] if fields else None,
+        code="operator_only",
+    )
+
+
 class TenantService:
     def __init__(self, *, sessions: async_sessionmaker[AsyncSession]) -> None:
         self._sessions = sessions
@@ -203,7 +236,7 @@ class TenantService:
         actor = actor or Actor.internal("service")
         async with transaction(self._sessions, "update a tenant") as session:
             row = await visible_tenant(session, actor, tenant_id, for_update=True)
-            _operator_only(actor, "change")
+            _operator_owns(actor, _patched_fields(name, tier, settings))
             changes: dict[str, Any] = {}
             if name is not None and _check_name(name) != row.name:
                 name = _check_name(name)

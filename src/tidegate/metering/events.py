@@ -37,6 +37,9 @@ class UsageEvent:
     status: int
     outcome: str
     kind: UsageKind = "live"
+    client_request_id: str | None = None
+    """The client's x-request-id, for correlation only: ``request_id`` is the gateway's own,
+    so a client repeating an id (or borrowing another tenant's) cannot merge records."""
 
     def to_json_line(self) -> bytes:
         return orjson.dumps(self, option=orjson.OPT_APPEND_NEWLINE)

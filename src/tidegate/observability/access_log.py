@@ -53,6 +53,7 @@ class AccessLog:
             "ts": time.time(),
             "event": "access",
             "request_id": record.request_id,
+            "client_request_id": record.client_request_id,
             "key_id": record.key_id,
             "tenant_id": record.tenant_id,
             "route": record.route,

@@ -14,7 +14,10 @@ from tidegate.observability.metrics import UNKNOWN_MODEL, Route
 @dataclass(slots=True)
 class RequestRecord:
     request_id: str
+    """The gateway's own id (never the client's): the usage record's key."""
     route: Route
+    client_request_id: str | None = None
+    """The client's x-request-id, kept only to correlate (any tenant may send any value)."""
     started: float = field(default_factory=time.perf_counter)
     """perf_counter() at arrival, for durations."""
     arrived_at: float = field(default_factory=time.time)

@@ -17,7 +17,8 @@ PriorityClass = Literal["interactive", "batch"]
 CLASSES: tuple[PriorityClass, ...] = ("interactive", "batch")
 """Most urgent first."""
 
-_RANK: dict[str, int] = {"interactive": 0, "batch": 1}
+RANK: dict[str, int] = {"interactive": 0, "batch": 1}
+"""Lower is more urgent."""
 _TIER_CLASS: dict[str, PriorityClass] = {
     "interactive": "interactive",
     "internal": "interactive",
@@ -31,22 +32,27 @@ PRIORITY_HEADER = b"x-tidegate-priority"
 DEADLINE_HEADER = b"x-tidegate-deadline-ms"
 
 
+def tier_class(tier: str) -> PriorityClass:
+    """The class a tenant tier's requests get when the key sets none."""
+    return _TIER_CLASS.get(tier, "interactive")
+
+
 def resolve_class(
     tier: str, key_priority: PriorityClass | None, header: str | None
 ) -> PriorityClass:
     """The request's class: the key's override or its tenant tier's, lowered by the header."""
-    base: PriorityClass = key_priority or _TIER_CLASS.get(tier, "interactive")
+    base: PriorityClass = key_priority or tier_class(tier)
     if header is None:
         return base
     wanted = header.strip().lower()
-    if wanted not in _RANK:
+    if wanted not in RANK:
         raise InvalidRequestError(
             f"The header x-tidegate-priority must be one of {', '.join(CLASSES)}, "
             f"not {header[:40]!r}.",
             param="x-tidegate-priority",
         )
     # A header may only lower the class: the lower of the two wins.
-    return wanted if _RANK[wanted] > _RANK[base] else base  # type: ignore[return-value]
+    return wanted if RANK[wanted] > RANK[base] else base  # type: ignore[return-value]
 
 
 def parse_deadline_ms(value: str | None) -> float | None:

@@ -101,10 +101,14 @@ class AuditEvent(Base):
 
 
 class UsageRecord(Base):
-    """Exactly one row per request (the request id is the key, so replays are idempotent)."""
+    """Exactly one row per request: the key is the gateway's own request id (never the
+    client's), so write-ahead replays are idempotent and no client can merge two requests."""
 
     __tablename__ = "usage_records"
-    __table_args__ = (Index("ix_usage_records_tenant_created", "tenant_id", "created_at"),)
+    __table_args__ = (
+        Index("ix_usage_records_tenant_created", "tenant_id", "created_at"),
+        Index("ix_usage_records_tenant_client_request", "tenant_id", "client_request_id"),
+    )
 
     request_id: Mapped[str] = mapped_column(String(140), primary_key=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
@@ -123,6 +127,8 @@ class UsageRecord(Base):
     outcome: Mapped[str] = mapped_column(String(32))
     kind: Mapped[str] = mapped_column(String(16), default="live")
     """live, batch or shadow (shadow usage is never charged to the tenant)."""
+    client_request_id: Mapped[str | None] = mapped_column(String(128))
+    """The client's x-request-id (correlation only; not unique)."""
 
 
 class PromptLog(Base):
