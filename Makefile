@@ -13,7 +13,7 @@ PIP_PROGRESS := awk '/ERROR|error:/ { e = 1 } \
   /^Collecting / { n++; printf "    %3d %s\n", n, substr($$0, 12); fflush(); next } \
   /^Installing collected packages:/ { k = split($$0, p, ","); printf "    installing %d package%s\n", k, k == 1 ? "" : "s"; fflush() }'
 
-.PHONY: setup engine system-deps run test test-fast lint bench-overhead bench-priority bench-affinity bench-batch config-docs clean
+.PHONY: setup engine system-deps run test test-fast lint bench-overhead bench-priority bench-affinity bench-batch bench-abuse config-docs clean
 
 $(STAMP): pyproject.toml
 	@echo "==> project environment ($(VENV)): about 1.5 min the first time"
@@ -86,6 +86,12 @@ bench-affinity: engine
 ## interactive tenant (TTFT p95 vs idle, batch tokens/s) (~10 min).
 bench-batch: engine
 	$(BIN)/python -m tidegate.bench.batch
+
+## Abusive inputs (a 100,000-message chat, bodies past server.max_body_bytes, 300 MB uploads,
+## malformed values ...) against one gateway: refusal latency, /healthz meanwhile, RSS; then the
+## budget race, 200 concurrent requests through 3 gateways on PostgreSQL and Redis (~3 min).
+bench-abuse: setup
+	$(BIN)/python -m tidegate.bench.abuse
 
 ## Regenerate the README's configuration reference from the schema.
 config-docs: setup
