@@ -14,15 +14,21 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from tidegate.engines.log_noise import drop_exit_noise
+
 # Killed processes vanish once the kernel has freed them (and init reaped them): milliseconds
 # usually, longer for a process holding gigabytes of KV cache.
 _GROUP_EXIT_WAIT_S = 10.0
 
 
 class EngineProcess:
-    def __init__(self, *, proc: asyncio.subprocess.Process, log_path: Path) -> None:
+    def __init__(
+        self, *, proc: asyncio.subprocess.Process, log_path: Path, log_start: int = 0
+    ) -> None:
         self.proc = proc
         self.log_path = log_path
+        self.log_start = log_start
+        """Where this process's output begins in ``log_path``."""
         self.exited = asyncio.ensure_future(proc.wait())
 
     @classmethod
@@ -34,6 +40,7 @@ class EngineProcess:
             stamp = time.strftime("%Y-%m-%d %H:%M:%S")
             log.write(f"\n--- tidegate: starting at {stamp}: {' '.join(argv)}\n".encode())
             log.flush()
+            start = log.tell()
             proc = await asyncio.create_subprocess_exec(
                 *argv,
                 stdin=asyncio.subprocess.DEVNULL,
@@ -42,7 +49,7 @@ class EngineProcess:
                 env={**os.environ, **env},
                 start_new_session=True,  # own session ⇒ own process group, pgid == pid
             )
-        return cls(proc=proc, log_path=log_path)
+        return cls(proc=proc, log_path=log_path, log_start=start)
 
     @property
     def pid(self) -> int:
@@ -69,7 +76,8 @@ class EngineProcess:
         # and wait until it is empty so a caller may rely on nothing being left.
         self.signal_group(signal.SIGKILL)
         await self.exited
-        await self._group_gone(timeout_s=_GROUP_EXIT_WAIT_S)
+        if await self._group_gone(timeout_s=_GROUP_EXIT_WAIT_S):
+            await asyncio.to_thread(drop_exit_noise, self.log_path, start=self.log_start)
 
     async def _group_gone(self, *, timeout_s: float) -> bool:
         deadline = time.monotonic() + timeout_s
