@@ -26,8 +26,14 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 
 from tidegate.api.asgi import RequestIds
+from tidegate.api.input_guard import guard_routes
 from tidegate.api.request_id import RequestIdMiddleware
-from tidegate.api.routes import build_routes, http_error_handler, tidegate_error_handler
+from tidegate.api.routes import (
+    build_routes,
+    http_error_handler,
+    internal_error_handler,
+    tidegate_error_handler,
+)
 from tidegate.api.services import ApiServices, ServicesSlot
 from tidegate.batch.files import FileService
 from tidegate.batch.service import BatchService
@@ -104,7 +110,12 @@ async def _seed_budgets(limiter: Limiter, tenants: TenantService, usage: UsageQu
 def _file_service(config: Config, sessions: async_sessionmaker[AsyncSession]) -> FileService | None:
     if not config.batch.enabled:
         return None
-    return FileService(sessions=sessions, storage=build_storage(config), config=config.batch)
+    return FileService(
+        sessions=sessions,
+        storage=build_storage(config),
+        config=config.batch,
+        max_line_bytes=config.server.max_body_bytes,
+    )
 
 
 def build_app(
@@ -337,6 +348,7 @@ def build_app(
                     validator=validator,
                     completions=running.completions,
                     accounting=running.accounting,
+                    max_line_bytes=config.server.max_body_bytes,
                 )
                 runner.start()
                 stack.push_async_callback(runner.stop)
@@ -344,11 +356,12 @@ def build_app(
 
     ids = RequestIds()
     return Starlette(
-        routes=build_routes(slot, ids),
+        routes=guard_routes(build_routes(slot, ids)),
         middleware=[Middleware(RequestIdMiddleware, ids=ids)],
         exception_handlers={
             TidegateError: tidegate_error_handler,
             HTTPException: http_error_handler,
+            Exception: internal_error_handler,
         },
         lifespan=lifespan,
     )

@@ -415,7 +415,9 @@ class ModelPrice(_Section):
 
 class ValidationConfig(_Section):
     max_messages: int = 512
-    """Most chat messages one request may carry."""
+    """Most chat messages one request may carry (checked before anything else reads them)."""
+    max_prompts: int = Field(default=128, ge=1)
+    """Most prompts one /v1/completions request may batch in its `prompt` array."""
     max_n: int = 8
     """Largest `n` (choices per request)."""
     max_best_of: int = 8

@@ -21,7 +21,6 @@ the app's one error table. Lists take ``limit`` (1-100, default 20) and ``after`
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -34,12 +33,12 @@ from tidegate.api.admin_json import (
     page_json,
     tenant_json,
 )
-from tidegate.api.asgi import bearer_token, read_body
+from tidegate.api.asgi import bearer_token
+from tidegate.api.input_guard import read_control_json
 from tidegate.api.params import int_param, page_limit
 from tidegate.api.services import ApiServices, ServicesSlot
 from tidegate.errors import InvalidRequestError, NotFoundError
 from tidegate.gateway.actors import Actor
-from tidegate.gateway.completions import parse_json_object
 from tidegate.gateway.limits.seeding import seed_budget_spend
 from tidegate.protocol.admin import (
     Body,
@@ -190,8 +189,7 @@ def build_admin_routes(services: ServicesSlot) -> list[BaseRoute]:
 
 
 async def _body(request: Request, services: ApiServices, model: type[Body]) -> Body:
-    raw = await read_body(request.scope, request.receive, services.max_body_bytes)
-    data: dict[str, Any] = parse_json_object(raw)
+    data = await read_control_json(request, services.max_body_bytes)
     try:
         return parse_admin_body(model, data)
     except RequestValidationFailure as failure:

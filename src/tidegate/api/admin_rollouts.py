@@ -23,12 +23,11 @@ from starlette.routing import BaseRoute, Route
 
 from tidegate.api.admin import authorize_rollouts
 from tidegate.api.admin_json import json_response, unix
-from tidegate.api.asgi import read_body
+from tidegate.api.input_guard import read_control_json
 from tidegate.api.params import int_param
 from tidegate.api.services import ServicesSlot
 from tidegate.errors import InvalidRequestError
 from tidegate.gateway.actors import Actor
-from tidegate.gateway.completions import parse_json_object
 from tidegate.rollout.gates import GateResult
 from tidegate.rollout.report import REPORT_FORMATS
 from tidegate.rollout.rollouts import OPERATIONS, Operation, RolloutService, RolloutStatus
@@ -61,9 +60,7 @@ class RolloutEndpoints:
 
     async def start(self, request: Request) -> Response:
         rollouts, actor = await self._authorize(request)
-        body = parse_json_object(
-            await read_body(request.scope, request.receive, self._slot.get().max_body_bytes)
-        )
+        body = await read_control_json(request, self._slot.get().max_body_bytes)
         unknown = sorted(set(body) - _BODY_FIELDS)
         if unknown:
             raise InvalidRequestError(f"Unknown parameter: '{unknown[0]}'.", param=unknown[0])

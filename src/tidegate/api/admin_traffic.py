@@ -24,11 +24,10 @@ from starlette.routing import BaseRoute, Route
 
 from tidegate.api.admin import authorize_rollouts
 from tidegate.api.admin_json import json_response, unix
-from tidegate.api.asgi import read_body
+from tidegate.api.input_guard import read_control_json
 from tidegate.api.services import ApiServices, ServicesSlot
 from tidegate.errors import InvalidRequestError
 from tidegate.gateway.actors import Actor
-from tidegate.gateway.completions import parse_json_object
 from tidegate.protocol.requests import RequestValidationFailure
 from tidegate.protocol.traffic import parse_traffic, parse_version
 from tidegate.rollout.policies import ShadowChange, SplitChange, TrafficInfo
@@ -105,9 +104,7 @@ class TrafficRoutes:
 
 
 async def _json(request: Request, services: ApiServices) -> dict[str, Any]:
-    return parse_json_object(
-        await read_body(request.scope, request.receive, services.max_body_bytes)
-    )
+    return await read_control_json(request, services.max_body_bytes)
 
 
 def traffic_json(info: TrafficInfo) -> dict[str, Any]:

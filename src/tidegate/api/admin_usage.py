@@ -102,8 +102,11 @@ def _group_by(value: str) -> GroupBy:
 
 
 def _limit(value: str) -> int:
-    if not value.isdigit():
-        raise InvalidRequestError(f"limit must be a whole number, got {value!r}.", param="limit")
+    # isascii: str.isdigit() is true for '²', which int() refuses.
+    if not (value.isascii() and value.isdigit()) or len(value) > 9:
+        raise InvalidRequestError(
+            f"limit must be a whole number from 1 to 1000, got {value[:40]!r}.", param="limit"
+        )
     return int(value)
 
 

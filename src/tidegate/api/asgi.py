@@ -83,10 +83,20 @@ def bearer_token(scope: Scope) -> str:
     )
 
 
-async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
+MAX_CONTROL_BODY_BYTES = 1024 * 1024
+"""The largest JSON body of an admin or batch route (tenant settings, traffic policies, a batch
+to create): far above any real one, far below a prompt-sized ``server.max_body_bytes``."""
+
+
+async def read_body(
+    scope: Scope, receive: Receive, limit: int, *, fix: str = "raise server.max_body_bytes"
+) -> bytes:
+    """The whole body, refused with 413 as soon as it passes ``limit`` bytes: a declared
+    Content-Length is checked before reading, a chunked body while it arrives, so no more than
+    ``limit`` bytes are ever held. ``fix``: how the operator could allow more."""
     declared = header(scope, b"content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise _too_large(limit)
+        raise _too_large(limit, fix)
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -97,17 +107,23 @@ async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
         if chunk:
             size += len(chunk)
             if size > limit:
-                raise _too_large(limit)
+                raise _too_large(limit, fix)
             chunks.append(chunk)
         if not message.get("more_body", False):
             break
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-def _too_large(limit: int) -> PayloadTooLargeError:
+async def read_control_body(scope: Scope, receive: Receive, max_body_bytes: int) -> bytes:
+    """The JSON body of an admin or batch route, capped at MAX_CONTROL_BODY_BYTES."""
+    limit = min(max_body_bytes, MAX_CONTROL_BODY_BYTES)
+    return await read_body(scope, receive, limit, fix="send a smaller JSON document")
+
+
+def _too_large(limit: int, fix: str) -> PayloadTooLargeError:
     return PayloadTooLargeError(
-        f"The request body is larger than this gateway accepts ({limit} bytes). Send a shorter "
-        "prompt, or raise server.max_body_bytes.",
+        f"The request body is larger than this route accepts ({limit:,} bytes). Shorten it, "
+        f"or {fix}.",
         code="request_too_large",
     )
 

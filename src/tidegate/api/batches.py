@@ -11,9 +11,10 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from tidegate.api.asgi import bearer_token
+from tidegate.api.input_guard import read_control_json
+from tidegate.api.params import int_param
 from tidegate.api.services import ApiServices, ServicesSlot
-from tidegate.errors import InvalidRequestError, NotFoundError
-from tidegate.gateway.completions import parse_json_object
+from tidegate.errors import NotFoundError
 from tidegate.gateway.keys import Principal
 from tidegate.protocol.batches import parse_create
 
@@ -36,10 +37,8 @@ class BatchRoutes:
     async def create(self, request: Request) -> Response:
         services, principal = await self._caller(request)
         assert services.batches is not None
-        body = await request.body()
-        if len(body) > services.max_body_bytes:
-            raise InvalidRequestError("The request body is too large.")
-        parsed = parse_create(parse_json_object(body), max_window_s=services.batches.max_window_s)
+        body = await read_control_json(request, services.max_body_bytes)
+        parsed = parse_create(body, max_window_s=services.batches.max_window_s)
         return _json(await services.batches.create(principal, parsed))
 
     async def retrieve(self, request: Request) -> Response:
@@ -51,11 +50,7 @@ class BatchRoutes:
     async def list(self, request: Request) -> Response:
         services, principal = await self._caller(request)
         assert services.batches is not None
-        raw_limit = request.query_params.get("limit")
-        try:
-            limit = None if raw_limit is None else int(raw_limit)
-        except ValueError:
-            raise InvalidRequestError("limit must be an integer.", param="limit") from None
+        limit = int_param(request, "limit")
         after = request.query_params.get("after") or None
         return _json(await services.batches.list(principal.tenant_id, after=after, limit=limit))
 

@@ -2,11 +2,13 @@
 
 Every ``TidegateError`` keeps its status, type, message, param and code; overload errors add
 ``Retry-After``. Anything else is an internal bug: a 500 that names the request id and never
-echoes internals.
+echoes internals. Every 500 (a bug, or a ``StoreError``) is logged with its traceback and the
+request id (``log_internal``), so none goes unnoticed.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 
 import orjson
@@ -14,6 +16,20 @@ import orjson
 from tidegate.errors import LimitExceededError, TidegateError
 
 Headers = list[tuple[bytes, bytes]]
+REQUEST_ID_KEY = "tidegate.request_id"
+"""Where the request id middleware leaves the gateway's id in the ASGI scope."""
+
+log = logging.getLogger(__name__)
+
+
+def log_internal(error: BaseException, request_id: str | None) -> None:
+    """The log line of a 500: the request id and the traceback."""
+    log.error(
+        "request %s failed inside the gateway: %s",
+        request_id or "(no id)",
+        type(error).__name__,
+        exc_info=error,
+    )
 
 
 def error_body(message: str, error_type: str, param: str | None, code: str | None) -> bytes:

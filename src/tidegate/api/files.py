@@ -18,6 +18,7 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from typing import cast
 
 import orjson
+from python_multipart.exceptions import FormParserError
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect, Request
@@ -128,7 +129,7 @@ async def _read_upload(request: Request, limits: FileLimits) -> tuple[str, str, 
         )
     cap = limits.max_bytes + MULTIPART_SLACK_BYTES
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > cap:
+    if declared.isascii() and declared.isdigit() and int(declared) > cap:
         raise _too_large(limits)
     parser = MultiPartParser(
         request.headers, _capped(request.stream(), cap), max_files=1, max_fields=8
@@ -138,9 +139,9 @@ async def _read_upload(request: Request, limits: FileLimits) -> tuple[str, str, 
     except _UploadTooLarge:
         raise _too_large(limits) from None
     except MultiPartException as exc:
-        raise InvalidRequestError(
-            f"The multipart body could not be read: {exc.message}", code="invalid_multipart"
-        ) from None
+        raise _malformed(exc.message) from None
+    except FormParserError as exc:  # python-multipart's own, which Starlette lets through
+        raise _malformed(str(exc)) from None
     except ClientDisconnect:
         raise ClientClosedError("The client closed the connection during the upload.") from None
     try:
@@ -167,6 +168,15 @@ async def _capped(stream: AsyncIterator[bytes], cap: int) -> AsyncGenerator[byte
         if size > cap:
             raise _UploadTooLarge("upload too large")
         yield chunk
+
+
+def _malformed(reason: str) -> InvalidRequestError:
+    return InvalidRequestError(
+        f"The multipart body could not be read: {reason.rstrip('.')}. Send multipart/form-data "
+        "with the fields 'file' and 'purpose' (any HTTP client's file upload does).",
+        param="file",
+        code="invalid_multipart",
+    )
 
 
 def _too_large(limits: FileLimits) -> PayloadTooLargeError:

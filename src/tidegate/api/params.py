@@ -6,18 +6,30 @@ from starlette.requests import Request
 
 from tidegate.errors import InvalidRequestError
 
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
 
-def int_param(request: Request, name: str) -> int | None:
-    """The integer query parameter ``name``, None when absent; 400 when not an integer."""
+
+def int_param(
+    request: Request, name: str, *, minimum: int = INT64_MIN, maximum: int = INT64_MAX
+) -> int | None:
+    """The integer query parameter ``name``, None when absent; 400 when not an integer or out
+    of ``minimum``..``maximum`` (by default a signed 64-bit integer, what every store column
+    holds: a larger cursor or id was a 500 from the database driver)."""
     value = request.query_params.get(name)
     if value is None:
         return None
     try:
-        return int(value)
+        number = int(value) if len(value) <= 24 else None
     except ValueError:
+        number = None
+    if number is None or not minimum <= number <= maximum:
         raise InvalidRequestError(
-            f"Invalid value for '{name}': expected an integer.", param=name
-        ) from None
+            f"Invalid value for '{name}': expected an integer from {minimum} to {maximum} "
+            f"(got {value[:40]!r}).",
+            param=name,
+        )
+    return number
 
 
 DEFAULT_PAGE = 20

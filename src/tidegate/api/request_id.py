@@ -16,6 +16,7 @@ from tidegate.api.asgi import (
     client_request_id,
     request_id_headers,
 )
+from tidegate.api.errors import REQUEST_ID_KEY
 
 SELF_IDENTIFYING_PATHS = frozenset({"/v1/chat/completions", "/v1/completions"})
 
@@ -32,6 +33,7 @@ class RequestIdMiddleware:
             await app(scope, receive, send)
             return
         own = self._ids.next()
+        scope[REQUEST_ID_KEY] = own  # for the log line of a 500 (api.errors.log_internal)
         added = request_id_headers(own, client_request_id(scope))
 
         async def send_with_id(message: Message) -> None:

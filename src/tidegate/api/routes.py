@@ -16,7 +16,13 @@ from tidegate.api.admin_usage import build_usage_routes
 from tidegate.api.asgi import RequestIds
 from tidegate.api.batches import build_batch_routes
 from tidegate.api.completions import CompletionEndpoint
-from tidegate.api.errors import error_body, error_response
+from tidegate.api.errors import (
+    REQUEST_ID_KEY,
+    error_body,
+    error_response,
+    internal_error_response,
+    log_internal,
+)
 from tidegate.api.files import build_file_routes
 from tidegate.api.openapi import OpenApiRoute
 from tidegate.api.services import ServicesSlot
@@ -54,11 +60,22 @@ def build_routes(services: ServicesSlot, ids: RequestIds) -> list[BaseRoute]:
 
 async def tidegate_error_handler(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, TidegateError)
+    if exc.error_type == "internal_error":  # a StoreError, or a bug that raised one
+        log_internal(exc, request.scope.get(REQUEST_ID_KEY))
     status, body, headers = error_response(exc)
     response = Response(body, status_code=status, media_type="application/json")
     for name, value in headers:
         response.headers[name.decode()] = value.decode()
     return response
+
+
+async def internal_error_handler(request: Request, exc: Exception) -> Response:
+    """Any other exception: a bug. Logged, and answered in the OpenAI format (Starlette's
+    default is a plain-text 500)."""
+    request_id = request.scope.get(REQUEST_ID_KEY)
+    log_internal(exc, request_id)
+    status, body, _ = internal_error_response(request_id or "(unknown)")
+    return Response(body, status_code=status, media_type="application/json")
 
 
 async def http_error_handler(request: Request, exc: Exception) -> Response:

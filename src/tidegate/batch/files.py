@@ -8,12 +8,15 @@ content); deleting removes the row first, then the bytes.
 
 A batch input file (purpose ``batch``) must be UTF-8 JSON Lines. Its size and its number of
 non-empty lines are limited by the tenant's ``max_batch_file_bytes`` / ``max_batch_file_lines``,
-else by ``batch.max_file_bytes`` / ``batch.max_file_lines``. Whether each line is a valid request
-is checked when a batch is created from it, with line numbers.
+else by ``batch.max_file_bytes`` / ``batch.max_file_lines``; no line may be larger than a request
+body (``server.max_body_bytes``). These checks read every byte, so they run in a worker thread,
+never on the event loop. Whether each line is a valid request is checked when a batch is created
+from it, with line numbers.
 """
 
 from __future__ import annotations
 
+import asyncio
 import io
 import logging
 import secrets
@@ -46,6 +49,8 @@ class FileLimits:
 
     max_bytes: int
     max_lines: int
+    max_line_bytes: int | None = None
+    """The largest line (server.max_body_bytes); None: not checked."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,10 +71,13 @@ class FileService:
         sessions: async_sessionmaker[AsyncSession],
         storage: FileStorage,
         config: BatchConfig,
+        max_line_bytes: int | None = None,
     ) -> None:
+        """``max_line_bytes``: the largest line of an input file (server.max_body_bytes)."""
         self._sessions = sessions
         self._storage = storage
         self._config = config
+        self._max_line_bytes = max_line_bytes
 
     @property
     def storage(self) -> FileStorage:
@@ -79,6 +87,7 @@ class FileService:
         return FileLimits(
             max_bytes=settings.max_batch_file_bytes or self._config.max_file_bytes,
             max_lines=settings.max_batch_file_lines or self._config.max_file_lines,
+            max_line_bytes=self._max_line_bytes,
         )
 
     async def tenant_limits(self, tenant_id: str) -> FileLimits:
@@ -107,7 +116,8 @@ class FileService:
                 code="invalid_purpose",
             )
         name = _check_filename(filename)
-        lines = check_batch_input(data, limits or await self.tenant_limits(tenant_id))
+        limits = limits or await self.tenant_limits(tenant_id)
+        lines = await asyncio.to_thread(check_batch_input, data, limits)
         return await self._store(tenant_id, name, purpose, data, lines)
 
     async def create_output(self, tenant_id: str, filename: str, data: bytes) -> StoredFile:
@@ -207,7 +217,15 @@ def check_batch_input(data: bytes, limits: FileLimits) -> int:
             code="file_too_large",
         )
     lines = 0
+    longest = limits.max_line_bytes
     for number, line in enumerate(io.BytesIO(data), start=1):
+        if longest is not None and len(line) > longest and len(line.rstrip(b"\r\n")) > longest:
+            raise InvalidRequestError(
+                f"Line {number} of the file is {len(line):,} bytes; one request may be at most "
+                f"{longest:,} bytes (server.max_body_bytes). Shorten that request.",
+                param="file",
+                code="line_too_large",
+            )
         try:
             line.decode("utf-8")
         except UnicodeDecodeError as exc:

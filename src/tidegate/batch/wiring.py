@@ -26,14 +26,16 @@ def build_runner(
     validator: RequestValidator,
     completions: CompletionService,
     accounting: RequestAccounting,
+    max_line_bytes: int,
 ) -> BatchRunner:
-    """The runner, wired to the same completion pipeline and accounting as live requests."""
+    """The runner, wired to the same completion pipeline and accounting as live requests.
+    ``max_line_bytes``: the largest input line (server.max_body_bytes)."""
     crash = CrashHook(point=config.crash_point, after=config.crash_after)
     return BatchRunner(
         sessions=sessions,
         files=files,
         keys=keys,
-        checker=LineChecker(routing=routing, validator=validator),
+        checker=LineChecker(routing=routing, validator=validator, max_line_bytes=max_line_bytes),
         executor=LineExecutor(completions=completions, accounting=accounting, crash=crash),
         config=config,
         crash=crash,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,11 +34,7 @@ from tidegate.observability.metrics import GatewayMetrics, Route
 from tidegate.observability.records import RequestRecord
 from tidegate.observability.routing_metrics import RoutingMetrics
 from tidegate.observability.tracing import Tracing
-from tidegate.protocol.requests import (
-    RequestValidationFailure,
-    validate_chat,
-    validate_completion,
-)
+from tidegate.protocol.requests import RequestValidationFailure, check_body
 from tidegate.routing.affinity import affinity_key
 from tidegate.routing.outlier import OutlierDetector
 from tidegate.routing.replicas import Pool, Replica, RoutingTable
@@ -55,10 +51,6 @@ from tidegate.scheduling import (
 from tidegate.upstream.client import Provider
 
 _PATHS: dict[Route, str] = {"chat": "/chat/completions", "completions": "/completions"}
-_VALIDATORS: dict[Route, Callable[[dict[str, Any]], object]] = {
-    "chat": validate_chat,
-    "completions": validate_completion,
-}
 # The scheduler's cost of a request whose max_tokens is unbounded (no default, no context known).
 _UNBOUNDED_COMPLETION_COST = 1024
 
@@ -222,9 +214,12 @@ class CompletionService:
         klass = resolve_class(principal.tier, principal.key.priority, hints.priority)
         deadline_s = parse_deadline_ms(hints.deadline_ms)
         try:
-            _VALIDATORS[route](data)
+            # First, on the raw JSON: its count caps come before any per-message work.
+            check_body(route, data, self._validator.body_caps)
         except RequestValidationFailure as failure:
-            raise InvalidRequestError(failure.message, param=failure.param) from None
+            raise InvalidRequestError(
+                failure.message, param=failure.param, code=failure.code
+            ) from None
         model_route = self._routing.route(data["model"])
         model = record.model = model_route.model
         stream = bool(data.get("stream"))

@@ -30,6 +30,7 @@ from tidegate.gateway.request_checks import (
 )
 from tidegate.gateway.tokens import NoChatTemplateError, PromptCounter
 from tidegate.observability.metrics import Route
+from tidegate.protocol.requests import BodyCaps
 
 __all__ = ["ModelLimits", "RequestValidator", "ValidatedRequest"]
 
@@ -73,6 +74,8 @@ def _fmt(count: int) -> str:
 class RequestValidator:
     def __init__(self, *, config: ValidationConfig, models: Mapping[str, ModelLimits]) -> None:
         self._config = config
+        self.body_caps = BodyCaps(max_messages=config.max_messages, max_prompts=config.max_prompts)
+        """The count caps the schema check applies first (``protocol.requests.check_body``)."""
         self._models = dict(models)
         self._unsupported = UnsupportedParams(actions=config.unsupported_params)
 

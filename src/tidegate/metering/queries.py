@@ -199,7 +199,8 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         at, request_id = orjson.loads(raw)
         moment = datetime.fromisoformat(at)
-        if moment.tzinfo is None or not isinstance(request_id, str):
+        # A NUL would reach PostgreSQL's text comparison and fail there, as a 500.
+        if moment.tzinfo is None or not isinstance(request_id, str) or "\x00" in request_id:
             raise ValueError(cursor)
     except (ValueError, TypeError) as exc:
         raise InvalidRequestError(

@@ -1,94 +1,300 @@
-"""Request bodies of the OpenAI completion routes, validated before anything leaves the gateway.
+"""Request bodies of the OpenAI completion routes, checked before anything leaves the gateway.
 
-The models check the fields tidegate and the engines rely on and allow everything else through
-(``extra="allow"``), because engines accept many extensions (vLLM's ``top_k``,
-``guided_json`` ...). The gateway forwards the client's own JSON object, not a re-serialised
-model, so an unknown field is never mangled.
+The checks read the parsed JSON object directly (no model is built): the count caps come first
+(``messages``, the prompts of a batched ``prompt``), so a body with 100,000 messages is refused
+after one ``len``, then every field tidegate or the engines rely on is type-checked strictly —
+``"max_tokens": "4"`` and ``"stream": "true"`` are errors, not coerced. Unknown fields pass,
+because engines accept many extensions (vLLM's ``guided_json`` ...); the gateway forwards the
+client's own JSON object, so an unknown field is never mangled.
+
+Each failure is a ``RequestValidationFailure`` whose ``param`` names the field as a dotted path
+(``messages.3.role``) and whose message says what was expected.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
-
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
 
 __all__ = [
-    "ChatCompletionRequest",
-    "CompletionRequest",
+    "BodyCaps",
     "RequestValidationFailure",
-    "validate_chat",
-    "validate_completion",
+    "check_body",
+    "check_chat",
+    "check_completion",
 ]
 
-
-class _Lenient(BaseModel):
-    model_config = ConfigDict(extra="allow", strict=False)
-
-
-class StreamOptions(_Lenient):
-    include_usage: bool | None = None
-
-
-class ChatMessage(_Lenient):
-    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
-    content: str | list[dict[str, Any]] | None = None
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+_TOKEN_COUNT_MAX = 2**31 - 1
+"""No model's context comes near this; larger values only overflow engines' int32 fields."""
+_ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+Route = Literal["chat", "completions"]
 
 
-class _SamplingFields(_Lenient):
-    model: Annotated[str, Field(min_length=1)]
-    stream: bool = False
-    stream_options: StreamOptions | None = None
-    max_tokens: Annotated[int, Field(ge=1)] | None = None
-    temperature: Annotated[float, Field(ge=0, le=2)] | None = None
-    top_p: Annotated[float, Field(gt=0, le=1)] | None = None
-    n: Annotated[int, Field(ge=1)] | None = None
-    stop: str | list[str] | None = None
-    seed: int | None = None
-    presence_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
-    frequency_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BodyCaps:
+    """Count caps applied before any per-item work."""
 
-
-class ChatCompletionRequest(_SamplingFields):
-    messages: Annotated[list[ChatMessage], Field(min_length=1)]
-    max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
-
-
-class CompletionRequest(_SamplingFields):
-    prompt: str | list[str] | list[int] | list[list[int]]
+    max_messages: int
+    max_prompts: int
 
 
 class RequestValidationFailure(Exception):
     """A body that does not match the schema; ``message`` says which field and how to fix it."""
 
-    def __init__(self, message: str, param: str | None) -> None:
+    def __init__(self, message: str, param: str | None, code: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.param = param
+        self.code = code
 
 
-def _explain(error: ValidationError) -> RequestValidationFailure:
-    first = error.errors(include_url=False)[0]
-    loc = ".".join(str(part) for part in first["loc"]) or None
-    if first["type"] == "missing":
-        return RequestValidationFailure(f"Missing required parameter: '{loc}'.", loc)
-    got = first.get("input")
-    shown = repr(got) if isinstance(got, (int, float, bool, str)) else type(got).__name__
-    if isinstance(got, str) and len(shown) > 60:
-        shown = shown[:57] + "...'"
+def _shown(value: object) -> str:
+    if isinstance(value, str):
+        return repr(value) if len(value) <= 60 else repr(value[:57]) + "..."
+    if isinstance(value, (bool, float)) or value is None:
+        return repr(value)
+    if isinstance(value, int):
+        text = str(value)
+        return text if len(text) <= 24 else f"an integer of {len(text)} digits"
+    return f"a JSON {'object' if isinstance(value, dict) else 'array'}"
+
+
+def _invalid(param: str, expected: str, value: object) -> RequestValidationFailure:
     return RequestValidationFailure(
-        f"Invalid value for '{loc}': {first['msg'].rstrip('.')} (got {shown}).", loc
+        f"Invalid value for '{param}': expected {expected} (got {_shown(value)}).", param
     )
 
 
-def validate_chat(data: dict[str, Any]) -> ChatCompletionRequest:
-    try:
-        return ChatCompletionRequest.model_validate(data)
-    except ValidationError as error:
-        raise _explain(error) from None
+def _missing(param: str) -> RequestValidationFailure:
+    return RequestValidationFailure(f"Missing required parameter: '{param}'.", param)
 
 
-def validate_completion(data: dict[str, Any]) -> CompletionRequest:
-    try:
-        return CompletionRequest.model_validate(data)
-    except ValidationError as error:
-        raise _explain(error) from None
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _int(data: Mapping[str, Any], name: str, low: int, high: int = _TOKEN_COUNT_MAX) -> None:
+    value = data.get(name)
+    if value is not None and (not _is_int(value) or not low <= value <= high):
+        raise _invalid(name, f"an integer from {low} to {high}", value)
+
+
+def _number(
+    data: Mapping[str, Any],
+    name: str,
+    low: float,
+    high: float | None,
+    *,
+    open_low: bool = False,
+) -> None:
+    value = data.get(name)
+    if value is None:
+        return
+    fits = (
+        _is_number(value)
+        and (low < value if open_low else low <= value)
+        and (high is None or value <= high)
+    )
+    if not fits:
+        expected = f"a number {'above' if open_low else 'from'} {low:g}"
+        if high is not None:
+            expected += f" up to {high:g}"
+        raise _invalid(name, expected, value)
+
+
+def _typed(data: Mapping[str, Any], name: str, kind: type, what: str) -> None:
+    """``kind``: bool, str, dict or list (no int here: a JSON true is a Python int)."""
+    value = data.get(name)
+    if value is not None and not isinstance(value, kind):
+        raise _invalid(name, what, value)
+
+
+_BOOLS = (
+    "stream",
+    "echo",
+    "ignore_eos",
+    "skip_special_tokens",
+    "include_stop_str_in_output",
+    "parallel_tool_calls",
+    "add_generation_prompt",
+    "continue_final_message",
+)
+_STRINGS = ("user", "suffix", "service_tier", "reasoning_effort")
+_OBJECTS = ("response_format", "logit_bias", "chat_template_kwargs", "metadata")
+
+
+def _common(data: Mapping[str, Any]) -> None:
+    model = data.get("model")
+    if model is None:
+        raise _missing("model")
+    if not isinstance(model, str) or not model:
+        raise _invalid("model", "the name of a model, a non-empty string", model)
+    for name in _BOOLS:
+        _typed(data, name, bool, "true or false")
+    for name in _STRINGS:
+        _typed(data, name, str, "a string")
+    for name in _OBJECTS:
+        _typed(data, name, dict, "a JSON object")
+    _int(data, "max_tokens", 1)
+    _int(data, "min_tokens", 0)
+    _int(data, "n", 1)
+    _int(data, "best_of", 1)
+    _int(data, "prompt_logprobs", 0)
+    _int(data, "top_k", -1)
+    _int(data, "seed", INT64_MIN, INT64_MAX)
+    _number(data, "temperature", 0, 2)
+    _number(data, "top_p", 0, 1, open_low=True)
+    _number(data, "min_p", 0, 1)
+    _number(data, "presence_penalty", -2, 2)
+    _number(data, "frequency_penalty", -2, 2)
+    _number(data, "repetition_penalty", 0, None, open_low=True)
+    _stream_options(data.get("stream_options"))
+    _stop(data.get("stop"))
+    _logit_bias(data.get("logit_bias"))
+    tools = data.get("tools")
+    if tools is not None:
+        if not isinstance(tools, list):
+            raise _invalid("tools", "an array of tool objects", tools)
+        for index, tool in enumerate(tools):
+            if not isinstance(tool, dict):
+                raise _invalid(f"tools.{index}", "a tool object", tool)
+    choice = data.get("tool_choice")
+    if choice is not None and not isinstance(choice, (str, dict)):
+        raise _invalid("tool_choice", "'none', 'auto', 'required' or a tool object", choice)
+
+
+def _stream_options(options: object) -> None:
+    if options is None:
+        return
+    if not isinstance(options, dict):
+        raise _invalid("stream_options", "a JSON object", options)
+    for name in ("include_usage", "continuous_usage_stats"):
+        value = options.get(name)
+        if value is not None and not isinstance(value, bool):
+            raise _invalid(f"stream_options.{name}", "true or false", value)
+
+
+def _stop(stop: object) -> None:
+    if stop is None or isinstance(stop, str):
+        return
+    if not isinstance(stop, list) or not all(isinstance(item, str) for item in stop):
+        raise _invalid("stop", "a string or an array of strings", stop)
+
+
+def _logit_bias(bias: object) -> None:
+    if not isinstance(bias, dict):
+        return
+    for token, value in bias.items():
+        if not _is_number(value) or not -100 <= value <= 100:
+            raise _invalid(f"logit_bias.{token}", "a number from -100 to 100", value)
+
+
+def check_chat(data: Mapping[str, Any], caps: BodyCaps) -> None:
+    """The body of POST /v1/chat/completions."""
+    messages = data.get("messages")
+    if messages is None:
+        raise _missing("messages")
+    if not isinstance(messages, list) or not messages:
+        raise _invalid("messages", "a non-empty array of message objects", messages)
+    if len(messages) > caps.max_messages:
+        raise RequestValidationFailure(
+            f"The request has {len(messages):,} messages; at most {caps.max_messages:,} are "
+            "allowed. Drop or summarise earlier turns.",
+            "messages",
+            "too_many_messages",
+        )
+    _common(data)
+    _int(data, "max_completion_tokens", 1)
+    _int(data, "top_logprobs", 0)
+    _typed(data, "logprobs", bool, "true or false")
+    for index, message in enumerate(messages):
+        _message(message, f"messages.{index}")
+
+
+def _message(message: object, at: str) -> None:
+    if not isinstance(message, dict):
+        raise _invalid(at, "a message object with 'role' and 'content'", message)
+    role = message.get("role")
+    if role is None:
+        raise _missing(f"{at}.role")
+    if role not in _ROLES:
+        raise _invalid(f"{at}.role", f"one of {', '.join(sorted(_ROLES))}", role)
+    content = message.get("content")
+    if content is not None and not isinstance(content, str):
+        if not isinstance(content, list):
+            raise _invalid(f"{at}.content", "a string or an array of content parts", content)
+        for index, part in enumerate(content):
+            if not isinstance(part, dict) or not isinstance(part.get("type"), str):
+                raise _invalid(
+                    f"{at}.content.{index}", "a content part object with a 'type' string", part
+                )
+    for name in ("name", "tool_call_id"):
+        value = message.get(name)
+        if value is not None and not isinstance(value, str):
+            raise _invalid(f"{at}.{name}", "a string", value)
+    calls = message.get("tool_calls")
+    if calls is not None and not isinstance(calls, list):
+        raise _invalid(f"{at}.tool_calls", "an array of tool calls", calls)
+
+
+def check_completion(data: Mapping[str, Any], caps: BodyCaps) -> None:
+    """The body of POST /v1/completions."""
+    if "prompt" not in data or data["prompt"] is None:
+        raise _missing("prompt")
+    prompt = data["prompt"]
+    batched = isinstance(prompt, list) and bool(prompt) and not _is_int(prompt[0])
+    if batched and len(prompt) > caps.max_prompts:
+        raise RequestValidationFailure(
+            f"The request has {len(prompt):,} prompts; at most {caps.max_prompts:,} are "
+            "allowed in one request. Send the rest in further requests (or as a batch).",
+            "prompt",
+            "too_many_prompts",
+        )
+    _common(data)
+    _int(data, "logprobs", 0)
+    _prompt(prompt)
+
+
+_PROMPT_SHAPE = "a string, an array of strings, an array of token ids or an array of those"
+
+
+def _prompt(prompt: object) -> None:
+    if isinstance(prompt, str):
+        return
+    if not isinstance(prompt, list) or not prompt:
+        raise _invalid("prompt", _PROMPT_SHAPE, prompt)
+    first = prompt[0]
+    if isinstance(first, str):
+        for index, item in enumerate(prompt):
+            if not isinstance(item, str):
+                raise _invalid(f"prompt.{index}", "a string, like the other prompts", item)
+    elif _is_int(first):
+        _token_ids(prompt, "prompt")
+    elif isinstance(first, list):
+        for index, item in enumerate(prompt):
+            if not isinstance(item, list) or not item:
+                raise _invalid(f"prompt.{index}", "a non-empty array of token ids", item)
+            _token_ids(item, f"prompt.{index}")
+    else:
+        raise _invalid("prompt", _PROMPT_SHAPE, prompt)
+
+
+def _token_ids(ids: list[Any], at: str) -> None:
+    for index, token in enumerate(ids):
+        if not _is_int(token) or not 0 <= token <= _TOKEN_COUNT_MAX:
+            raise _invalid(f"{at}.{index}", "a token id, an integer of at least 0", token)
+
+
+def check_body(route: Route, data: Mapping[str, Any], caps: BodyCaps) -> None:
+    """The schema check of a completion route's body (``RequestValidationFailure`` if not)."""
+    if route == "chat":
+        check_chat(data, caps)
+    else:
+        check_completion(data, caps)
