@@ -328,8 +328,48 @@ def test_only_the_gateway_reaches_the_engines(rendered: dict[str, list[Manifest]
     assert rule["ports"] == [{"port": "http", "protocol": "TCP"}]
     assert by_kind(rendered["keda-off"], "NetworkPolicy") == []
     # Multi-node: the leader and workers of a pool also talk to each other (Ray).
-    (multi,) = by_kind(rendered["multi-node"], "NetworkPolicy")
+    (multi,) = [
+        p
+        for p in by_kind(rendered["multi-node"], "NetworkPolicy")
+        if p["metadata"]["labels"]["app.kubernetes.io/component"] == "engine"
+    ]
     assert len(multi["spec"]["ingress"]) == 2
+
+
+def test_prometheus_scrapes_the_gateway_s_metrics_listener_only(
+    rendered: dict[str, list[Manifest]], tmp_path: Path
+) -> None:
+    manifests = rendered["keda-on"]
+    config = _config(manifests, tmp_path)
+    assert (config.server.metrics_host, config.server.metrics_port) == ("0.0.0.0", 9464)
+    gateway = named(manifests, "Deployment", "tg-tidegate-gateway")
+    ports = {p["name"]: p["containerPort"] for p in _container(gateway)["ports"]}
+    assert ports == {"http": 8080, "metrics": 9464}
+    annotations = gateway["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert annotations["prometheus.io/port"] == "9464"
+    # Clients' Service has no metrics port; the metrics Service has only that one.
+    client = named(manifests, "Service", "tg-tidegate-gateway")
+    assert [p["name"] for p in client["spec"]["ports"]] == ["http"]
+    metrics = named(manifests, "Service", "tg-tidegate-gateway-metrics")
+    assert metrics["spec"]["type"] == "ClusterIP"
+    assert metrics["spec"]["ports"] == [
+        {"name": "metrics", "port": 9464, "targetPort": "metrics", "protocol": "TCP"}
+    ]
+    monitor = named(manifests, "ServiceMonitor", "tg-tidegate-gateway")
+    selected = monitor["spec"]["selector"]["matchLabels"]
+    assert selected.items() <= metrics["metadata"]["labels"].items()
+    assert not selected.items() <= client["metadata"]["labels"].items()
+    assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
+    assert monitor["spec"]["endpoints"][0]["path"] == "/metrics"
+    # With network policies on, only the metrics namespace reaches the metrics port.
+    policy = named(rendered["defaults"], "NetworkPolicy", "tg-tidegate-gateway")
+    api, scrape = policy["spec"]["ingress"]
+    assert api == {"ports": [{"port": "http", "protocol": "TCP"}]}
+    assert scrape["ports"] == [{"port": "metrics", "protocol": "TCP"}]
+    assert scrape["from"] == [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+    ]
 
 
 def test_multi_node_pool_is_a_leader_worker_set(rendered: dict[str, list[Manifest]]) -> None:

@@ -70,6 +70,7 @@ def test_mounted_files_exist_and_gateway_config_is_valid(compose: dict[str, Any]
     (upstream,) = config.upstreams
     assert upstream.discovery == "dns" and upstream.url == "http://vllm:8000/v1"
     assert config.engines.replicas == 0 and config.limits.backend == "redis"
+    assert (config.server.metrics_host, config.server.metrics_port) == ("0.0.0.0", 9464)
 
 
 def test_prometheus_scrapes_gateway_and_engine_and_loads_alerts() -> None:
@@ -77,7 +78,8 @@ def test_prometheus_scrapes_gateway_and_engine_and_loads_alerts() -> None:
     targets = {
         job["job_name"]: job["static_configs"][0]["targets"] for job in prometheus["scrape_configs"]
     }
-    assert targets == {"tidegate": ["gateway:8080"], "vllm": ["vllm:8000"]}
+    # The gateway's metrics listener (no token; the compose file does not publish its port).
+    assert targets == {"tidegate": ["gateway:9464"], "vllm": ["vllm:8000"]}
     assert prometheus["rule_files"] == ["/etc/prometheus/alerts.yaml"]
 
 

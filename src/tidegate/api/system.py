@@ -102,7 +102,13 @@ async def _check_metrics_access(services: ApiServices, token: str) -> None:
     expected = services.metrics_token
     if expected is not None and hmac.compare_digest(token.encode(), expected.encode()):
         return
-    principal = await services.keys.authenticate(token)
+    try:
+        principal = await services.keys.authenticate(token)
+    except AuthenticationError:
+        raise AuthenticationError(
+            f"The token is neither server.metrics_token nor a valid key. {_METRICS_HOW}",
+            code="invalid_metrics_token",
+        ) from None
     if principal.role != "admin" or principal.tenant_id != SYSTEM_TENANT_ID:
         raise PermissionDeniedError(
             f"This key is not an operator's admin key. {_METRICS_HOW}",

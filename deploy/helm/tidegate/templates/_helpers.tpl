@@ -122,7 +122,7 @@ drop false and null).
 {{- define "tidegate.gatewayConfig" -}}
 {{- $base := dict
   "home" "/var/lib/tidegate"
-  "server" (dict "host" "0.0.0.0" "port" (int .Values.gateway.port))
+  "server" (dict "host" "0.0.0.0" "port" (int .Values.gateway.port) "metrics_host" "0.0.0.0" "metrics_port" (int .Values.gateway.metricsPort))
   "engines" (dict "replicas" 0 "drain_grace_s" (int .Values.gateway.drainSeconds))
 -}}
 {{- if .Values.secrets.redisUrl -}}
