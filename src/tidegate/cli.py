@@ -105,11 +105,12 @@ def up(
 
 
 def _serve(config: Config) -> None:
-    import uvicorn
-
     from tidegate.app import build_app
+    from tidegate.commands import serve_console
     from tidegate.observability.logging import configure_logging
 
+    for line in serve_console.where_lines(config):
+        err.print(line, soft_wrap=True, markup=False, highlight=False)
     if config.engines.replicas > 0:
         from tidegate.engines.install import EngineInstaller
         from tidegate.engines.model_prepare import ModelPreparer
@@ -121,10 +122,7 @@ def _serve(config: Config) -> None:
 
     def announce(key: str | None) -> None:
         if key is None:
-            err.print(
-                "An admin key already exists in this store (it is shown only once, at creation). "
-                "Lost it? `tidegate keys create --name admin2 --role admin` makes another."
-            )
+            err.print(serve_console.existing_key_message(config), soft_wrap=True, markup=False)
             return
         err.print(
             "\n[bold]Admin API key[/bold] (shown once, store it now; it is kept only as a hash):"
@@ -140,16 +138,16 @@ def _serve(config: Config) -> None:
         f"(models: {', '.join(_model_names(config)) or 'none'})"
     )
     err.print(_metrics_hint(config), soft_wrap=True, markup=False)
-    uvicorn.run(
+    serve_console.run_server(
         build_app(config, announce_admin_key=announce),
+        config=config,
+        console=err,
         host=config.server.host,
         port=config.server.port,
         loop="uvloop",
         http="httptools",
         log_level="warning",
         access_log=False,
-        lifespan="on",
-        timeout_graceful_shutdown=int(config.engines.drain_grace_s),
     )
 
 
