@@ -189,14 +189,20 @@ class AbuseRun:
                 accepted = reply  # kept for the batch below
             elif case.path == "/v1/files":
                 await self.gateway.forget(reply)  # an accepted upload is deleted again
-        entry = {"name": case.name, "description": case.description, **replies_figures(replies)}
+        entry = {
+            "name": case.name,
+            "description": case.description,
+            "body_mb": round(case.body.length / 1e6, 2),
+            **replies_figures(replies),
+        }
         if case.note:
             entry["note"] = case.note
         if accepted is not None:
             file_id = orjson.loads(accepted.body)["id"]
-            entry["batch_from_it"] = batch_run_json(
-                await run_batch(self.gateway, file_id, cancel=True)
-            )
+            run = await run_batch(self.gateway, file_id, cancel=True)
+            entry["batch_from_it"] = batch_run_json(run)
+            # Refused one step later: the batch fails validation naming the line and field.
+            entry["refused_at_validation"] = run.status_after_validation == "failed"
             await self.gateway.forget(accepted)
         await self._close(entry, started)
 
@@ -206,7 +212,8 @@ class AbuseRun:
             f"batch-50k-lines: a {options.batch_lines:,}-line file, {options.batch_count} batches"
         )
         started = time.monotonic()
-        upload = await self.gateway.upload(batch_file(options.batch_lines, MODEL))
+        content = batch_file(options.batch_lines, MODEL)
+        upload = await self.gateway.upload(content)
         runs: list[BatchRun] = []
         if upload.status == 200:
             file_id = orjson.loads(upload.body)["id"]
@@ -218,6 +225,7 @@ class AbuseRun:
         entry = {
             "name": "batch-50k-lines",
             "description": f"POST /v1/batches from a {options.batch_lines:,}-line file",
+            "body_mb": round(len(content) / 1e6, 2),
             "upload": {"status": upload.status, "ms": round(upload.elapsed_ms, 3)},
             "sent": len(runs),
             "statuses": dict(Counter(str(r.create_status) for r in runs)),
@@ -336,7 +344,9 @@ def render(report: dict[str, Any], console: Console) -> None:
         title=f"Abusive inputs, one gateway (/healthz idle: p50 {idle['p50']} ms, "
         f"p99 {idle['p99']} ms, max {idle['max']} ms)"
     )
-    for column in ("input", "sent", "answers"):
+    table.add_column("input")
+    table.add_column("MB", justify="right")
+    for column in ("sent", "answers"):
         table.add_column(column)
     for column in (
         "p50 ms",
@@ -354,6 +364,7 @@ def render(report: dict[str, Any], console: Console) -> None:
         answers = ", ".join(f"{k}×{v}" for k, v in entry["statuses"].items())
         table.add_row(
             entry["description"],
+            f"{entry['body_mb']:,.1f}",
             str(entry["sent"]),
             answers,
             _f(latency["p50"]),
@@ -390,8 +401,10 @@ def render(report: dict[str, Any], console: Console) -> None:
 
 
 def verdict(entry: dict[str, Any]) -> str:
+    """ "ok", or what missed a target (the 50,000-line batch is accepted by design)."""
     problems = []
-    if entry["name"] != "batch-50k-lines" and not entry["refused"]:
+    refused_later = entry.get("refused_at_validation", False)
+    if entry["name"] != "batch-50k-lines" and not entry["refused"] and not refused_later:
         problems.append("NOT REFUSED")
     p99 = entry["latency_ms"]["p99"]
     if p99 is not None and p99 >= REFUSAL_TARGET_MS:
@@ -399,7 +412,7 @@ def verdict(entry: dict[str, Any]) -> str:
     healthz_max = entry["healthz_ms"]["max"]
     if healthz_max is not None and healthz_max > HEALTHZ_TARGET_MS:
         problems.append("HEALTHZ")
-    return " ".join(problems) or "ok"
+    return " ".join(problems) or ("ok (batch fails)" if refused_later else "ok")
 
 
 def render_race(race: dict[str, Any], console: Console) -> None:
@@ -408,7 +421,7 @@ def render_race(race: dict[str, Any], console: Console) -> None:
         "PostgreSQL + Redis, fake upstream without tokenizer or context length"
     )
     table.add_column("variant")
-    for column in ("200", "429", "other", "admitted tokens", "bound", "overspend", "seconds"):
+    for column in ("200", "429", "other", "admitted tokens", "bound", "used", "overspend", "s"):
         table.add_column(column, justify="right")
     for v in race["variants"]:
         statuses = dict(v["statuses"])
@@ -420,6 +433,7 @@ def render_race(race: dict[str, Any], console: Console) -> None:
             str(sum(statuses.values())),
             f"{v['admitted_tokens']:,}",
             f"{v['bound_tokens']:,.0f}",
+            f"{v['used_pct']:.0f}%",
             f"{v['overspend_pct']:.1f}%",
             f"{v['elapsed_s']:.2f}",
         )

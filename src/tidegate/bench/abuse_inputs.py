@@ -139,7 +139,7 @@ def request_cases(
             "POST",
             chat,
             _JSON,
-            _json({"model": model, "messages": [_user("hi")] * messages, "max_tokens": 4}),
+            _json({"model": model, "messages": [_user("hello")] * messages, "max_tokens": 4}),
         ),
         Case(
             "chat-over-max-body",

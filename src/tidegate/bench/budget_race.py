@@ -270,6 +270,8 @@ async def _race(
         "admitted_tokens": admitted,
         "bound_tokens": round(bound, 1),
         "overspend_pct": round(max(0.0, admitted - bound) / bound * 100, 2),
+        # A limit that refused nearly everything would never overspend either.
+        "used_pct": round(admitted / bound * 100, 1),
     }
 
 
