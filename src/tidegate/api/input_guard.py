@@ -49,7 +49,9 @@ def find_nul(value: Any) -> str | None:
                     return where.replace("\x00", "")
                 stack.append((child, where))
         elif isinstance(node, list):
-            stack.extend((child, f"{at}.{index}") for index, child in enumerate(node))
+            stack.extend(
+                (child, f"{at}.{index}" if at else str(index)) for index, child in enumerate(node)
+            )
     return None
 
 
