@@ -57,8 +57,11 @@ async def test_tenant_and_key_lifecycle(
     assert "key" not in shown and shown["prefix"] == team_admin["key"][:8]
 
     acme = operator.as_key(team_admin["key"])
+    # Its keys may not outlive the admin key that makes them (tests/.../test_key_grants.py).
     member = await acme.ok(
-        "POST", "/admin/keys", {"name": "svc", "settings": {"allowed_models": ["fake-model"]}}
+        "POST",
+        "/admin/keys",
+        {"name": "svc", "expires_in_days": 7, "settings": {"allowed_models": ["fake-model"]}},
     )
     assert member["tenant_id"] == tenant_id and member["role"] == "member"
     assert member["settings"]["allowed_models"] == ["fake-model"]

@@ -79,10 +79,13 @@ def _check_models(grant: Grant, settings: KeySettings) -> None:
         )
     outside = sorted(set(wanted) - set(ceiling))
     if outside:
+        names = "is unset, so the key would get the tenant's models:"
+        if settings.allowed_models is not None:
+            names = "names"
         raise _widening(
             "settings.allowed_models",
-            f"names {', '.join(outside)}, beyond the models this tenant admin may grant: "
-            f"{allowed} ({whose} allowed_models).",
+            f"{names} {', '.join(outside)}, beyond the models this tenant admin may grant: "
+            f"{allowed} ({whose} allowed_models). List the models the key may use.",
         )
 
 
@@ -97,7 +100,9 @@ def _check_limit(grant: Grant, settings: KeySettings, name: str) -> None:
     asked = getattr(settings.limits, name)
     wanted = asked if asked is not None else tenant
     if wanted is None or wanted > ceiling:
-        shown = "unset (unlimited)" if asked is None else f"{asked}"
+        shown = f"{asked}" if asked is not None else "unset (unlimited)"
+        if asked is None and tenant is not None:
+            shown = f"unset (the tenant's {tenant})"
         raise _widening(
             f"settings.limits.{name}",
             f"is {shown}, above the {ceiling} this tenant admin may grant ({whose}). Set it "
