@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 
+from tests.integration.test_batches_api import chat_line, client, read_lines, submit, wait_for
 from tests.support.gateway import (
     ADMIN_KEY,
     RunningGateway,
@@ -117,3 +118,35 @@ async def test_without_a_client_id_both_headers_carry_the_gateways(
 def assert_budget_spent(response: httpx.Response) -> None:
     assert response.status_code == 429, response.text
     assert response.json()["error"]["code"] == "budget_exceeded"
+
+
+async def test_custom_ids_and_file_names_are_only_labels(
+    tmp_path: Path, fake: FakeUpstream
+) -> None:
+    """custom_id is unique within one batch only, and a file name is only a name: the same
+    ones in two batches of one tenant and in another tenant's batch run and meter apart."""
+    batch = {"poll_interval_s": 0.05, "lease_s": 5}
+    async with (
+        run_gateway(tmp_path, upstreams=[fake], sections={"batch": batch, **SECTIONS}) as gw,
+        httpx.AsyncClient(base_url=gw.url, timeout=30) as http,
+    ):
+        alice = await create_member(http, "alice")
+        bob = await create_member(http, "bob")
+        runs = []
+        for member in (alice, alice, bob):
+            api = client(gw, member)
+            created = await submit(api, [chat_line("same"), chat_line("other")])
+            runs.append((api, created))
+        outputs = []
+        for api, created in runs:
+            done = await wait_for(api, created.id, "completed", "failed")
+            assert done.status == "completed", done.errors
+            outputs += await read_lines(api, done.output_file_id)
+        assert sorted(line["custom_id"] for line in outputs) == ["other"] * 3 + ["same"] * 3
+        ids = [line["id"] for line in outputs]
+        assert len(set(ids)) == 6
+        records = await usage_records(http, ids)
+        metered = [r for r in records if r["request_id"] in ids]
+        assert sorted(r["key_id"] for r in metered) == sorted([alice.key_id] * 4 + [bob.key_id] * 2)
+        input_files = {created.input_file_id for _, created in runs}
+        assert len(input_files) == 3  # three uploads named input.jsonl, three files
