@@ -104,8 +104,8 @@ def _ms(values: Sequence[float]) -> dict[str, float | None]:
     }
 
 
-def healthz_figures(polls: Sequence[Poll], window: Window) -> dict[str, Any]:
-    inside = [p for p in polls if window.start <= p.start <= window.end]
+def healthz_figures(polls: Sequence[Poll], *windows: Window) -> dict[str, Any]:
+    inside = [p for p in polls if any(w.start <= p.start <= w.end for w in windows)]
     failed = sum(1 for p in inside if p.status != 200)
     return {"polls": len(inside), "failed": failed, **_ms([p.latency_ms for p in inside])}
 
@@ -164,6 +164,7 @@ class AbuseRun:
         self.log = log
         self.classes: list[dict[str, Any]] = []
         self.windows: list[Window] = []
+        self.batch_runs: list[BatchRun] = []
 
     async def request_class(self, case: Case) -> None:
         options = self.options
@@ -235,6 +236,7 @@ class AbuseRun:
             "validation_s_max": round(max(validations), 3) if validations else None,
             "runs": [batch_run_json(r) for r in runs],
         }
+        self.batch_runs = runs
         await self._close(entry, started)
 
     async def _close(self, entry: dict[str, Any], started: float) -> None:
@@ -280,6 +282,16 @@ async def _abuse_half(
         polls = poller.stop()
     for entry, window in zip(run.classes, run.windows, strict=True):
         entry["healthz_ms"] = healthz_figures(polls, window)
+    if run.batch_runs:
+        entry = run.classes[-1]  # which step of a batch's life holds the loop
+        validating = [Window(r.started, r.validated_at) for r in run.batch_runs if r.validated_at]
+        ending = [
+            Window(r.validated_at, r.ended_at)
+            for r in run.batch_runs
+            if r.validated_at and r.ended_at
+        ]
+        entry["healthz_while_validating_ms"] = healthz_figures(polls, *validating)
+        entry["healthz_while_cancelling_ms"] = healthz_figures(polls, *ending)
     return {
         "gateway": {"pid": proc.pid, "store": "sqlite", "limits": "memory"},
         "healthz_idle_ms": healthz_figures(polls, idle),
@@ -388,8 +400,18 @@ def render(report: dict[str, Any], console: Console) -> None:
             console.print(f"  {entry['name']}: {answer} ×{times}", markup=False)
         if "batch_from_it" in entry:
             console.print(
-                f"  {entry['name']}: batch from it {entry['batch_from_it']}", markup=False
+                f"  {entry['name']}: upload accepted; the batch from it: "
+                f"{_batch_outcome(entry['batch_from_it'])}",
+                markup=False,
             )
+        for step in ("validating", "cancelling"):
+            if f"healthz_while_{step}_ms" in entry:
+                figures = entry[f"healthz_while_{step}_ms"]
+                console.print(
+                    f"  {entry['name']}: /healthz while the batches were {step}: p50 "
+                    f"{figures['p50']} ms, p99 {figures['p99']} ms, max {figures['max']} ms",
+                    markup=False,
+                )
         if "validation_s_max" in entry:
             console.print(
                 f"  {entry['name']}: validated in ≤ {entry['validation_s_max']} s", markup=False
@@ -398,6 +420,13 @@ def render(report: dict[str, Any], console: Console) -> None:
         render_race(report["budget_race"], console)
     if "budget_race_skipped" in report:
         console.print(f"budget race skipped: {report['budget_race_skipped']}", markup=False)
+
+
+def _batch_outcome(run: dict[str, Any]) -> str:
+    errors = "; ".join(f"line {e.get('line')}: {e.get('message')}" for e in run["errors"])
+    return f"{run['status_after_validation']} after {run['validation_s']} s" + (
+        f" ({errors})" if errors else ""
+    )
 
 
 def verdict(entry: dict[str, Any]) -> str:

@@ -62,6 +62,10 @@ class Gateway:
 class BatchRun:
     create_ms: float
     create_status: int
+    started: float
+    """``time.monotonic()`` at the create; with the two below, the phases /healthz is split by."""
+    validated_at: float | None = None
+    ended_at: float | None = None
     validation_s: float | None = None
     """From the create to the batch leaving ``validating``."""
     status_after_validation: str = ""
@@ -95,12 +99,13 @@ async def run_batch(
     reply = await send(
         gateway.port, "POST", "/v1/batches", headers=headers, chunks=[body], length=len(body)
     )
-    run = BatchRun(create_ms=reply.elapsed_ms, create_status=reply.status)
+    run = BatchRun(create_ms=reply.elapsed_ms, create_status=reply.status, started=started)
     if reply.status != 200:
         return run
     batch_id = orjson.loads(reply.body)["id"]
     batch = await wait_status(gateway, batch_id, leave=("validating",), timeout_s=timeout_s)
-    run.validation_s = time.monotonic() - started
+    run.validated_at = time.monotonic()
+    run.validation_s = run.validated_at - started
     run.status_after_validation = batch["status"]
     run.errors = list((batch.get("errors") or {}).get("data") or [])[:3]
     if cancel and batch["status"] == "in_progress":
@@ -112,6 +117,7 @@ async def run_batch(
             leave=("in_progress", "cancelling", "finalizing"),
             timeout_s=timeout_s,
         )
+        run.ended_at = time.monotonic()
     return run
 
 
