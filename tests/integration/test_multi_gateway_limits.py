@@ -21,6 +21,8 @@ import aiohttp
 import pytest
 from sqlalchemy import func, select
 
+from tests.store_fixtures import reset_postgres
+from tests.support.budget_race import budget_race
 from tests.support.processes import (
     AdminClient,
     Cluster,
@@ -238,3 +240,62 @@ async def test_budget_race_across_three_gateways_never_overspends(
     assert outcomes.ok == 10 and spent == budget
     assert outcomes.codes == {"budget_exceeded"}
     assert records == 200 and ok_records == 10  # every request metered once, refusals too
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize(
+    ("max_tokens", "stream"),
+    [(12, False), (None, False), (None, True)],
+    ids=["max_tokens-12", "no-max_tokens", "no-max_tokens-stream"],
+)
+async def test_budget_race_without_a_tokenizer_holds_exactly(
+    tmp_path: Path,
+    prefix: str,
+    postgres_url: str,
+    max_tokens: int | None,
+    stream: bool,
+) -> None:
+    """The issue-13 race: 2,000 daily tokens, 200 concurrent chat requests over 3 gateways
+    (PostgreSQL, Redis), with and without max_tokens, no tokenizer. Each prompt reserves its
+    upper bound and each completion at most what the budget has left (written into the request),
+    so what is metered never passes the budget; before, a request without max_tokens reserved 1
+    token and counted its prompt as 0 (+70%)."""
+    reset_postgres(postgres_url)
+    race = await budget_race(
+        tmp_path,
+        store_url=postgres_url,
+        redis_prefix=prefix,
+        max_tokens=max_tokens,
+        stream=stream,
+        budget=2000,
+        requests=200,
+        gateways=3,
+    )
+    print(race.summary())
+    assert race.other == []
+    assert race.ok + race.refused == 200
+    assert race.ok >= 1 and race.codes <= {"budget_exceeded"}
+    assert race.records == 200  # every request metered once, refusals too
+    assert race.client_tokens <= race.metered_tokens
+    assert race.metered_tokens <= 2000, race.summary()
+
+
+@pytest.mark.postgres
+async def test_tokens_per_minute_race_without_max_tokens_holds(
+    tmp_path: Path, prefix: str, postgres_url: str
+) -> None:
+    """500 tokens per minute, 200 concurrent requests without max_tokens over 3 gateways: what
+    is served stays within a full bucket plus its refill during the race (it served 533)."""
+    reset_postgres(postgres_url)
+    race = await budget_race(
+        tmp_path,
+        store_url=postgres_url,
+        redis_prefix=prefix,
+        max_tokens=None,
+        budget=None,
+        tokens_per_minute=500,
+    )
+    print(race.summary())
+    assert race.other == [] and race.ok >= 1
+    assert race.codes <= {"rate_limit_exceeded"}
+    assert race.metered_tokens <= race.allowed, race.summary()
