@@ -35,6 +35,14 @@ MaxPromptTokens = Annotated[
     int | None,
     typer.Option("--max-prompt-tokens", min=0, help="Longest prompt in tokens (0: no cap)."),
 ]
+Extensions = Annotated[
+    str | None,
+    typer.Option(
+        "--extensions",
+        help="Engine extensions forwarded for the tenant, comma-separated (README, Engine "
+        "extensions; e.g. remote_media_urls,chat_template_kwargs). Empty: none.",
+    ),
+]
 LogPrompts = Annotated[
     bool | None,
     typer.Option("--log-prompts/--no-log-prompts", help="Keep redacted prompts and completions."),
@@ -71,6 +79,7 @@ def tenant_settings_patch(
     models: str | None = None,
     max_prompt_tokens: int | None = None,
     log_prompts: bool | None = None,
+    extensions: str | None = None,
 ) -> dict[str, Any]:
     patch: dict[str, Any] = {}
     limits = limits_patch(rpm, tpm, concurrency)
@@ -94,6 +103,8 @@ def tenant_settings_patch(
         patch["max_prompt_tokens"] = _number(max_prompt_tokens)
     if log_prompts is not None:
         patch["log_prompts"] = log_prompts
+    if extensions is not None:
+        patch["allowed_extensions"] = _models(extensions)  # None: back to the default, none
     return patch
 
 

@@ -18,6 +18,7 @@ from tidegate.commands.policy_options import (
     Concurrency,
     DailyCost,
     DailyTokens,
+    Extensions,
     LogPrompts,
     MaxPromptTokens,
     Models,
@@ -52,6 +53,7 @@ def create(
     models: Models = None,
     max_prompt_tokens: MaxPromptTokens = None,
     log_prompts: LogPrompts = None,
+    extensions: Extensions = None,
     config: ConfigOption = None,
 ) -> None:
     """Create a tenant and print its id."""
@@ -66,6 +68,7 @@ def create(
         models=models,
         max_prompt_tokens=max_prompt_tokens,
         log_prompts=log_prompts,
+        extensions=extensions,
     )
 
     async def run() -> TenantInfo:
@@ -117,6 +120,7 @@ def update(
     models: Models = None,
     max_prompt_tokens: MaxPromptTokens = None,
     log_prompts: LogPrompts = None,
+    extensions: Extensions = None,
     config: ConfigOption = None,
 ) -> None:
     """Change a tenant; options left out keep their value. Gateways apply it within
@@ -132,6 +136,7 @@ def update(
         models=models,
         max_prompt_tokens=max_prompt_tokens,
         log_prompts=log_prompts,
+        extensions=extensions,
     )
 
     async def run() -> TenantInfo:
