@@ -121,3 +121,27 @@ def test_prepare_with_a_local_directory(tmp_path: Path) -> None:
 def test_missing_config_file_is_a_usage_error(tmp_path: Path) -> None:
     result = CliRunner().invoke(engine_app, ["install", "--config", str(tmp_path / "nope.yaml")])
     assert result.exit_code == 2 and "cannot load config" in result.output
+
+
+def test_status_piped_keeps_each_replica_on_one_line_and_has_json(tmp_path: Path) -> None:
+    # Off a terminal Rich used to fit the table into 80 columns and wrap every cell.
+    path = config_file(tmp_path)
+    config = Config(home=tmp_path / "home")
+    log = "/a/rather/long/home/directory/.cache/tidegate/logs/replica-main-r0.log"
+    write_state(
+        config.state_dir / STATE_FILE_NAME,
+        EngineSnapshot(
+            supervisor_pid=os.getpid(),
+            updated_at=time.time(),
+            replicas=(record(id="main-r0", pool="main", log=log),),
+        ),
+    )
+    env = {"COLUMNS": None}
+    shown = CliRunner().invoke(engine_app, ["status", "--config", str(path)], env=env)
+    assert shown.exit_code == 0, shown.output
+    (row,) = [line for line in shown.stdout.splitlines() if "main-r0" in line]
+    assert log in row and "ready" in row and "(alive)" in row
+    as_json = CliRunner().invoke(engine_app, ["status", "--json", "--config", str(path)])
+    data = json.loads(as_json.stdout)
+    assert data["supervisor_alive"] is True
+    assert data["replicas"][0]["log"] == log and data["replicas"][0]["load_seconds"] == 30.0

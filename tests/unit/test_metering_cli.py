@@ -6,6 +6,7 @@ import asyncio
 import csv
 from pathlib import Path
 
+import orjson
 from typer.testing import CliRunner, Result
 
 from tests.support.usage_events import usage_event
@@ -83,3 +84,12 @@ def test_export_writes_every_record_as_csv(tmp_path: Path, store_url: str) -> No
     only_b = invoke(tmp_path, store_url, "export", "--out", "-", "--tenant", "ten_b")
     assert only_b.exit_code == 0, only_b.output
     assert only_b.stdout.splitlines()[1].startswith("req_b1,")
+
+
+def test_usage_json_has_the_same_rows_as_the_table(tmp_path: Path, store_url: str) -> None:
+    seed(store_url, tmp_path / "wal", EVENTS)
+    listed = invoke(tmp_path, store_url, "--json")
+    assert listed.exit_code == 0, listed.output
+    rows = orjson.loads(listed.stdout)
+    (row,) = [r for r in rows if r["tenant_id"] == "ten_a"]
+    assert row["requests"] == 2 and row["total_tokens"] == 1220 and row["day"] == "2026-11-03"

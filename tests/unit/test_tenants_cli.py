@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import orjson
 from sqlalchemy import select
 from typer.testing import CliRunner, Result
 
@@ -134,3 +135,23 @@ def test_errors_are_one_line(tmp_path: Path, store_url: str) -> None:
     assert missing.exit_code == 1 and "No tenant with id 'ten_no'" in missing.stderr
     system = invoke(tenants_app, tmp_path, store_url, "delete", "ten_system")
     assert system.exit_code == 1 and "cannot be deleted" in system.stderr
+
+
+def test_tenants_and_keys_list_as_json(tmp_path: Path, store_url: str) -> None:
+    created = invoke(tenants_app, tmp_path, store_url, "create", "acme", "--rpm", "7")
+    assert created.exit_code == 0, created.output
+    tenant_id = created.stdout.strip()
+    key = invoke(keys_app, tmp_path, store_url, "create", "--name", "svc", "--tenant", tenant_id)
+    assert key.exit_code == 0, key.output
+
+    tenants = orjson.loads(invoke(tenants_app, tmp_path, store_url, "list", "--json").stdout)
+    (acme,) = [t for t in tenants if t["id"] == tenant_id]
+    assert acme["name"] == "acme" and acme["settings"]["limits"]["requests_per_minute"] == 7
+
+    keys = orjson.loads(
+        invoke(keys_app, tmp_path, store_url, "list", "--tenant", tenant_id, "--json").stdout
+    )
+    assert [(k["name"], k["status"], k["tenant_id"]) for k in keys] == [
+        ("svc", "active", tenant_id)
+    ]
+    assert key.stdout.strip() not in str(keys) and "hash" not in keys[0]

@@ -9,7 +9,6 @@ stderr; a gateway error prints its message and exits with status 1.
 from __future__ import annotations
 
 import asyncio
-import sys
 import time
 from collections.abc import Coroutine
 from datetime import UTC, datetime
@@ -25,12 +24,13 @@ from rich.table import Table
 
 from tidegate.commands.batch_client import Batch, BatchApiError, BatchClient
 from tidegate.commands.batch_input import InputFileError, build_input_file
+from tidegate.commands.listing import JsonOption, print_json, table_console
 
 batch_app = typer.Typer(
     help="Submit, watch, cancel and download OpenAI batches through a running gateway.",
     no_args_is_help=True,
 )
-out = Console(width=None if sys.stdout.isatty() else 160)
+out = table_console()
 err = Console(stderr=True)
 T = TypeVar("T")
 
@@ -149,6 +149,7 @@ def list_batches(
     after: Annotated[
         str | None, typer.Option("--after", help="Continue after this batch id.")
     ] = None,
+    as_json: JsonOption = False,
     url: UrlOption = DEFAULT_URL,
     api_key: KeyOption = None,
 ) -> None:
@@ -160,6 +161,10 @@ def list_batches(
             return page.batches, page.has_more
 
     batches, has_more = _run(run())
+    if as_json:
+        # The OpenAI list object, as the API returned it.
+        print_json({"object": "list", "data": [b.raw for b in batches], "has_more": has_more})
+        return
     if not batches:
         out.print("No batches.")
         return

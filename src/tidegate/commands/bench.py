@@ -34,10 +34,11 @@ from tidegate.bench.runner import LoadPoint, LoadRunner, PointResult, RunSetting
 from tidegate.bench.spec import Slo, Target, parse_target, parse_tenant
 from tidegate.bench.tokenizer import TokenCounter
 from tidegate.bench.workload_options import WorkloadOptions, build_workload, load_points
+from tidegate.commands.listing import table_console
 
 bench_app = typer.Typer(help="Load-test OpenAI-compatible endpoints.", no_args_is_help=True)
 # Off a terminal (CI logs, files) Rich would wrap the wide results table at 80 columns.
-out_console = Console(width=None if sys.stdout.isatty() else 180)
+out_console = table_console()
 err = Console(stderr=True)
 
 

@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from tidegate.commands.listing import JsonOption, print_json, table_console
 from tidegate.config import Config, load_config
 from tidegate.engines.errors import EngineError
 from tidegate.engines.install import EngineInstaller
@@ -81,18 +82,24 @@ def prepare(
 
 
 @engine_app.command()
-def status(config: ConfigOption = None) -> None:
+def status(as_json: JsonOption = False, config: ConfigOption = None) -> None:
     """Show the local replicas as the running supervisor last recorded them."""
-    console = Console()
+    console = table_console()
     cfg = _load(Console(stderr=True), config)
     path = cfg.state_dir / STATE_FILE_NAME
     snapshot = read_state(path)
     if snapshot is None:
-        console.print(f"No engine state at {path}: no supervisor has run with this home.")
+        Console(stderr=True).print(
+            f"No engine state at {path}: no supervisor has run with this home.", markup=False
+        )
         raise typer.Exit(1)
+    supervisor_alive = psutil.pid_exists(snapshot.supervisor_pid)
+    if as_json:
+        print_json({**_fields(snapshot), "supervisor_alive": supervisor_alive})
+        return
     console.print(status_table(snapshot, now=time.time()))
-    if not psutil.pid_exists(snapshot.supervisor_pid):
-        console.print(
+    if not supervisor_alive:
+        Console(stderr=True).print(
             f"[yellow]The supervisor (pid {snapshot.supervisor_pid}) is not running; "
             "this is the last recorded state.[/yellow]"
         )
@@ -132,3 +139,7 @@ def status_table(snapshot: EngineSnapshot, *, now: float) -> Table:
             r.log,
         )
     return table
+
+
+def _fields(snapshot: EngineSnapshot) -> dict[str, object]:
+    return {name: getattr(snapshot, name) for name in EngineSnapshot.__dataclass_fields__}

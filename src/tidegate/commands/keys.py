@@ -16,6 +16,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from tidegate.commands.listing import JsonOption, print_json
 from tidegate.commands.policy_options import Concurrency, Models, Rpm, Tpm, key_settings_patch
 from tidegate.commands.store_cli import (
     ConfigOption,
@@ -87,6 +88,7 @@ def create(
 @keys_app.command("list")
 def list_keys(
     tenant: Annotated[str | None, typer.Option("--tenant", help="Only this tenant's keys.")] = None,
+    as_json: JsonOption = False,
     config: ConfigOption = None,
 ) -> None:
     """List keys (never the keys themselves: only their first characters)."""
@@ -97,6 +99,10 @@ def list_keys(
             return await keys.list(tenant_id=tenant, actor=Actor.cli())
 
     infos = run_command(run())
+    now = datetime.now(UTC)
+    if as_json:
+        print_json([{**_fields(info), "status": info.status(now)} for info in infos])
+        return
     console = table_console()
     if not infos:
         console.print("No keys yet. Create one with `tidegate keys create --name NAME`.")
@@ -105,7 +111,6 @@ def list_keys(
     for header in ("id", "name", "tenant", "prefix", "role", "created", "expires", "revoked"):
         table.add_column(header, no_wrap=header != "name", min_width=len(header), overflow="fold")
     table.add_column("last used", no_wrap=True, min_width=10)
-    now = datetime.now(UTC)
     for info in infos:
         table.add_row(
             info.id,
@@ -137,3 +142,7 @@ def revoke(
     Console(stderr=True).print(
         f"Revoked {info.id} ({info.name!r}) at {when(info.revoked_at)} UTC.", markup=False
     )
+
+
+def _fields(info: ApiKeyInfo) -> dict[str, object]:
+    return {name: getattr(info, name) for name in ApiKeyInfo.__dataclass_fields__}

@@ -19,6 +19,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from tidegate.commands.listing import JsonOption, print_json
 from tidegate.commands.store_cli import ConfigOption, open_store, run_command, table_console, when
 from tidegate.errors import InvalidRequestError
 from tidegate.gateway.actors import Actor
@@ -160,6 +161,7 @@ def status(
 @rollout_app.command("list")
 def list_rollouts(
     model: Annotated[str | None, typer.Option("--model", help="Only this model's.")] = None,
+    as_json: JsonOption = False,
     config: ConfigOption = None,
 ) -> None:
     """Rollouts, newest first."""
@@ -168,6 +170,9 @@ def list_rollouts(
         return await service.list(model=model)
 
     infos: list[RolloutInfo] = run_command(_service(config, run))
+    if as_json:
+        print_json(infos)
+        return
     table = Table(box=box.SIMPLE_HEAD, collapse_padding=True, pad_edge=False)
     for header in ("id", "model", "candidate", "stable", "state", "step", "started", "reason"):
         table.add_column(header, overflow="fold" if header == "reason" else "ellipsis")

@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from tidegate.commands import listing
 from tidegate.config import Config, load_config
 from tidegate.errors import TidegateError
 from tidegate.store import create_engine, create_sessionmaker, migrate
@@ -60,7 +61,7 @@ def run_command(coro: Coroutine[Any, Any, T]) -> T:
 
 def table_console() -> Console:
     # Piped output keeps whole rows instead of wrapping at the default 80 columns.
-    return Console() if Console().is_terminal else Console(width=200)
+    return listing.table_console()
 
 
 def when(moment: datetime | None) -> str:

@@ -14,6 +14,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from tidegate.commands.listing import JsonOption, print_json
 from tidegate.commands.policy_options import (
     Concurrency,
     DailyCost,
@@ -88,7 +89,7 @@ def create(
 
 
 @tenants_app.command("list")
-def list_tenants(config: ConfigOption = None) -> None:
+def list_tenants(as_json: JsonOption = False, config: ConfigOption = None) -> None:
     """List tenants with their tier and limits."""
 
     async def run() -> list[TenantInfo]:
@@ -96,6 +97,9 @@ def list_tenants(config: ConfigOption = None) -> None:
             return await TenantService(sessions=sessions).list(actor=Actor.cli())
 
     infos = run_command(run())
+    if as_json:
+        print_json(infos)
+        return
     table = Table(box=box.SIMPLE_HEAD, collapse_padding=True, pad_edge=False)
     for header in ("id", "name", "tier", "created"):
         table.add_column(header, no_wrap=header != "name", min_width=len(header))

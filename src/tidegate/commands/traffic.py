@@ -18,6 +18,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from tidegate.commands.listing import JsonOption, print_json
 from tidegate.commands.store_cli import ConfigOption, open_store, run_command, table_console, when
 from tidegate.config import Config
 from tidegate.errors import InvalidRequestError
@@ -134,17 +135,21 @@ def rollback(model: Model, config: ConfigOption = None) -> None:
 
 
 @traffic_app.command()
-def versions(model: Model, config: ConfigOption = None) -> None:
+def versions(model: Model, as_json: JsonOption = False, config: ConfigOption = None) -> None:
     """The model's version records, newest first."""
 
     async def run() -> list[VersionInfo]:
         async with _services(config) as (_, _policies, service):
             return await service.list(model)
 
+    infos = run_command(run())
+    if as_json:
+        print_json(infos)
+        return
     table = Table(box=box.SIMPLE_HEAD, collapse_padding=True, pad_edge=False)
     for header in ("id", "pool", "source", "revision", "profile", "created", "by"):
         table.add_column(header, overflow="fold" if header == "source" else "ellipsis")
-    for info in run_command(run()):
+    for info in infos:
         table.add_row(
             info.id,
             info.pool,

@@ -10,6 +10,7 @@ import asyncio
 import csv
 from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
+from dataclasses import asdict
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
@@ -21,6 +22,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from tidegate.commands.listing import JsonOption, print_json, table_console
 from tidegate.config import load_config
 from tidegate.errors import TidegateError
 from tidegate.metering.events import FIELD_NAMES
@@ -66,6 +68,7 @@ def usage(
     by: Annotated[GroupChoice, typer.Option("--by", help="One row per day or per model.")] = (
         GroupChoice.day
     ),
+    as_json: JsonOption = False,
     config: ConfigOption = None,
 ) -> None:
     """Show requests, tokens and cost per tenant and day (or model). Shadow traffic is left
@@ -80,8 +83,10 @@ def usage(
             return await queries.usage_rollup(tenant, start, end, by.value)
 
     rows = _run(run())
-    # Piped output keeps whole rows instead of wrapping at the default 80 columns.
-    console = Console() if Console().is_terminal else Console(width=200)
+    if as_json:
+        print_json([{**asdict(row), "total_tokens": row.total_tokens} for row in rows])
+        return
+    console = table_console()
     if not rows:
         console.print("No usage recorded in that range.")
         return
