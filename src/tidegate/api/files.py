@@ -3,7 +3,8 @@
 HTTP only: authenticate the bearer key, read the request, call the FileService, render the
 OpenAI shapes. Uploads are read with a cap (the tenant's largest file plus room for the
 multipart framing); a bigger body is refused with a 413 as soon as it passes the cap, and file
-parts past 1 MiB are spooled to a temporary file while parsing, not held in memory twice.
+parts past 1 MiB are spooled to a temporary file while parsing, which is checked and streamed
+to the file storage from there: an upload is never held in memory whole.
 
     POST   /v1/files                   multipart: file, purpose=batch
     GET    /v1/files                   ?purpose= &after= &limit= (1-10000, default 20) &order=
@@ -15,7 +16,8 @@ parts past 1 MiB are spooled to a temporary file while parsing, not held in memo
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator
-from typing import cast
+from contextlib import asynccontextmanager
+from typing import IO, cast
 
 import orjson
 from python_multipart.exceptions import FormParserError
@@ -56,8 +58,8 @@ class FileRoutes:
     async def upload(self, request: Request) -> Response:
         files, tenant_id, limits = await self._authorize(request, with_limits=True)
         assert limits is not None
-        purpose, filename, data = await _read_upload(request, limits)
-        row = await files.create(tenant_id, filename, purpose, data, limits=limits)
+        async with _read_upload(request, limits) as (purpose, filename, content):
+            row = await files.create(tenant_id, filename, purpose, content, limits=limits)
         return _json(_file_json(row))
 
     async def list(self, request: Request) -> Response:
@@ -119,8 +121,12 @@ def build_file_routes(services: ServicesSlot) -> list[BaseRoute]:
     ]
 
 
-async def _read_upload(request: Request, limits: FileLimits) -> tuple[str, str, bytes]:
-    """(purpose, filename, bytes) of a multipart upload, read with a cap."""
+@asynccontextmanager
+async def _read_upload(
+    request: Request, limits: FileLimits
+) -> AsyncIterator[tuple[str, str, IO[bytes]]]:
+    """(purpose, filename, content) of a multipart upload, read with a cap; the content is
+    the parser's spooled temporary file, open until the block ends."""
     content_type = request.headers.get("content-type", "")
     if not content_type.lower().startswith("multipart/form-data"):
         raise InvalidRequestError(
@@ -156,7 +162,7 @@ async def _read_upload(request: Request, limits: FileLimits) -> tuple[str, str, 
             raise InvalidRequestError(
                 "The upload has no 'purpose' field; send purpose=batch.", param="purpose"
             )
-        return purpose, upload.filename or "", await upload.read()
+        yield purpose, upload.filename or "", upload.file
     finally:
         await form.close()
 

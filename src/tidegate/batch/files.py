@@ -22,6 +22,7 @@ import logging
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import IO
 
 from sqlalchemy import ColumnElement, and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -102,11 +103,13 @@ class FileService:
         tenant_id: str,
         filename: str,
         purpose: str,
-        data: bytes,
+        data: bytes | IO[bytes],
         *,
         limits: FileLimits | None = None,
     ) -> StoredFile:
-        """Check and store an uploaded file. ``limits``: the tenant's, when the caller already
+        """Check and store an uploaded file: its bytes, or an open binary file holding them
+        (the API passes the upload's spooled temporary file, which is streamed to the storage
+        and never read into memory whole). ``limits``: the tenant's, when the caller already
         has its policy (the API does); else they are read from the store."""
         if purpose not in UPLOAD_PURPOSES:
             raise InvalidRequestError(
@@ -182,17 +185,22 @@ class FileService:
         return row
 
     async def _store(
-        self, tenant_id: str, filename: str, purpose: str, data: bytes, lines: int
+        self, tenant_id: str, filename: str, purpose: str, data: bytes | IO[bytes], lines: int
     ) -> StoredFile:
         file_id = "file-" + secrets.token_hex(12)
         key = f"{tenant_id}/{file_id}"
-        await self._storage.put(key, data)
+        if isinstance(data, bytes):
+            size = len(data)
+            await self._storage.put(key, data)
+        else:
+            size = _size(data)
+            await self._storage.put_stream(key, data)
         row = StoredFile(
             id=file_id,
             tenant_id=tenant_id,
             purpose=purpose,
             filename=filename,
-            bytes=len(data),
+            bytes=size,
             line_count=lines,
             storage_key=key,
             created_at=datetime.now(UTC),
@@ -206,11 +214,20 @@ class FileService:
         return row
 
 
-def check_batch_input(data: bytes, limits: FileLimits) -> int:
-    """The number of non-empty lines of a batch input file, or the error that refuses it."""
-    if len(data) > limits.max_bytes:
+def _size(source: IO[bytes]) -> int:
+    size = source.seek(0, io.SEEK_END)
+    source.seek(0)
+    return size
+
+
+def check_batch_input(data: bytes | IO[bytes], limits: FileLimits) -> int:
+    """The number of non-empty lines of a batch input file (its bytes, or an open binary file
+    read from its start), or the error that refuses it. Blocking: run it in a thread."""
+    source = io.BytesIO(data) if isinstance(data, bytes) else data
+    size = _size(source)
+    if size > limits.max_bytes:
         raise PayloadTooLargeError(
-            f"The file is {len(data)} bytes; a batch input file may hold at most "
+            f"The file is {size} bytes; a batch input file may hold at most "
             f"{limits.max_bytes} bytes. Split it into several files and batches, or ask the "
             "operator to raise the tenant's max_batch_file_bytes (or batch.max_file_bytes).",
             param="file",
@@ -218,7 +235,9 @@ def check_batch_input(data: bytes, limits: FileLimits) -> int:
         )
     lines = 0
     longest = limits.max_line_bytes
-    for number, line in enumerate(io.BytesIO(data), start=1):
+    # Lines are read with a bound, so a file without newlines is never one line in memory.
+    chunk = -1 if longest is None else longest + 2
+    for number, line in enumerate(iter(lambda: source.readline(chunk), b""), start=1):
         if longest is not None and len(line) > longest and len(line.rstrip(b"\r\n")) > longest:
             raise InvalidRequestError(
                 f"Line {number} of the file is {len(line):,} bytes; one request may be at most "

@@ -3,7 +3,8 @@
 Keys are relative, slash-separated paths made of ``[A-Za-z0-9._-]`` segments (for example
 ``ten_x/file-abc``); anything else is refused, so a key can never escape the local root or the
 S3 prefix. Writes are all-or-nothing: the local store writes a temporary file, fsyncs it and
-renames it into place; an S3 PUT is atomic by itself.
+renames it into place; an S3 PUT (or multipart upload) is atomic by itself. ``put_stream``
+copies from an open file in chunks, so a large upload is never held in memory whole.
 
 Failures of the backend (a full disk, an unreachable bucket) surface as
 :class:`FileStorageError` (503, retry later); a key that holds nothing is
@@ -16,9 +17,10 @@ import asyncio
 import os
 import re
 import secrets
+import shutil
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, TypeVar
+from typing import IO, TYPE_CHECKING, Protocol, TypeVar
 
 from pydantic import SecretStr
 
@@ -58,6 +60,10 @@ class FileStorage(Protocol):
         """Store ``data`` under ``key``, replacing what was there, all or nothing."""
         ...
 
+    async def put_stream(self, key: str, source: IO[bytes]) -> None:
+        """Like ``put``, with the bytes read from ``source`` (from its start) in chunks."""
+        ...
+
     async def get(self, key: str) -> bytes:
         """The bytes under ``key``; FileContentMissingError when there are none."""
         ...
@@ -89,7 +95,16 @@ class LocalFileStorage:
 
     async def put(self, key: str, data: bytes) -> None:
         target = self.path(key)
-        await self._run("store", lambda: self._put_sync(target, data))
+        await self._run("store", lambda: self._put_sync(target, lambda out: out.write(data)))
+
+    async def put_stream(self, key: str, source: IO[bytes]) -> None:
+        target = self.path(key)
+
+        def copy(out: IO[bytes]) -> None:
+            source.seek(0)
+            shutil.copyfileobj(source, out, 1024 * 1024)
+
+        await self._run("store", lambda: self._put_sync(target, copy))
 
     async def get(self, key: str) -> bytes:
         try:
@@ -102,12 +117,12 @@ class LocalFileStorage:
         await self._run("delete", lambda: target.unlink(missing_ok=True))
 
     @staticmethod
-    def _put_sync(target: Path, data: bytes) -> None:
+    def _put_sync(target: Path, write: Callable[[IO[bytes]], object]) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
         temporary = target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp")
         try:
             with open(temporary, "wb") as handle:
-                handle.write(data)
+                write(handle)
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(temporary, target)
@@ -181,6 +196,16 @@ class S3FileStorage:
         await self._run(
             "store", lambda: self._client.put_object(Bucket=self._bucket, Key=name, Body=data)
         )
+
+    async def put_stream(self, key: str, source: IO[bytes]) -> None:
+        name = self.object_key(key)
+
+        def upload() -> None:
+            source.seek(0)
+            # Multipart above boto3's threshold; the object appears only once it is complete.
+            self._client.upload_fileobj(source, self._bucket, name)
+
+        await self._run("store", upload)
 
     async def get(self, key: str) -> bytes:
         name = self.object_key(key)
