@@ -3,12 +3,13 @@ the upstream, allowed ones arrive untouched, and only the operator can allow the
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.support.gateway import ADMIN_KEY, RunningGateway, auth, create_member
+from tests.support.gateway import ADMIN_KEY, RunningGateway, auth, create_member, run_gateway
 from tidegate.upstream.fake_server import FakeUpstream
 
 REMOTE_IMAGE = {"type": "image_url", "image_url": {"url": "http://169.254.169.254/latest/meta"}}
@@ -117,3 +118,29 @@ async def test_a_tenant_admin_cannot_widen_its_allowed_extensions(gateway: Runni
         done = await http.patch(f"/admin/tenants/{tenant_id}", json=patch, headers=auth(ADMIN_KEY))
         assert done.status_code == 200, done.text
         assert done.json()["settings"]["allowed_extensions"] == ["remote_media_urls"]
+
+
+async def test_batch_lines_with_refused_extensions_fail_with_their_line_number(
+    tmp_path: Path, fake: FakeUpstream
+) -> None:
+    from tests.integration.test_batches_api import FAST, chat_line, client, submit, wait_for
+
+    async with (
+        run_gateway(tmp_path, upstreams=[fake], sections={"batch": FAST}) as gateway,
+        httpx.AsyncClient(base_url=gateway.url, timeout=30) as http,
+    ):
+        member = await create_member(http, "batcher")
+        api = client(gateway, member)
+        lines = [
+            chat_line("ok"),
+            chat_line("template", chat_template="{{ messages }}"),
+            chat_line("remote", messages=[{"role": "user", "content": [REMOTE_IMAGE]}]),
+        ]
+        created = await submit(api, lines)
+        failed = await wait_for(api, created.id, "failed", "completed")
+    assert failed.status == "failed" and failed.errors is not None and failed.errors.data
+    by_line = {e.line: e for e in failed.errors.data}
+    assert sorted(by_line) == [2, 3]
+    assert by_line[2].param == "chat_template" and by_line[2].code == "extension_not_allowed"
+    assert by_line[3].param == "messages[0].content[0].image_url.url"
+    assert fake.requests == []
