@@ -69,6 +69,7 @@ def test_tiny_abuse_run_produces_every_row(tmp_path: Path) -> None:
     assert [v["variant"] for v in race["variants"]] == [
         "daily 2,000, max_tokens 12",
         "daily 2,000, no max_tokens",
+        "daily 2,000, no max_tokens, streamed",
         "tpm 500, max_tokens 12",
         "tpm 500, no max_tokens",
     ]

@@ -43,6 +43,7 @@ class Variant:
     max_tokens: int | None
     daily_tokens: int | None = None
     tokens_per_minute: int | None = None
+    stream: bool = False
 
     def bound(self, elapsed_s: float) -> float:
         """The most tokens the tenant may be served in ``elapsed_s``."""
@@ -63,6 +64,13 @@ def variants(daily_tokens: int, tokens_per_minute: int, max_tokens: int) -> list
             daily_tokens=daily_tokens,
         ),
         Variant(f"daily {daily_tokens:,}, no max_tokens", budget, None, daily_tokens=daily_tokens),
+        Variant(
+            f"daily {daily_tokens:,}, no max_tokens, streamed",
+            budget,
+            None,
+            daily_tokens=daily_tokens,
+            stream=True,
+        ),
         Variant(
             f"tpm {tokens_per_minute}, max_tokens {max_tokens}",
             rate,
@@ -220,6 +228,8 @@ async def _race(
     body: dict[str, Any] = {"model": model, "messages": [{"role": "user", "content": PROMPT}]}
     if variant.max_tokens is not None:
         body["max_tokens"] = variant.max_tokens
+    if variant.stream:
+        body["stream"] = True  # served tokens then come from the usage store only
     data = orjson.dumps(body)
     headers = [("Authorization", f"Bearer {key}"), ("Content-Type", "application/json")]
     gate = asyncio.Event()
@@ -262,6 +272,7 @@ async def _race(
         "variant": variant.name,
         "settings": variant.settings,
         "max_tokens": variant.max_tokens,
+        "stream": variant.stream,
         "elapsed_s": round(elapsed, 3),
         "statuses": {str(k): v for k, v in sorted(statuses.items())},
         "error_codes": dict(codes),
