@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from tidegate.api.openapi_schemas import Schema, component_schemas, ref
+from tidegate.scheduling.classes import CLASSES
 
 __all__ = ["OPERATIONS", "Operation", "OpenApiRoute", "openapi_document"]
 
@@ -66,8 +67,13 @@ _UNTIL = Param("until", {"type": "string"}, description="A UTC day (2026-01-31) 
 _MODEL = Param("model", {"type": "string", "minLength": 1}, "path", "A public model name.")
 _COMPLETION_HEADERS = (
     Param("x-request-id", {"type": "string"}, "header", "Echoed and logged as a correlation id."),
-    Param("x-tidegate-priority", {"type": "string"}, "header", "interactive or batch."),
-    Param("x-tidegate-deadline-ms", {"type": "string"}, "header", "Give up after this long."),
+    Param("x-tidegate-priority", {"enum": list(CLASSES)}, "header", "The class."),
+    Param(
+        "x-tidegate-deadline-ms",
+        {"type": "string", "pattern": "^[0-9]{1,9}$"},
+        "header",
+        "Give up when no replica took the request within this many milliseconds.",
+    ),
     Param("x-tidegate-quality", {"type": "string"}, "header", "A hint routing rules match."),
     Param("x-tidegate-session-id", {"type": "string"}, "header", "A replica affinity key."),
 )

@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic.json_schema import models_json_schema
 
-from tidegate.gateway.policy import KeySettings, TenantSettings
+from tidegate.gateway.policy import TIERS, KeySettings, TenantSettings
 from tidegate.protocol.admin import KeyCreate, TenantCreate, TenantUpdate
 from tidegate.protocol.batches import ENDPOINTS
 
@@ -332,7 +332,7 @@ _TRAFFIC = _object(
         "updated_by": _nullable(_STRING),
         "rollout": _nullable(_ROLLOUT_REF),
     },
-    {"rolled_back": {"type": "boolean"}},
+    {"rolled_back": {"type": "array", "items": _STRING, "description": "Rollouts ended."}},
 )
 _VERSION_CREATE = _closed(
     {"pool": _STRING, "source": _STRING, "revision": _STRING, "profile_hash": _STRING},
@@ -445,6 +445,9 @@ def _derived() -> dict[str, Schema]:
     # the policy schema itself, after merging); the document names that schema.
     schemas["TenantCreate"]["properties"]["settings"] = ref("TenantSettings")
     schemas["KeyCreate"]["properties"]["settings"] = _nullable(ref("KeySettings"))
+    # A tier is a plain string in the body; the tenant service accepts only these.
+    schemas["TenantCreate"]["properties"]["tier"] = {"enum": list(TIERS), "default": "interactive"}
+    schemas["TenantUpdate"]["properties"]["tier"] = _nullable({"enum": list(TIERS)})
     return schemas
 
 

@@ -224,7 +224,7 @@ def _message(message: object, at: str) -> None:
     role = message.get("role")
     if role is None:
         raise _missing(f"{at}.role")
-    if role not in _ROLES:
+    if not isinstance(role, str) or role not in _ROLES:  # a dict is unhashable
         raise _invalid(f"{at}.role", f"one of {', '.join(sorted(_ROLES))}", role)
     content = message.get("content")
     if content is not None and not isinstance(content, str):
