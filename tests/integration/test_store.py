@@ -8,7 +8,9 @@ import time
 from pathlib import Path
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
+from alembic.config import Config as AlembicConfig
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
@@ -18,6 +20,7 @@ from tidegate.store.migrate import MIGRATIONS_DIR
 from tidegate.store.models import Base
 
 HEAD = "0005"
+PREVIOUS = "0004"
 
 
 async def schema_state(url: str) -> tuple[list[str], list[str], list[tuple[object, ...]]]:
@@ -60,6 +63,26 @@ async def test_migrate_creates_the_schema_and_is_idempotent(store_url: str) -> N
     ]
     assert versions == [HEAD]
     assert diff == [], "models and migrations disagree; add a migration"
+
+
+async def test_the_latest_migration_goes_down_and_up_again(store_url: str) -> None:
+    await migrate(store_url)
+
+    def step(connection: Connection, target: str) -> None:
+        config = AlembicConfig()
+        config.set_main_option("script_location", str(MIGRATIONS_DIR))
+        config.attributes["connection"] = connection
+        (command.downgrade if target != "head" else command.upgrade)(config, target)
+
+    engine = create_engine(store_url)
+    try:
+        for target in (PREVIOUS, "head"):
+            async with engine.begin() as connection:
+                await connection.run_sync(step, target)
+    finally:
+        await engine.dispose()
+    _, versions, diff = await schema_state(store_url)
+    assert versions == [HEAD] and diff == []
 
 
 async def test_concurrent_migrations_in_one_process(store_url: str) -> None:
