@@ -38,6 +38,7 @@ def test_tiny_abuse_run_produces_every_row(tmp_path: Path) -> None:
     postgres = os.environ.get("TIDEGATE_TEST_POSTGRES_URL", DEFAULT_POSTGRES_URL)
     command = [sys.executable, "-m", "tidegate.bench.abuse", "--out", str(out)]
     command += ["--count", "2", "--large-count", "1", "--class-seconds", "2"]
+    command += ["--min-class-seconds", "0.2"]
     command += ["--batch-count", "1", "--batch-lines", "200", "--race-requests", "20"]
     command += ["--postgres-url", postgres, "--redis-url", REDIS_URL]
     done = subprocess.run(command, capture_output=True, timeout=280)
