@@ -8,6 +8,7 @@ paths with the real vLLM engine.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import sys
@@ -18,6 +19,7 @@ import aiohttp
 import pytest
 
 from tidegate.config import EnginesConfig
+from tidegate.engines import replica_runner
 from tidegate.engines.ports import free_ports
 from tidegate.engines.probes import is_ready
 from tidegate.engines.profile import EngineCommand
@@ -216,3 +218,24 @@ async def test_missing_engine_binary_counts_as_a_crash(tmp_path: Path) -> None:
                 await asyncio.sleep(0.02)
         finally:
             await runner.stop()
+
+
+async def test_a_slow_load_is_reported_while_it_lasts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A replica that never serves the expected model stands in for one still loading.
+    monkeypatch.setattr(replica_runner, "LOADING_NOTE_INTERVAL_S", 0.2)
+    caplog.set_level(logging.INFO, logger=replica_runner.__name__)
+    (port,) = free_ports(1)
+    async with aiohttp.ClientSession() as session:
+        runner = make_runner(tmp_path, session, Recorder(), command=fake_engine(port, "other"))
+        runner.port, runner.root_url = port, f"http://127.0.0.1:{port}"
+        runner.start()
+        try:
+            deadline = time.monotonic() + 10
+            while "still loading" not in caplog.text:
+                assert time.monotonic() < deadline, caplog.text
+                await asyncio.sleep(0.05)
+        finally:
+            await runner.stop()
+    assert f"replica r0 starting: vLLM loads the model; log {tmp_path}" in caplog.text

@@ -15,6 +15,7 @@ import psutil
 import typer
 from rich.console import Console
 
+from tidegate.commands.listing import table_console
 from tidegate.config import load_config
 from tidegate.engines.dtype import cpu_kv_element_bytes
 from tidegate.engines.model_prepare import bundled_name
@@ -104,7 +105,7 @@ def plan_command(
     ] = None,
 ) -> None:
     """Size GPUs (or the CPU engine) for a model, a context length and a concurrency."""
-    console, err = Console(), Console(stderr=True)
+    console, err = table_console(), Console(stderr=True)
     request = PlanRequest(
         context=context,
         concurrency=concurrency,

@@ -28,6 +28,7 @@ from tidegate.engines.state_file import ReplicaRecord
 from tidegate.routing.replicas import Replica, ReplicaState
 
 log = logging.getLogger(__name__)
+LOADING_NOTE_INTERVAL_S = 10.0
 
 _FAILED_CHECKS_UNHEALTHY = 3
 _READY_POLL_S = 0.5
@@ -163,6 +164,9 @@ class ReplicaRunner:
         self.started_at = time.time()
         started = time.monotonic()
         self._set_state(ReplicaState.STARTING)
+        log.info(
+            "replica %s starting: vLLM loads the model; log %s", self.replica.id, self.log_path
+        )
         outcome = await self._wait_ready(self.process, started)
         if outcome is not _Outcome.READY:
             return outcome, None
@@ -178,9 +182,19 @@ class ReplicaRunner:
 
     async def _wait_ready(self, process: EngineProcess, started: float) -> _Outcome:
         model = self.replica.upstream_model
+        # Loading takes tens of seconds on a CPU: say it is still going, so a first start is
+        # never silent between "starting" and "ready".
+        next_note = started + LOADING_NOTE_INTERVAL_S
         while True:
             if await is_ready(self.session, self.root_url, model):
                 return _Outcome.READY
+            if time.monotonic() >= next_note:
+                next_note += LOADING_NOTE_INTERVAL_S
+                log.info(
+                    "replica %s still loading (%.0fs so far)",
+                    self.replica.id,
+                    time.monotonic() - started,
+                )
             if time.monotonic() - started > self.settings.ready_timeout_s:
                 return _Outcome.TIMEOUT
             if await _exited_within(process, _READY_POLL_S):
