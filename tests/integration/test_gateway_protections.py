@@ -320,6 +320,26 @@ async def test_request_without_max_tokens_gets_what_the_budget_has_left(
         assert len(fake.requests) == 1
 
 
+async def test_every_sequence_and_every_completion_field_is_capped(
+    tmp_path: Path, fake: FakeUpstream
+) -> None:
+    """n=2 on /v1/completions: each sequence gets half of what is left; on chat, both
+    max_completion_tokens and max_tokens are lowered (engines read one or the other)."""
+    async with environment(tmp_path, [fake]) as env:
+        prompt = {"model": "fake-model", "prompt": "hello world", "n": 2}
+        bound = prompt_token_bound(prompt, chat=False)
+        key = await env.member("seqs", {"budgets": {"daily_tokens": bound + 40}})
+        response = await env.http.post("/v1/completions", json=prompt, headers=key.headers)
+        assert response.status_code == 200, response.text
+        assert fake.requests[-1]["max_tokens"] == 20  # 40 left for 2 sequences
+        both = chat(max_completion_tokens=500, max_tokens=400)
+        other = await env.member("fields", {"budgets": {"daily_tokens": 200}})
+        assert (await env.chat(other, both)).status_code == 200
+        left = 200 - prompt_token_bound(both, chat=True)
+        forwarded = fake.requests[-1]
+        assert forwarded["max_completion_tokens"] == forwarded["max_tokens"] == left
+
+
 # -- validation -----------------------------------------------------------------------------------
 
 
