@@ -150,3 +150,32 @@ async def test_custom_ids_and_file_names_are_only_labels(
         assert sorted(r["key_id"] for r in metered) == sorted([alice.key_id] * 4 + [bob.key_id] * 2)
         input_files = {created.input_file_id for _, created in runs}
         assert len(input_files) == 3  # three uploads named input.jsonl, three files
+
+
+async def test_a_session_id_pins_replicas_only_within_its_tenant(tmp_path: Path) -> None:
+    """x-tidegate-session-id is the client's choice: another tenant sending the same ids
+    gets its own placement (not a pin to the replicas holding the first tenant's caches)."""
+    fakes = [FakeUpstream(model="fake-model") for _ in range(2)]
+    for fake in fakes:
+        await fake.start()
+    pools = [{"name": "fake-model", "balancer": "prefix_affinity", "circuit_breaker": False}]
+    try:
+        async with (
+            run_gateway(tmp_path, upstreams=fakes, sections={"routing": {"pools": pools}}) as gw,
+            httpx.AsyncClient(base_url=gw.url, timeout=30) as http,
+        ):
+            tenants = [await create_member(http, name) for name in ("a", "b")]
+            sessions = [f"conversation-{n}" for n in range(16)]
+
+            async def placement(key: str) -> list[str]:
+                answers = [await chat(http, key, **{"x-tidegate-session-id": s}) for s in sessions]
+                return [r.headers["x-tidegate-backend"] for r in answers]
+
+            a_first = await placement(tenants[0].key)
+            assert await placement(tenants[0].key) == a_first  # sticky within the tenant
+            assert len(set(a_first)) == 2
+            # Unscoped, b's 16 sessions would land exactly where a's did (odds 2^-16 if scoped).
+            assert await placement(tenants[1].key) != a_first
+    finally:
+        for fake in fakes:
+            await fake.stop()

@@ -23,6 +23,7 @@ from tests.integration.test_scheduling import sample
 from tests.support.gateway import ADMIN_KEY, RunningGateway, auth, free_port, run_gateway, serve
 from tidegate.config import Config
 from tidegate.routing.split import TrafficSplit
+from tidegate.store.models import SYSTEM_TENANT_ID
 from tidegate.upstream.fake_server import FakeUpstream
 
 MODEL = "chat"
@@ -82,7 +83,8 @@ class Env:
 
 def expected_pools(weights: list[tuple[str, float]]) -> dict[str, str]:
     split = TrafficSplit(weights=tuple(weights))
-    return {s: split.choose("s:" + s) for s in SESSIONS}
+    # Session ids are scoped by tenant: these requests come with the operator's key.
+    return {s: split.choose(f"s:{SYSTEM_TENANT_ID}:{s}") for s in SESSIONS}
 
 
 def gateway_config(home: Path, store_url: str, fakes: dict[str, FakeUpstream]) -> Config:

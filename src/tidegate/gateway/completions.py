@@ -34,7 +34,7 @@ from tidegate.observability.metrics import GatewayMetrics, Route
 from tidegate.observability.records import RequestRecord
 from tidegate.observability.routing_metrics import RoutingMetrics
 from tidegate.observability.tracing import Tracing
-from tidegate.protocol.requests import RequestValidationFailure, check_body
+from tidegate.protocol.requests import RequestValidationFailure, check_body, check_counts_raw
 from tidegate.routing.affinity import affinity_key
 from tidegate.routing.outlier import OutlierDetector
 from tidegate.routing.replicas import Pool, Replica, RoutingTable
@@ -53,6 +53,12 @@ from tidegate.upstream.client import Provider
 _PATHS: dict[Route, str] = {"chat": "/chat/completions", "completions": "/completions"}
 # The scheduler's cost of a request whose max_tokens is unbounded (no default, no context known).
 _UNBOUNDED_COMPLETION_COST = 1024
+
+
+def tenant_session(tenant_id: str, session_id: str | None) -> str | None:
+    """The x-tidegate-session-id within its tenant's namespace: a session id is the client's
+    choice, so two tenants picking the same one must not share a replica pin or a split arm."""
+    return None if not session_id else f"{tenant_id}:{session_id}"
 
 
 @dataclass(slots=True)
@@ -86,7 +92,7 @@ class PreparedRequest:
     spillover: bool = False
     """Move on to the next pool when the predicted queue wait breaks the class's TTFT target."""
     session_id: str | None = None
-    """x-tidegate-session-id, the explicit affinity key."""
+    """x-tidegate-session-id scoped by tenant (``tenant_session``), the explicit affinity key."""
     backend: bytes = b""
     """The x-tidegate-backend value once a replica took the request: POOL/REPLICA."""
 
@@ -209,17 +215,20 @@ class CompletionService:
         hints: RoutingHints | None = None,
     ) -> PreparedRequest:
         """Everything before the upstream: raises the error the client gets, if any."""
-        data = parse_json_object(body)
-        hints = hints or _NO_HINTS
-        klass = resolve_class(principal.tier, principal.key.priority, hints.priority)
-        deadline_s = parse_deadline_ms(hints.deadline_ms)
+        caps = self._validator.body_caps
         try:
-            # First, on the raw JSON: its count caps come before any per-message work.
-            check_body(route, data, self._validator.body_caps)
+            # The count caps come first: on a large body's bytes, then on the parsed JSON,
+            # before any per-message work.
+            check_counts_raw(route, body, caps)
+            data = parse_json_object(body)
+            check_body(route, data, caps)
         except RequestValidationFailure as failure:
             raise InvalidRequestError(
                 failure.message, param=failure.param, code=failure.code
             ) from None
+        hints = hints or _NO_HINTS
+        klass = resolve_class(principal.tier, principal.key.priority, hints.priority)
+        deadline_s = parse_deadline_ms(hints.deadline_ms)
         model_route = self._routing.route(data["model"])
         model = record.model = model_route.model
         stream = bool(data.get("stream"))
@@ -272,11 +281,12 @@ class CompletionService:
             if model_route.rules
             else None  # nothing to match: spare the allocation
         )
+        session_id = tenant_session(principal.tenant_id, hints.session_id)
         split = model_route.split
         split_pool = record.split_pool = (
             None
             if split is None
-            else split.pick(tenant=principal.tenant_name, session_id=hints.session_id, payload=data)
+            else split.pick(tenant=principal.tenant_name, session_id=session_id, payload=data)
         )
         prepared = PreparedRequest(
             route,
@@ -291,7 +301,7 @@ class CompletionService:
             cost=cost,
             deadline_s=deadline_s,
             spillover=model_route.spillover,
-            session_id=hints.session_id,
+            session_id=session_id,
         )
         tap = self._tap
         if tap is not None and model in tap.watched:
