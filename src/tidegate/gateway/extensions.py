@@ -15,7 +15,8 @@ The table here is what README's "Engine extensions" table documents; keep the tw
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
+from functools import partial
 from typing import Any, Literal, get_args
 
 from tidegate.errors import InvalidRequestError
@@ -133,29 +134,31 @@ def _check_messages(messages: list[Any], allowed: Collection[str]) -> None:
         for j, part in enumerate(content):
             if not isinstance(part, dict):
                 continue
-            where = f"messages[{i}].content[{j}]"
             kind = part.get("type")
             if kind in _EMBEDS_PARTS and "embeddings_input" not in allowed:
                 raise _not_allowed(
-                    f"{where}.{kind}", "embeddings_input", "the engine deserialises tensors"
+                    f"messages[{i}].content[{j}].{kind}",
+                    "embeddings_input",
+                    "the engine deserialises tensors",
                 )
-            for path, url in _urls(part, where):
-                _check_url(path, url, allowed)
+            for keys, url in _urls(part):
+                refusal = _url_refusal(url, allowed)
+                if refusal is not None:
+                    raise refusal(".".join((f"messages[{i}].content[{j}]", *keys)))
 
 
-def _urls(part: Mapping[str, Any], where: str) -> Iterator[tuple[str, str]]:
-    """Every URL a content part carries: ``url`` and ``*_url`` fields, one level deep (vLLM's
-    ``{"image_url": {"url": ...}}`` and the bare ``{"image_url": "..."}``), and data fields
-    whose value has a scheme."""
+def _urls(part: Mapping[str, Any]) -> Iterator[tuple[tuple[str, ...], str]]:
+    """Every URL a content part carries, with the keys that lead to it: ``url`` and ``*_url``
+    fields, one level deep (vLLM's ``{"image_url": {"url": ...}}`` and the bare
+    ``{"image_url": "..."}``), and data fields whose value has a scheme."""
     for key, value in part.items():
-        path = f"{where}.{key}"
         if isinstance(value, str):
             if _url_field(key, value):
-                yield path, value
+                yield (key,), value
         elif isinstance(value, dict):
             for inner, item in value.items():
                 if isinstance(item, str) and _url_field(inner, item):
-                    yield f"{path}.{inner}", item
+                    yield (key, inner), item
 
 
 def _url_field(key: str, value: str) -> bool:
@@ -164,22 +167,30 @@ def _url_field(key: str, value: str) -> bool:
     return key in _DATA_FIELDS and "://" in value[:40]
 
 
-def _check_url(path: str, url: str, allowed: Collection[str]) -> None:
+def _url_refusal(url: str, allowed: Collection[str]) -> Callable[[str], InvalidRequestError] | None:
+    """None when ``url`` may be forwarded; else what makes the error, given the field's path
+    (built only then)."""
     match = _SCHEME.match(url)
     scheme = match.group(1).lower() if match else ""
-    if scheme == "data":
-        return
+    if scheme == "data" or (scheme in ("http", "https") and "remote_media_urls" in allowed):
+        return None
     if scheme in ("http", "https"):
-        if "remote_media_urls" in allowed:
-            return
-        raise _not_allowed(
-            path,
-            "remote_media_urls",
-            "the engine would fetch this URL itself; send the media inline as a data: URL "
-            "(data:image/png;base64,...)",
-        )
+        return _remote_refused
+    return partial(_scheme_refused, scheme)
+
+
+def _remote_refused(path: str) -> InvalidRequestError:
+    return _not_allowed(
+        path,
+        "remote_media_urls",
+        "the engine would fetch this URL itself; send the media inline as a data: URL "
+        "(data:image/png;base64,...)",
+    )
+
+
+def _scheme_refused(scheme: str, path: str) -> InvalidRequestError:
     shown = f"'{scheme}:' URLs are" if scheme else "URLs without a scheme are"
-    raise InvalidRequestError(
+    return InvalidRequestError(
         f"Invalid value for '{path}': {shown} not accepted. Send the media inline as a data: "
         "URL (data:image/png;base64,...); an operator can allow http(s) URLs for your tenant "
         "(settings.allowed_extensions: remote_media_urls).",
