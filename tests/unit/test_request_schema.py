@@ -6,9 +6,15 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 import pytest
 
-from tidegate.protocol.requests import BodyCaps, RequestValidationFailure, check_body
+from tidegate.protocol.requests import (
+    BodyCaps,
+    RequestValidationFailure,
+    check_body,
+    check_counts_raw,
+)
 
 CAPS = BodyCaps(max_messages=8, max_prompts=4)
 CHAT: dict[str, Any] = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
@@ -129,3 +135,19 @@ def test_prompt_cap_counts_batched_prompts_not_token_ids() -> None:
     assert refused("completions", {**TEXT, "prompt": [[1]] * 5}).code == "too_many_prompts"
     check_body("completions", {**TEXT, "prompt": ["x"] * 4}, CAPS)
     check_body("completions", {**TEXT, "prompt": list(range(1000))}, CAPS)  # one prompt
+
+
+def test_large_bodies_are_counted_before_they_are_parsed() -> None:
+    chat = orjson.dumps({**CHAT, "messages": [{"role": "user", "content": "x"}] * 100_000})
+    with pytest.raises(RequestValidationFailure) as messages:
+        check_counts_raw("chat", chat, CAPS)
+    assert (messages.value.param, messages.value.code) == ("messages", "too_many_messages")
+    prompts = orjson.dumps({**TEXT, "prompt": ["x"] * 100_000})
+    with pytest.raises(RequestValidationFailure) as many:
+        check_counts_raw("completions", prompts, CAPS)
+    assert many.value.code == "too_many_prompts"
+    # One long token-id prompt, small bodies, invalid JSON and non-objects are left to the parse.
+    check_counts_raw("completions", orjson.dumps({**TEXT, "prompt": list(range(50_000))}), CAPS)
+    check_counts_raw("chat", orjson.dumps({**CHAT, "messages": [None] * 9}), CAPS)
+    check_counts_raw("chat", b"{" + b" " * 100_000, CAPS)
+    check_counts_raw("chat", orjson.dumps([CHAT] * 5_000), CAPS)
