@@ -5,6 +5,11 @@ one event loop they are atomic without a lock. Buckets keep their level and when
 computed; the capacity comes with each demand, so a tenant whose limits change needs no reset.
 Budget counters live per period and are dropped once their period has ended; a restarted
 gateway gets them back through ``seed_spend`` (from the usage records).
+
+The completion reserved is counted per sequence (a request's sequences all generate up to it):
+max_tokens, lowered to what each budget has left; a request without max_tokens (``max_tokens``
+0) is lowered to what each budget and each token bucket has left, and reserves nothing for its
+completion only when no budget or token bucket counts its tokens. ``lua.ADMIT`` does the same.
 """
 
 from __future__ import annotations
