@@ -299,7 +299,7 @@ async def test_stream_past_its_reservation_is_cut_in_band(
 
 
 async def test_request_without_max_tokens_gets_what_the_budget_has_left(
-    tmp_path: Path, fake: FakeUpstream
+    tmp_path: Path, fake: FakeUpstream, caplog: pytest.LogCaptureFixture
 ) -> None:
     """No tokenizer, no context length, no max_tokens: the prompt reserves its bound and the
     completion the rest of the budget, written into the request; the settle refunds the rest."""
@@ -318,6 +318,9 @@ async def test_request_without_max_tokens_gets_what_the_budget_has_left(
         error = assert_openai_error(refused, 429, "budget_exceeded")
         assert "one per byte" in error["message"]
         assert len(fake.requests) == 1
+    # The operator hears once that the model's context length would cap such requests better.
+    warnings = [r for r in caplog.records if "has no context_length" in r.getMessage()]
+    assert len(warnings) == 1 and "fake-model" in warnings[0].getMessage()
 
 
 async def test_every_sequence_and_every_completion_field_is_capped(

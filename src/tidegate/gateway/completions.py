@@ -50,6 +50,8 @@ from tidegate.scheduling import (
 )
 from tidegate.upstream.client import Provider
 
+log = logging.getLogger(__name__)
+
 _PATHS: dict[Route, str] = {"chat": "/chat/completions", "completions": "/completions"}
 # The scheduler's cost of a request whose max_tokens is unbounded (no default, no context known).
 _UNBOUNDED_COMPLETION_COST = 1024
@@ -204,6 +206,8 @@ class CompletionService:
         self._outliers = outliers
         self._retry_budget = retry_budget
         self._ttft_targets = ttft_targets
+        self._uncapped_models: set[str] = set()
+        """Models already warned about: no context length to cap a request without max_tokens."""
 
     async def admit(
         self,
@@ -259,6 +263,16 @@ class CompletionService:
             # What the reservation covers, per sequence, for streams and whole bodies alike:
             # the engine generates no more than the budget has left.
             _cap_completion(data, allowance, chat=route == "chat")
+            if checked.max_tokens is None and model not in self._uncapped_models:
+                self._uncapped_models.add(model)
+                log.warning(
+                    "model %s has no context_length: requests without max_tokens from tenants "
+                    "with budgets or token limits are sent with max_tokens = what is left (%d "
+                    "here), which an engine with less context room refuses; set the upstream's "
+                    "context_length or the tenant's default_max_tokens",
+                    model,
+                    allowance,
+                )
         client_wants_usage = False
         if stream:
             options = data.get("stream_options") or {}
