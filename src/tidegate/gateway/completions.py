@@ -9,6 +9,7 @@ into responses. Order matters: the prompt is counted (validation) before anythin
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
