@@ -523,6 +523,9 @@ def _success(op: Operation) -> dict[str, Any]:
     for media in op.media:
         if media == "application/json":
             content[media] = {"schema": ref(op.response) if op.response else {"type": "object"}}
+        elif media == "text/event-stream":
+            # OpenAPI 3.1 reads the schema of an event stream as that of each event.
+            content[media] = {"schema": ref(f"{op.response}Event")}
         else:
             content[media] = {"schema": {"type": "string"}}
     return {"description": op.summary, "content": content}

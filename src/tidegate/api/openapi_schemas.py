@@ -236,6 +236,43 @@ _COMPLETION_REQUEST: Schema = {
     },
     "required": ["model", "prompt"],
 }
+
+
+def _chunk(object_name: str) -> Schema:
+    return _object(
+        {
+            "id": _STRING,
+            "object": {"const": object_name},
+            "created": _INT,
+            "model": _STRING,
+            "choices": {"type": "array", "items": _ANY_OBJECT},
+        },
+        {"usage": _nullable(_USAGE)},
+    )
+
+
+def _stream_event(chunk: str) -> Schema:
+    """One server-sent event of a streamed completion: a chunk, an in-band error once the
+    stream has started, or the final [DONE]."""
+    return {
+        "type": "object",
+        "properties": {
+            "event": _STRING,
+            "data": {
+                "anyOf": [
+                    {"const": "[DONE]"},
+                    {
+                        "type": "string",
+                        "contentMediaType": "application/json",
+                        "contentSchema": {"anyOf": [ref(chunk), ref("Error")]},
+                    },
+                ]
+            },
+        },
+        "required": ["data"],
+    }
+
+
 _BATCH_CREATE = _closed(
     {
         "input_file_id": {"type": "string", "minLength": 1},
@@ -471,6 +508,10 @@ def component_schemas() -> dict[str, Schema]:
         "CompletionRequest": _COMPLETION_REQUEST,
         "ChatCompletion": _CHAT_COMPLETION,
         "Completion": _COMPLETION,
+        "ChatCompletionChunk": _chunk("chat.completion.chunk"),
+        "CompletionChunk": _chunk("text_completion"),
+        "ChatCompletionEvent": _stream_event("ChatCompletionChunk"),
+        "CompletionEvent": _stream_event("CompletionChunk"),
         "BatchCreateRequest": _BATCH_CREATE,
         "Batch": _BATCH,
         "BatchList": _list_of("Batch"),
