@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from tidegate.protocol.requests import BodyCaps, RequestValidationFailure, check_chat
+from tidegate.protocol.sse import SSESplitter, event_data
 
 CAPS = BodyCaps(max_messages=16, max_prompts=16)
 
@@ -17,3 +18,28 @@ def test_a_message_role_of_any_json_type_is_a_400_naming_it(role: object) -> Non
         check_chat({"model": "m", "messages": [{"role": role}]}, CAPS)
     assert failure.value.param == "messages.0.role"
     assert "one of" in failure.value.message
+
+
+def _split(reads: list[bytes]) -> tuple[list[bytes], bytes]:
+    splitter = SSESplitter()
+    events = [event for read in reads for event in splitter.feed(read)]
+    return events, splitter.pending
+
+
+SSE_STREAM = b"data: a\r\r\n\n:x\r\n\r\n"
+
+
+@pytest.mark.parametrize("cut", range(1, len(SSE_STREAM)))
+def test_sse_events_do_not_depend_on_where_the_reads_were_cut(cut: int) -> None:
+    # The whole buffer was re-normalised on every read: "\r\r\n" became "\r\n" or "\n"
+    # depending on the cut.
+    stream = SSE_STREAM
+    assert _split([stream[:cut], stream[cut:]]) == _split([stream])
+    assert _split([stream]) == ([b"data: a\r\n\n", b":x\n\n"], b"")
+
+
+def test_sse_multi_line_data_keeps_spaces_after_the_first() -> None:
+    # The slow path stripped every leading space of each data line; SSE strips exactly one.
+    assert event_data(b"data:  indented\ndata: next\n\n") == b" indented\nnext"
+    assert event_data(b"data:  indented\n\n") == b" indented"
+    assert event_data(b"data:a\ndata:b\n\n") == b"a\nb"

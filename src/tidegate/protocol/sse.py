@@ -23,9 +23,14 @@ class SSESplitter:
         self._buffer = b""
 
     def feed(self, data: bytes) -> list[bytes]:
-        buffer = self._buffer + data if self._buffer else data
-        if b"\r\n" in buffer:  # normalise CRLF framing; rare, so the common path stays cheap
-            buffer = buffer.replace(b"\r\n", b"\n")
+        pending = self._buffer
+        if pending.endswith(b"\r") and data.startswith(b"\n"):
+            pending = pending[:-1]  # a CRLF cut between two reads
+        if b"\r\n" in data:  # normalise CRLF framing; rare, so the common path stays cheap
+            # Only the new bytes: the pending ones are normalised already, and doing it twice
+            # would turn "\r\r\n" into "\n" or "\r\n" depending on where the reads were cut.
+            data = data.replace(b"\r\n", b"\n")
+        buffer = pending + data if pending else data
         events: list[bytes] = []
         start = 0
         while True:
@@ -49,7 +54,12 @@ def event_data(event: bytes) -> bytes | None:
         body = event[6:].rstrip(b"\n")
         if b"\n" not in body:
             return body
-    lines = [line[5:].lstrip(b" ") for line in event.split(b"\n") if line.startswith(b"data:")]
+    # One space after the colon is framing (as in the fast path above); any more are data.
+    lines = [
+        line[6:] if line.startswith(b"data: ") else line[5:]
+        for line in event.split(b"\n")
+        if line.startswith(b"data:")
+    ]
     return b"\n".join(lines) if lines else None
 
 
