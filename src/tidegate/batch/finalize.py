@@ -7,15 +7,20 @@ its files unreferenced (never the batch's output; the Files API still lists them
 as batch_output files) and the next finalizer, once the lease runs out, writes fresh ones; a
 finalizer that is alive but lost its lease deletes its own files. A batch never references two
 output files.
+
+The results are read a page of lines at a time, only the columns the files need (never the
+request bodies), with a turn of the event loop between pages: loading 50,000 lines as ORM objects
+in one go held the loop for seconds.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
-from sqlalchemy import select
+from sqlalchemy import Row, select
 
 from tidegate.batch.claims import Sessions, held_update, now
 from tidegate.batch.ports import BatchFiles
@@ -25,18 +30,30 @@ from tidegate.store.models import Batch, BatchLine
 FINALIZING_STATUSES = ("finalizing", "cancelling")
 
 
-def _line(batch_id: str, row: BatchLine) -> dict[str, Any]:
+_PAGE = 500
+_COLUMNS = (BatchLine.line_no, BatchLine.custom_id, BatchLine.state, BatchLine.outcome)
+
+
+def _line(batch_id: str, row: Row[Any]) -> bytes:
     result = row.result or {}
-    return {
+    line = {
         "id": result.get("id") or f"batch_req_{batch_id}_{row.line_no}",
         "custom_id": row.custom_id,
         "response": result.get("response"),
         "error": result.get("error"),
     }
+    return orjson.dumps(line) + b"\n"
 
 
-def _jsonl(lines: list[dict[str, Any]]) -> bytes:
-    return b"".join(orjson.dumps(line) + b"\n" for line in lines)
+async def _page(sessions: Sessions, batch_id: str, after: int) -> Sequence[Row[Any]]:
+    async with transaction(sessions, "read a batch's results") as session:
+        rows = await session.execute(
+            select(*_COLUMNS, BatchLine.result)
+            .where(BatchLine.batch_id == batch_id, BatchLine.line_no > after)
+            .order_by(BatchLine.line_no)
+            .limit(_PAGE)
+        )
+        return rows.all()
 
 
 async def finalize(
@@ -48,26 +65,26 @@ async def finalize(
     crash: Callable[[str], None],
 ) -> bool:
     """Write the files and end the batch; False when another process got there first."""
-    async with transaction(sessions, "read a batch's results") as session:
-        rows = list(
-            await session.scalars(
-                select(BatchLine).where(BatchLine.batch_id == batch.id).order_by(BatchLine.line_no)
-            )
-        )
-    if any(row.state != "done" for row in rows):
-        return False  # not ours to finish yet; the lease runs out and a later round retries
-    output = [_line(batch.id, r) for r in rows if r.outcome == "succeeded"]
-    errors = [_line(batch.id, r) for r in rows if r.outcome != "succeeded"]
+    output: list[bytes] = []
+    errors: list[bytes] = []
+    after = 0
+    while rows := await _page(sessions, batch.id, after):
+        for row in rows:
+            if row.state != "done":
+                return False  # not ours to finish yet; the lease runs out and a later round retries
+            (output if row.outcome == "succeeded" else errors).append(_line(batch.id, row))
+        after = rows[-1].line_no
+        await asyncio.sleep(0)
     output_id = error_id = None
     if output:
         stored = await files.create_output(
-            batch.tenant_id, f"batch_{batch.id}_output.jsonl", _jsonl(output)
+            batch.tenant_id, f"batch_{batch.id}_output.jsonl", b"".join(output)
         )
         output_id = stored.id
     crash("during_output")
     if errors:
         stored = await files.create_output(
-            batch.tenant_id, f"batch_{batch.id}_error.jsonl", _jsonl(errors)
+            batch.tenant_id, f"batch_{batch.id}_error.jsonl", b"".join(errors)
         )
         error_id = stored.id
     at = now()
@@ -86,7 +103,7 @@ async def finalize(
             status=status,
             output_file_id=output_id,
             error_file_id=error_id,
-            total=len(rows),
+            total=len(output) + len(errors),
             completed=len(output),
             failed=len(errors),
             **{stamp: batch.expired_at if status == "expired" else at},
