@@ -68,11 +68,11 @@ from tidegate.routing.outlier import OutlierDetector
 from tidegate.routing.replicas import RoutingTable
 from tidegate.routing.retry_budget import RetryBudget
 from tidegate.scheduling import Scheduler
+from tidegate.scheduling.cluster import ClusterCapacity
 from tidegate.store.db import create_engine, create_sessionmaker
 from tidegate.store.migrate import migrate
 from tidegate.upstream.anthropic import AnthropicClient
 from tidegate.upstream.client import Provider, UpstreamClient, UpstreamTimeouts
-
 
 _log = logging.getLogger(__name__)
 
@@ -115,6 +115,29 @@ def _file_service(config: Config, sessions: async_sessionmaker[AsyncSession]) ->
         storage=build_storage(config),
         config=config.batch,
         max_line_bytes=config.server.max_body_bytes,
+    )
+
+
+def _cluster_shared(config: Config) -> bool:
+    """Whether pools' capacity is shared with other gateways (scheduling.cluster.mode)."""
+    mode = config.scheduling.cluster.mode
+    return mode == "redis" or (mode == "auto" and config.limits.backend == "redis")
+
+
+def _cluster(
+    config: Config, scheduler: Scheduler, routing: RoutingTable, metrics: GatewayMetrics
+) -> ClusterCapacity:
+    cluster = config.scheduling.cluster
+    return ClusterCapacity(
+        scheduler=scheduler,
+        pools=routing.pools,
+        redis_url=config.limits.redis_url.get_secret_value(),
+        key_prefix=config.limits.key_prefix,
+        heartbeat_s=cluster.heartbeat_s,
+        member_ttl_s=cluster.member_ttl_s,
+        fallback_members=cluster.fallback_members,
+        timeout_s=cluster.timeout_s,
+        registry=metrics.registry,
     )
 
 
@@ -240,13 +263,20 @@ def build_app(
 
             scheduler: Scheduler | None = None
             if config.scheduling.enabled:
+                shared = _cluster_shared(config)
                 scheduler = Scheduler(
                     config=config.scheduling,
                     default_concurrency=config.engines.profile.max_num_seqs,
                     metrics=metrics,
+                    shared=shared,
                 )
                 scheduler.start()
                 stack.push_async_callback(scheduler.stop)
+                if shared:
+                    # Stopped before the scheduler: a clean exit hands its slots back at once.
+                    cluster = _cluster(config, scheduler, routing, metrics)
+                    await cluster.start()
+                    stack.push_async_callback(cluster.stop)
 
             async def store_ping() -> None:
                 async with store.connect() as connection:

@@ -255,6 +255,35 @@ class QueueClassConfig(_Section):
     None: this class never spills over."""
 
 
+class ClusterConfig(_Section):
+    """How gateway replicas share each pool's capacity (README: Scaling out)."""
+
+    mode: Literal["auto", "redis", "off"] = "auto"
+    """auto: shared through Redis (limits.redis_url and key_prefix) when limits.backend is
+    redis, else off. redis: always shared. off: this gateway admits the whole capacity of each
+    pool, as one gateway alone should."""
+    heartbeat_s: float = Field(default=0.5, gt=0)
+    """Seconds between syncs with Redis (one round trip for all pools): how fast shares follow
+    members joining and leaving."""
+    member_ttl_s: float = Field(default=3.0, gt=0)
+    """A gateway that has not synced for this long (killed, partitioned) loses its membership,
+    and its slots go to the others. At least twice heartbeat_s."""
+    fallback_members: int = Field(default=3, ge=1)
+    """With Redis unreachable before any sync succeeded, the capacity is divided by this many
+    gateways (afterwards: by the member count last seen)."""
+    timeout_s: float = Field(default=1.0, gt=0)
+    """Longest a sync waits for Redis before the gateway falls back to a conservative share."""
+
+    @model_validator(mode="after")
+    def _ttl_covers_heartbeats(self) -> ClusterConfig:
+        if self.member_ttl_s < 2 * self.heartbeat_s:
+            raise ValueError(
+                f"scheduling.cluster.member_ttl_s ({self.member_ttl_s:g}) must be at least twice "
+                f"heartbeat_s ({self.heartbeat_s:g}), or live gateways would lose their share"
+            )
+        return self
+
+
 class SchedulingConfig(_Section):
     """The gateway's scheduler: per-pool admission by replica capacity, priority classes and
     fair sharing between tenants."""
@@ -286,6 +315,8 @@ class SchedulingConfig(_Section):
     tokens: prompt + max_tokens). Tenants not listed weigh 1."""
     quantum_tokens: int = Field(default=1024, ge=1)
     """Deficit round robin quantum: estimated tokens a weight-1 tenant may send per round."""
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig)
+    """Sharing each pool's capacity between gateway replicas."""
     engine_priority: bool = False
     """Start every local pool's vLLM replicas with --scheduling-policy priority and send each
     request's class to them as vLLM's `priority` field (0 interactive, 10 batch)."""

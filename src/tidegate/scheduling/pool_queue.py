@@ -26,6 +26,7 @@ a future or a timer. Everything here runs on the event loop thread; nothing lock
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
@@ -148,17 +149,39 @@ class PoolQueue:
         """Of those, taken by batch requests."""
         self.waiting = 0
         """Requests queued, all classes."""
+        self._share: int | None = None
+        """With several gateways: this gateway's share of the capacity (``cluster``); None:
+        the whole capacity is ours."""
 
     # -- capacity -------------------------------------------------------------------------------
 
-    def capacity(self) -> int:
+    def replica_capacity(self) -> int:
         """Requests the pool's ready replicas serve at once."""
         default = self._default
         return sum(r.max_concurrency or default for r in self.pool.replicas if r.ready)
 
+    def capacity(self) -> int:
+        """Requests this gateway admits at once: the replicas' capacity, or its share of it."""
+        capacity = self.replica_capacity()
+        share = self._share
+        return capacity if share is None or share >= capacity else share
+
+    def set_share(self, share: int | None) -> None:
+        """This gateway's share of the pool (the cluster's heartbeat sets it; None: all).
+        Slots freed by a larger share are handed out at once."""
+        self._share = share
+        self.dispatch()
+
     def batch_limit(self, capacity: int) -> int:
-        """Slots batch requests may hold: all but the interactive reserve (at least one)."""
-        reserve = int(capacity * self._config.interactive_reserve)
+        """Slots batch requests may hold: all but the interactive reserve (at least one).
+
+        On a share the reserve is rounded up, so each gateway keeps one for interactive
+        requests even on a small share (rounded down, 25 % of a share of 3 would be none)."""
+        fraction = self._config.interactive_reserve
+        if self._share is None:
+            reserve = int(capacity * fraction)
+        else:
+            reserve = math.ceil(capacity * fraction)
         return max(1, capacity - reserve) if capacity else 0
 
     def depth(self, klass: PriorityClass) -> int:
@@ -172,7 +195,7 @@ class PoolQueue:
             self.dispatch()
             if self._queues["interactive"] or (klass == "batch" and self._queues["batch"]):
                 return None
-        capacity = self.capacity()
+        capacity = self.replica_capacity()
         if capacity == 0:
             raise NoReadyReplicaError(
                 f"No replica of pool '{self.pool.name}' is ready yet (engines may still be "
@@ -180,6 +203,9 @@ class PoolQueue:
                 "is up.",
                 retry_after_s=2.0,
             )
+        share = self._share
+        if share is not None and share < capacity:
+            capacity = share
         limit = capacity if klass == "interactive" else self.batch_limit(capacity)
         if self.in_flight >= limit:
             return None

@@ -30,9 +30,13 @@ class Scheduler:
         metrics: GatewayMetrics | None = None,
         clock: Clock = time.monotonic,
         tick_s: float = 0.25,
+        shared: bool = False,
     ) -> None:
         """``default_concurrency``: per-replica capacity of replicas that do not state one (the
-        engine profile's max_num_seqs; local replicas state their own pool's)."""
+        engine profile's max_num_seqs; local replicas state their own pool's). ``shared``: the
+        capacity is shared with other gateways (``cluster``), so a pool's queue admits nothing
+        until the cluster's heartbeat gives it a share."""
+        self._shared = shared
         self._config = config
         self._default = default_concurrency
         self._metrics = metrics
@@ -51,6 +55,8 @@ class Scheduler:
                 clock=self._clock,
                 metrics=self._metrics,
             )
+            if self._shared:
+                queue.set_share(0)
         return queue
 
     def try_acquire(self, pool: Pool, klass: PriorityClass) -> Slot | None:

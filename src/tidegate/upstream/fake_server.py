@@ -115,6 +115,9 @@ class FakeUpstream:
         """The headers of each recorded request (names lower-cased), in the order of
         ``requests``."""
         self.active = 0
+        self.peak_active = 0
+        """The most requests in flight at once since start (or the last reset): what a
+        gateway cluster admitted in total, read over HTTP at ``GET /fake/in-flight``."""
         self.cancelled = 0
         self.completed = 0
         self._ids = itertools.count(1)
@@ -134,6 +137,8 @@ class FakeUpstream:
         app.router.add_get("/health", self._health)
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/v1/models", self._models)
+        app.router.add_get("/fake/in-flight", self._in_flight)
+        app.router.add_post("/fake/in-flight/reset", self._reset_in_flight)
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_post("/v1/completions", self._text)
         return app
@@ -165,6 +170,22 @@ class FakeUpstream:
 
     async def _health(self, request: web.Request) -> web.Response:
         return web.Response()
+
+    def in_flight_stats(self) -> dict[str, int]:
+        return {
+            "in_flight": self.active,
+            "peak_in_flight": self.peak_active,
+            "completed": self.completed,
+            "cancelled": self.cancelled,
+        }
+
+    async def _in_flight(self, request: web.Request) -> web.Response:
+        return web.Response(body=orjson.dumps(self.in_flight_stats()), content_type=_JSON)
+
+    async def _reset_in_flight(self, request: web.Request) -> web.Response:
+        """The peak starts again from what is in flight now."""
+        self.peak_active = self.active
+        return await self._in_flight(request)
 
     async def _models(self, request: web.Request) -> web.Response:
         card = {
@@ -205,6 +226,8 @@ class FakeUpstream:
 
     async def _tracked(self, request: web.Request, *, chat: bool) -> web.StreamResponse:
         self.active += 1
+        if self.active > self.peak_active:
+            self.peak_active = self.active
         self._idle.clear()
         try:
             response = await self._complete(request, chat)
