@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from tidegate.gateway.redaction import Redactor, scan_for_secrets
 from tidegate.protocol.requests import BodyCaps, RequestValidationFailure, check_chat
 from tidegate.protocol.sse import SSESplitter, event_data
 
@@ -43,3 +44,26 @@ def test_sse_multi_line_data_keeps_spaces_after_the_first() -> None:
     assert event_data(b"data:  indented\ndata: next\n\n") == b" indented\nnext"
     assert event_data(b"data:  indented\n\n") == b" indented"
     assert event_data(b"data:a\ndata:b\n\n") == b"a\nb"
+
+
+KEY = "tg-" + "a1B2c3D4e5F6g7H8i9J0kLmN"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        f"我的密钥是{KEY}是的",  # Chinese: no spaces between words
+        f"คีย์{KEY}ครับ",  # Thai
+        f"clé:{KEY}é",
+        f"key {KEY}က",
+    ],
+)
+def test_a_key_between_letters_of_any_script_is_redacted(text: str) -> None:
+    # \w and isalnum() were Unicode: a letter right after (or before) the key hid it.
+    redacted = Redactor().redact(text)
+    assert KEY not in redacted and "[SECRET]" in redacted
+    assert not scan_for_secrets(redacted)
+
+
+def test_a_card_number_after_chinese_text_is_redacted() -> None:
+    assert Redactor().redact("卡号4111111111111111谢谢") == "卡号[CARD]谢谢"

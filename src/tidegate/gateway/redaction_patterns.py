@@ -29,10 +29,18 @@ __all__ = ["FINDERS", "Finder", "luhn_valid"]
 
 Finder = Callable[[str], Iterator[tuple[int, int]]]
 
+
+def _compile(pattern: str, flags: int = 0) -> re.Pattern[str]:
+    """ASCII classes: ``\\w``, ``\\d`` and ``\\s`` as the formats define them. With Unicode
+    classes a letter of a script written without spaces (Chinese, Thai ...) counted as part of
+    the key or number beside it, so a key followed by such text was never found."""
+    return re.compile(pattern, flags | re.ASCII)
+
+
 # One regex per key format: each starts with a literal, which the regex engine searches for
 # quickly; an alternation of them would be tried at every position.
 _SECRET_TOKENS = tuple(
-    re.compile(pattern + r"(?![\w-])")
+    _compile(pattern + r"(?![\w-])")
     for pattern in (
         r"tg-[A-Za-z0-9_-]{16,}",
         r"sk-(?:proj-|ant-|live-|svcacct-)?[A-Za-z0-9_-]{16,}",
@@ -45,60 +53,58 @@ _SECRET_TOKENS = tuple(
         r"eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}",
     )
 )
-_PEM = re.compile(
+_PEM = _compile(
     r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?(?:-----END [A-Z ]*PRIVATE KEY-----|\Z)", re.S
 )
 # The credential after an auth scheme; the scheme word stays readable. Leading character
 # classes (rather than re.I on the whole) keep the fast first-character scan.
-_AUTH_SCHEME = re.compile(
-    r"[BbTt](?i:(?<=b)earer|(?<=b)asic|(?<=t)oken)\s+([A-Za-z0-9._~+/=-]{8,})"
-)
+_AUTH_SCHEME = _compile(r"[BbTt](?i:(?<=b)earer|(?<=b)asic|(?<=t)oken)\s+([A-Za-z0-9._~+/=-]{8,})")
 # A value after a key-like name: api_key=..., "token": "...", secret: ..., password=...
-_KEYED = re.compile(
+_KEYED = _compile(
     r"([AaSsTtPpKkCc](?i:(?<=a)pi[_-]?key|(?<=a)pikey|(?<=a)ccess[_-]?key|(?<=s)ecret|(?<=t)oken"
     r"|(?<=p)assw(?:or)?d|(?<=p)wd|(?<=p)rivate[_-]?key|(?<=c)redentials?|(?<=a)uth|(?<=k)ey)"
     r"[\w-]*)[\"']?\s*[:=]\s*[\"']?([A-Za-z0-9+/_.~=!@#$%^*-]{6,})"
 )
-_STRONG_KEY_NAMES = re.compile(r"(?i)secret|passw(?:or)?d|pwd|private|credential")
+_STRONG_KEY_NAMES = _compile(r"(?i)secret|passw(?:or)?d|pwd|private|credential")
 
-_EMAIL = re.compile(
+_EMAIL = _compile(
     r"(?<![\w.+-])[A-Za-z0-9][A-Za-z0-9._%+-]*@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
     r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*\.[A-Za-z]{2,}(?![\w-])"
 )
 
-_SSN = re.compile(r"\d(?<![\w-]\d)(\d\d)([- ])(\d{2})\2(\d{4})(?![\w-])")
-_UK_NINO = re.compile(
+_SSN = _compile(r"\d(?<![\w-]\d)(\d\d)([- ])(\d{2})\2(\d{4})(?![\w-])")
+_UK_NINO = _compile(
     r"[A-CEGHJ-PR-TW-Z](?<!\w[A-Z])[A-CEGHJ-NPR-TW-Z]"
     r"(?: ?\d{2}){3} ?[A-D](?!\w)"
 )
-_ES_DNI = re.compile(r"([XYZ\d])(?<![\w-][XYZ\d])(\d{6,7})[ -]?([A-Z])(?!\w)")
+_ES_DNI = _compile(r"([XYZ\d])(?<![\w-][XYZ\d])(\d{6,7})[ -]?([A-Z])(?!\w)")
 _NINO_UNUSED_PREFIXES = frozenset({"BG", "GB", "KN", "NK", "NT", "TN", "ZZ"})
 _DNI_LETTERS = "TRWAGMYFPDXBNJZSQVHLCKE"
-_FR_NIR = re.compile(
+_FR_NIR = _compile(
     r"([12])(?<![\w-][12]) ?(\d{2}) ?(0[1-9]|1[0-2]|[2-9]\d) ?(\d{2}|2A|2B) ?(\d{3}) ?(\d{3})"
     r" ?(\d{2})(?![\w-])"
 )
-_IT_CF = re.compile(r"[A-Z](?<!\w[A-Z])[A-Z]{5}\d{2}[A-EHLMPR-T]\d{2}[A-Z]\d{3}[A-Z](?!\w)")
+_IT_CF = _compile(r"[A-Z](?<!\w[A-Z])[A-Z]{5}\d{2}[A-EHLMPR-T]\d{2}[A-Z]\d{3}[A-Z](?!\w)")
 
-_CARD = re.compile(r"[2-6](?<![\w.,-][2-6])\d{3}(?:[ -]?\d){9,15}(?![\w-]|[.,]\d)")
+_CARD = _compile(r"[2-6](?<![\w.,-][2-6])\d{3}(?:[ -]?\d){9,15}(?![\w-]|[.,]\d)")
 
-_IPV4 = re.compile(r"\d(?<![\w.]\d)\d{0,2}(?:\.\d{1,3}){3}(?!\w|\.\d)")
-_IPV6 = re.compile(
+_IPV4 = _compile(r"\d(?<![\w.]\d)\d{0,2}(?:\.\d{1,3}){3}(?!\w|\.\d)")
+_IPV6 = _compile(
     r"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}(?:(?:\d{1,3}\.){3}\d{1,3}|[0-9A-Fa-f]{1,4})?"
     r"(?![\w:]|\.\w)"
 )
 
-_PHONE_INTL = re.compile(
+_PHONE_INTL = _compile(
     r"[+0](?<![\w+][+0])(?:(?<=\+)\d{1,3}|(?<=0)0\d{1,3}[ .-])"
     r"(?:[ .-]?(?:\(\d{1,5}\)|\d{1,5})){1,6}"
     r"(?![\w-]|[.:]\d)"
 )
-_PHONE_NANP = re.compile(
+_PHONE_NANP = _compile(
     r"[\d(](?<![\w.+-][\d(])(?<!\d[ .-][\d(])"
     r"(?:(?<=1)[ .-](?:\(\d{3}\) ?|\d{3}[ .-])|(?<=\()\d{3}\) ?|(?<=\d)\d\d[ .-])"
     r"\d{3}[ .-]\d{4}(?![\w-]|[.:]\d)"
 )
-_PHONE_NATIONAL = re.compile(
+_PHONE_NATIONAL = _compile(
     r"[(0](?<![\w.+/-][(0])(?<!\d[ .-][(0])(?:(?<=\()0\d{1,4}\)|(?<=0)[1-9]\d{0,4})"
     r"(?:[ ./-]?\d{2,8}){1,4}(?![\w-]|[.:/]\d)"
 )
@@ -126,7 +132,8 @@ def _digits(text: str) -> str:
 def _starts_word(text: str, start: int) -> bool:
     # Checked here rather than by a leading lookbehind, which would stop the regex engine from
     # skipping ahead to the pattern's first literal (ten times slower on long prose).
-    return start == 0 or not (text[start - 1].isalnum() or text[start - 1] in "_-")
+    before = text[start - 1] if start else " "
+    return not (before.isascii() and before.isalnum() or before in "_-")
 
 
 def find_secrets(text: str) -> Iterator[tuple[int, int]]:
