@@ -76,6 +76,12 @@ MEMBER_CASES: list[tuple[str, str, dict[str, Any], str]] = [
         "max_completion_tokens",
     ),
     ("POST", "/v1/completions", {"json": {**TEXT, "max_tokens": "4"}}, "max_tokens"),
+    (
+        "POST",
+        "/v1/completions",
+        {"json": {**TEXT, "max_completion_tokens": "4"}},
+        "max_completion_tokens",
+    ),
     ("POST", "/v1/completions", {"json": {**TEXT, "stream": "true"}}, "stream"),
     ("POST", "/v1/completions", {"json": {**TEXT, "seed": 2**64}}, "seed"),
     ("POST", "/v1/chat/completions", {"json": {**CHAT, "n": "2"}}, "n"),

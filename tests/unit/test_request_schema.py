@@ -74,6 +74,7 @@ def test_chat_fields_are_typed_strictly(change: dict[str, Any], param: str) -> N
     ("change", "param"),
     [
         ({"max_tokens": "4"}, "max_tokens"),
+        ({"max_completion_tokens": "4"}, "max_completion_tokens"),
         ({"logprobs": True}, "logprobs"),
         ({"echo": "false"}, "echo"),
         ({"prompt": []}, "prompt"),

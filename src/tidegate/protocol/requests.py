@@ -154,6 +154,8 @@ def _common(data: Mapping[str, Any]) -> None:
     for name in _OBJECTS:
         _typed(data, name, dict, "a JSON object")
     _int(data, "max_tokens", 1)
+    # Chat's field; on /v1/completions some engines read it too, so it is typed on both.
+    _int(data, "max_completion_tokens", 1)
     _int(data, "min_tokens", 0)
     _int(data, "n", 1)
     _int(data, "best_of", 1)
@@ -258,7 +260,6 @@ def check_chat(data: Mapping[str, Any], caps: BodyCaps) -> None:
         raise _invalid("messages", "a non-empty array of message objects", messages)
     _message_count(len(messages), caps)
     _common(data)
-    _int(data, "max_completion_tokens", 1)
     _int(data, "top_logprobs", 0)
     _typed(data, "logprobs", bool, "true or false")
     for index, message in enumerate(messages):
