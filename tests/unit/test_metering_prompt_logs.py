@@ -69,6 +69,27 @@ async def test_logged_text_is_redacted_and_expires_per_tenant(sessions: Sessions
     assert writer.dropped == 0
 
 
+async def test_a_prompt_with_a_nul_character_is_stored_and_blocks_nothing(
+    sessions: Sessions,
+) -> None:
+    # On PostgreSQL a NUL used to fail the insert, and the retried batch every flush after it.
+    writer = PromptLogWriter(
+        sessions=sessions, redact=redact_emails, flush_interval_s=60, batch_size=10
+    )
+    writer.log(
+        request_id="req_nul",
+        tenant_id="ten_a",
+        prompt="a\x00b",
+        completion="c\x00",
+        retention_days=1,
+    )
+    writer.log(request_id="req_ok", tenant_id="ten_a", prompt="p", completion="c", retention_days=1)
+    await writer.flush()
+    stored = await rows(sessions)
+    assert stored["req_nul"].prompt == "a\ufffdb" and stored["req_nul"].completion == "c\ufffd"
+    assert stored["req_ok"].prompt == "p"
+
+
 async def test_a_full_buffer_drops_the_oldest(sessions: Sessions) -> None:
     writer = PromptLogWriter(
         sessions=sessions, redact=redact_emails, flush_interval_s=60, batch_size=100, max_buffered=3

@@ -124,8 +124,14 @@ class PromptLogWriter:
                 "tenant_id": entry.tenant_id,
                 "created_at": entry.created_at,
                 "expires_at": entry.created_at + timedelta(days=entry.retention_days),
-                "prompt": self._redact(entry.prompt),
-                "completion": self._redact(entry.completion),
+                "prompt": _storable(self._redact(entry.prompt)),
+                "completion": _storable(self._redact(entry.completion)),
             }
             for entry in batch
         ]
+
+
+def _storable(text: str) -> str:
+    """PostgreSQL's text type refuses NUL, and one such prompt would fail every flush after it
+    (its batch is retried first): the log copy shows it as U+FFFD instead."""
+    return text.replace("\x00", "\ufffd")
