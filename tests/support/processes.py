@@ -10,6 +10,7 @@ shows it next to the failure.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import socket
@@ -179,6 +180,8 @@ class GatewaySettings:
     flush_interval_s: float = 0.1
     limits_backend: str = "redis"
     extra_env: Mapping[str, str] = field(default_factory=dict)
+    upstream_max_concurrency: int | None = None
+    """The upstream's max_concurrency (the pool's capacity); None: the default (64)."""
 
 
 def gateway_process(
@@ -206,18 +209,17 @@ def gateway_process(
             **settings.extra_env,
         }
     )
-    argv = [
-        sys.executable,
-        "-c",
-        _TIDEGATE,
-        "up",
-        "--upstream",
-        upstream_url + "/v1",
-        "--model",
-        settings.model,
-        "--port",
-        str(port),
-    ]
+    argv = [sys.executable, "-c", _TIDEGATE, "up", "--port", str(port)]
+    if settings.upstream_max_concurrency is None:
+        argv += ["--upstream", upstream_url + "/v1", "--model", settings.model]
+    else:
+        upstream = {
+            "url": upstream_url + "/v1",
+            "model": settings.model,
+            "max_concurrency": settings.upstream_max_concurrency,
+        }
+        env["TIDEGATE_UPSTREAMS"] = json.dumps([upstream])
+        env["TIDEGATE_ENGINES__REPLICAS"] = "0"
     return Process(
         f"gateway-{index}",
         argv,
