@@ -235,3 +235,22 @@ async def test_invalid_json_is_a_400(upstream: FakeUpstream, http: aiohttp.Clien
     async with http.post(f"{upstream.base_url}/chat/completions", data=b"{nope") as r:
         assert r.status == 400
         assert "error" in await r.json()
+
+
+async def test_it_reports_the_most_requests_it_had_in_flight(
+    upstream: FakeUpstream, http: aiohttp.ClientSession
+) -> None:
+    upstream.behaviour.first_token_delay_s = 0.2
+    root = upstream.base_url.removesuffix("/v1")
+    body = {"model": "m", "prompt": "a b", "max_tokens": 2}
+
+    async def post() -> int:
+        async with http.post(f"{upstream.base_url}/completions", json=body) as r:
+            return r.status
+
+    assert await asyncio.gather(*(post() for _ in range(5))) == [200] * 5
+    async with http.get(f"{root}/fake/in-flight") as r:
+        stats = await r.json()
+    assert stats == {"in_flight": 0, "peak_in_flight": 5, "completed": 5, "cancelled": 0}
+    async with http.post(f"{root}/fake/in-flight/reset") as r:
+        assert (await r.json())["peak_in_flight"] == 0
