@@ -13,7 +13,7 @@ PIP_PROGRESS := awk '/ERROR|error:/ { e = 1 } \
   /^Collecting / { n++; printf "    %3d %s\n", n, substr($$0, 12); fflush(); next } \
   /^Installing collected packages:/ { k = split($$0, p, ","); printf "    installing %d package%s\n", k, k == 1 ? "" : "s"; fflush() }'
 
-.PHONY: setup engine system-deps run test test-fast lint bench-overhead bench-priority bench-affinity bench-batch bench-abuse config-docs clean
+.PHONY: setup engine system-deps run test test-fast lint bench-overhead bench-priority bench-affinity bench-batch bench-abuse fuzz config-docs clean
 
 $(STAMP): pyproject.toml
 	@echo "==> project environment ($(VENV)): about 1.5 min the first time"
@@ -60,6 +60,19 @@ test: engine system-deps
 ## Without the real engine (seconds instead of minutes).
 test-fast: setup
 	$(BIN)/pytest -m "not e2e"
+
+## The fuzz harnesses (SSE parser, batch JSONL reader, multipart upload, redactor) under atheris,
+## FUZZ_SECONDS each (default 60). `make test` runs each briefly; this run adds the inputs that
+## reach new code to tests/fuzz/corpus/ (commit them) and leaves failing ones in
+## tests/fuzz/artifacts/ (replay: python -m tests.fuzz.runner NAME --replay FILE).
+FUZZ_SECONDS ?= 60
+FUZZ_HARNESSES := sse batch_lines multipart redaction
+fuzz: setup
+	@for name in $(FUZZ_HARNESSES); do \
+	  echo "==> fuzz $$name ($(FUZZ_SECONDS) s)"; \
+	  $(BIN)/python -m tests.fuzz.runner $$name --seconds $(FUZZ_SECONDS) 2>&1 \
+	    | grep -v -E "^#[0-9]+|^WARNING: Failed to find function" || exit 1; \
+	done
 
 lint: setup
 	$(BIN)/ruff check src tests
