@@ -20,7 +20,7 @@ from typing import Protocol
 import aiohttp
 from opentelemetry.sdk.trace.export import SpanExporter
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -45,7 +45,8 @@ from tidegate.gateway.accounting import RequestAccounting
 from tidegate.gateway.audit import AuditLog
 from tidegate.gateway.completions import CompletionService
 from tidegate.gateway.keys import KeyService
-from tidegate.gateway.limits import Limiter, build_limiter
+from tidegate.gateway.limits import Limiter, RedisLimitStore, build_limit_store, build_limiter
+from tidegate.gateway.limits.model import LimitStore
 from tidegate.gateway.limits.seeding import seed_budget_spend
 from tidegate.gateway.model_limits import model_limits
 from tidegate.gateway.pricing import PriceTable
@@ -54,6 +55,7 @@ from tidegate.gateway.tenants import TenantService
 from tidegate.gateway.validation import RequestValidator
 from tidegate.metering import PromptLogWriter, RetentionPurger, UsageMeter, UsageQueries
 from tidegate.observability.access_log import AccessLog
+from tidegate.observability.dependencies import Dependencies
 from tidegate.observability.metrics import GatewayMetrics
 from tidegate.observability.metrics_listener import MetricsListener
 from tidegate.observability.pool_metrics import register_pool_metrics
@@ -116,6 +118,24 @@ def _file_service(config: Config, sessions: async_sessionmaker[AsyncSession]) ->
         config=config.batch,
         max_line_bytes=config.server.max_body_bytes,
     )
+
+
+def _dependencies(
+    store: AsyncEngine, limit_store: LimitStore, metrics: GatewayMetrics
+) -> Dependencies:
+    """The store and the limit store, probed for /readyz and tidegate_dependency_up."""
+
+    async def store_ping() -> None:
+        async with store.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+
+    dependencies = Dependencies(registry=metrics.registry)
+    dependencies.add("store", backend=store.dialect.name, probe=store_ping)
+    if isinstance(limit_store, RedisLimitStore):
+        dependencies.add("limit_store", backend="redis", probe=limit_store.ping)
+    else:
+        dependencies.add("limit_store", backend="memory", probe=None)
+    return dependencies
 
 
 def _cluster_shared(config: Config) -> bool:
@@ -200,10 +220,19 @@ def build_app(
             purger.start()
             stack.push_async_callback(purger.stop)
 
+            limit_store = build_limit_store(config.limits)
             limiter = build_limiter(
-                limits=config.limits, pricing=config.pricing, registry=metrics.registry
+                limits=config.limits,
+                pricing=config.pricing,
+                registry=metrics.registry,
+                store=limit_store,
             )
             stack.push_async_callback(limiter.aclose)
+            if isinstance(limit_store, RedisLimitStore):
+                await limit_store.start()  # warm connections before /readyz says ready
+            dependencies = _dependencies(store, limit_store, metrics)
+            dependencies.start()
+            stack.push_async_callback(dependencies.stop)
             if config.limits.backend == "memory":
                 await _seed_budgets(limiter, tenants, usage)
 
@@ -278,10 +307,6 @@ def build_app(
                     await cluster.start()
                     stack.push_async_callback(cluster.stop)
 
-            async def store_ping() -> None:
-                async with store.connect() as connection:
-                    await connection.execute(text("SELECT 1"))
-
             providers: dict[str, Provider] = {
                 "openai": upstream,
                 "anthropic": AnthropicClient(session=session, timeouts=timeouts),
@@ -345,7 +370,7 @@ def build_app(
                     tracing=tracing,
                     metrics=metrics,
                     routing=routing,
-                    store_ping=store_ping,
+                    dependencies=dependencies,
                     max_body_bytes=server.max_body_bytes,
                     usage=usage,
                     limiter=limiter,

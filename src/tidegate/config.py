@@ -431,6 +431,17 @@ class LimitsConfig(_Section):
     """Redis for the `redis` backend."""
     redis_timeout_s: float = 0.25
     """Longest a limit check waits for Redis before the tenant's failure mode applies."""
+    redis_connect_timeout_s: float = Field(default=1.0, gt=0)
+    """Longest opening one Redis connection may take (TCP, TLS, handshake, a PING), and
+    longest a request waits for a free pooled connection. Apart from redis_timeout_s:
+    connecting is slower than a command."""
+    redis_connect_retries: int = Field(default=2, ge=0)
+    """Further attempts at opening a connection, with jittered exponential backoff (nothing has
+    been sent yet, so a retry is safe; commands themselves are never retried)."""
+    redis_max_connections: int = Field(default=32, ge=1)
+    """Connections each gateway keeps to Redis, all opened at start-up before /readyz says
+    ready; requests beyond that wait for a free one (one script takes well under a
+    millisecond)."""
     key_prefix: str = "tidegate"
     """Prefix of every Redis key, so several deployments can share one Redis."""
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from tidegate.batch.files import FileService
@@ -15,6 +14,7 @@ from tidegate.gateway.keys import KeyService
 from tidegate.gateway.limits import Limiter
 from tidegate.gateway.tenants import TenantService
 from tidegate.metering.queries import UsageQueries
+from tidegate.observability.dependencies import Dependencies
 from tidegate.observability.metrics import GatewayMetrics
 from tidegate.observability.tracing import Tracing
 from tidegate.rollout.wiring import RolloutServices
@@ -31,8 +31,8 @@ class ApiServices:
     tracing: Tracing
     metrics: GatewayMetrics
     routing: RoutingTable
-    store_ping: Callable[[], Awaitable[None]]
-    """Raises when the store is unreachable (for /readyz)."""
+    dependencies: Dependencies
+    """The store's and the limit store's health (for /readyz)."""
     max_body_bytes: int
     usage: UsageQueries
     limiter: Limiter | None = None

@@ -8,7 +8,6 @@ bearer of ``server.metrics_token`` or an operator's admin key; the metrics liste
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import time
 
@@ -21,8 +20,6 @@ from tidegate.api.asgi import bearer_token
 from tidegate.api.services import ApiServices, ServicesSlot
 from tidegate.errors import AuthenticationError, PermissionDeniedError
 from tidegate.store.models import SYSTEM_TENANT_ID
-
-_READY_STORE_TIMEOUT_S = 2.0
 
 
 def _json(data: object, status: int = 200) -> Response:
@@ -54,16 +51,17 @@ class SystemRoutes:
         return _json({"status": "ok"})
 
     async def readyz(self, request: Request) -> Response:
-        """Ready when the store answers and every model has at least one ready replica."""
+        """Ready when the store and the limit store answer and every model has at least one
+        ready replica. The body names each component's state (no URL, tenant or key)."""
         problems: list[str] = []
         try:
             services = self._slot.get()
         except Exception:
             return _json({"status": "starting", "problems": ["gateway starting"]}, 503)
-        try:
-            await asyncio.wait_for(services.store_ping(), timeout=_READY_STORE_TIMEOUT_S)
-        except Exception as error:  # any failure means "not ready"; the reason is reported
-            problems.append(f"store unreachable: {type(error).__name__}")
+        components = await services.dependencies.check()
+        for name, state in components.items():
+            if state["state"] != "up":
+                problems.append(f"{name} unreachable: {state['error']}")
         models = {}
         for model in services.routing.models():
             ready = services.routing.model_ready(model)
@@ -75,6 +73,7 @@ class SystemRoutes:
         status = 200 if not problems else 503
         body: dict[str, object] = {
             "status": "ready" if status == 200 else "not_ready",
+            "components": components,
             "models": models,
         }
         if problems:

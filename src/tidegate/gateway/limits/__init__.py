@@ -5,12 +5,13 @@ limiter.py      Limiter.admit(...) -> Admission; Admission.settle(...)
 model.py        what a store is asked (Demand) and answers (Verdict); the store protocol
 memory.py       the in-process store (the embedded default)
 redis_store.py  the Redis store (atomic Lua scripts in lua.py), shared by gateway replicas
+redis_client.py its connections: bounded pool, connect timeout and retries, warm-up
 headers.py      x-ratelimit-* headers · refusals.py the 429 messages · periods.py UTC periods
 """
 
 from __future__ import annotations
 
-from tidegate.gateway.limits.factory import build_limiter
+from tidegate.gateway.limits.factory import build_limit_store, build_limiter
 from tidegate.gateway.limits.limiter import Admission, Limiter
 from tidegate.gateway.limits.memory import MemoryLimitStore
 from tidegate.gateway.limits.metrics import LimiterMetrics
@@ -22,5 +23,6 @@ __all__ = [
     "LimiterMetrics",
     "MemoryLimitStore",
     "RedisLimitStore",
+    "build_limit_store",
     "build_limiter",
 ]

@@ -16,24 +16,35 @@ from tidegate.gateway.limits.redis_store import RedisLimitStore
 from tidegate.gateway.pricing import PriceTable
 
 
+def build_limit_store(
+    limits: LimitsConfig, *, clock: Callable[[], float] = time.time
+) -> LimitStore:
+    """The store limits.backend names (a Redis one opens no connection until ``start``)."""
+    if limits.backend == "redis":
+        return RedisLimitStore(
+            url=limits.redis_url.get_secret_value(),
+            timeout_s=limits.redis_timeout_s,
+            connect_timeout_s=limits.redis_connect_timeout_s,
+            connect_retries=limits.redis_connect_retries,
+            max_connections=limits.redis_max_connections,
+            key_prefix=limits.key_prefix,
+        )
+    return MemoryLimitStore(clock=clock)
+
+
 def build_limiter(
     *,
     limits: LimitsConfig,
     pricing: Mapping[str, ModelPrice],
     registry: CollectorRegistry | None,
     clock: Callable[[], float] = time.time,
+    store: LimitStore | None = None,
 ) -> Limiter:
     """``registry``: where the limiter's counters go (the app's metrics registry).
-    ``clock``: wall time for budget periods and in-process buckets (tests inject one)."""
-    store: LimitStore
-    if limits.backend == "redis":
-        store = RedisLimitStore(
-            url=limits.redis_url.get_secret_value(),
-            timeout_s=limits.redis_timeout_s,
-            key_prefix=limits.key_prefix,
-        )
-    else:
-        store = MemoryLimitStore(clock=clock)
+    ``clock``: wall time for budget periods and in-process buckets (tests inject one).
+    ``store``: one from ``build_limit_store`` (the app keeps it for health checks)."""
+    if store is None:
+        store = build_limit_store(limits, clock=clock)
     return Limiter(
         store=store,
         prices=PriceTable(prices=pricing),

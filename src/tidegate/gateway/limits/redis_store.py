@@ -6,7 +6,9 @@ Redis errors are translated here: a connection that fails or answers slower than
 becomes ``LimitStoreUnavailable``; the limiter applies the tenant's failure mode. Commands are
 never retried, because a script that ran before its reply was lost would reserve twice. After
 a failure the store does not try Redis again for ``cooldown_s``, so a Redis that hangs costs
-the request path one timeout, not one per request.
+the request path one timeout, not one per request; the health check (``ping``, run by the
+gateway's dependency monitor and /readyz) ends the cooldown as soon as Redis answers again.
+Connections are pooled, opened at start-up and after an outage (:mod:`redis_client`).
 """
 
 from __future__ import annotations
@@ -17,14 +19,11 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ReadOnlyError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from tidegate.gateway.limits import lua
+from tidegate.gateway.limits import lua, redis_client
 from tidegate.gateway.limits.model import (
     KEY_CONCURRENCY,
     KEY_TPM,
@@ -36,6 +35,7 @@ from tidegate.gateway.limits.model import (
     Verdict,
 )
 from tidegate.gateway.limits.periods import Period
+from tidegate.gateway.limits.redis_client import connect_redis
 
 _UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, ReadOnlyError, OSError, TimeoutError)
 _BUDGET_GRACE_S = 3600
@@ -50,19 +50,25 @@ class RedisLimitStore:
         url: str,
         timeout_s: float,
         key_prefix: str,
+        connect_timeout_s: float = 1.0,
+        connect_retries: int = 2,
+        max_connections: int = 32,
         lease_s: float = 900.0,
         cooldown_s: float = 0.5,
         clock: Callable[[], float] | None = None,
     ) -> None:
-        """``lease_s``: how long a concurrency slot outlives a gateway that died holding it
-        (longer than the longest request). ``clock``: tests only; by default Redis's TIME."""
-        self._redis = aioredis.Redis.from_url(
+        """``timeout_s``: one script's round trip. ``connect_timeout_s``, ``connect_retries``,
+        ``max_connections``: see :mod:`redis_client`. ``lease_s``: how long a concurrency slot
+        outlives a gateway that died holding it (longer than the longest request).
+        ``clock``: tests only; by default Redis's TIME."""
+        self._redis = connect_redis(
             url,
-            socket_timeout=timeout_s,
-            socket_connect_timeout=timeout_s,
-            retry=Retry(NoBackoff(), 0),
-            health_check_interval=0,
+            timeout_s=timeout_s,
+            connect_timeout_s=connect_timeout_s,
+            connect_retries=connect_retries,
+            max_connections=max_connections,
         )
+        self._max_connections = max_connections
         self._admit = self._redis.register_script(lua.ADMIT)
         self._settle = self._redis.register_script(lua.SETTLE)
         self._seed = self._redis.register_script(lua.SEED)
@@ -71,6 +77,7 @@ class RedisLimitStore:
         self._cooldown_s = cooldown_s
         self._clock = clock
         self._down_until = 0.0
+        self._was_down = False
         # Admission ids (concurrency lease members): unique across gateway replicas.
         self._instance = os.urandom(8).hex()
         self._ids = itertools.count()
@@ -123,6 +130,25 @@ class RedisLimitStore:
         key = f"{self._prefix}:{{{tenant_id}}}:b:{period.key}"
         await self._call(self._seed, (key,), (tokens, cost, int(period.end) + _BUDGET_GRACE_S))
 
+    async def start(self) -> None:
+        """Open the pool's connections before the gateway takes traffic (never raises)."""
+        await redis_client.warm(self._redis, self._max_connections)
+
+    async def ping(self) -> None:
+        """A health check; raises ConnectionError while Redis does not answer. Redis
+        answering again ends the cooldown at once, and the pool is refilled with fresh
+        connections (those from before an outage are dead)."""
+        try:
+            await redis_client.ping(self._redis)
+        except ConnectionError:
+            self._was_down = True
+            raise
+        if self._was_down:
+            self._was_down = False
+            await redis_client.drop_idle(self._redis)
+            await redis_client.warm(self._redis, self._max_connections)
+        self._down_until = 0.0
+
     async def aclose(self) -> None:
         await self._redis.aclose()
 
@@ -133,6 +159,7 @@ class RedisLimitStore:
             reply = await script(keys=keys, args=args)  # type: ignore[operator]
         except _UNAVAILABLE as error:
             self._down_until = time.monotonic() + self._cooldown_s
+            self._was_down = True  # the next successful health check renews the pool
             raise LimitStoreUnavailable(f"{type(error).__name__}: {error}") from error
         self._down_until = 0.0
         return reply  # type: ignore[no-any-return]
