@@ -142,6 +142,18 @@ ADMIN_CASES: list[tuple[str, str, dict[str, Any], str]] = [
         "settings.allowed_models.0",
     ),
     ("POST", "/admin/keys", {"json": {"name": "k", "tenant_id": "ten_\x00"}}, "tenant_id"),
+    (
+        "POST",
+        "/admin/tenants",
+        {"json": {"name": "t2", "settings": {"prompt_retention_days": 2**70}}},
+        "settings.prompt_retention_days",
+    ),
+    (
+        "POST",
+        "/admin/tenants",
+        {"json": {"name": "t3", "settings": {"limits": {"requests_per_minute": 2**64}}}},
+        "settings.limits.requests_per_minute",
+    ),
     ("POST", "/admin/keys", {"json": {"name": "k\x00"}}, "name"),
 ]
 

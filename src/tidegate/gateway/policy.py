@@ -16,6 +16,9 @@ from tidegate.gateway.extensions import ForwardedExtension
 Tier = Literal["interactive", "batch", "internal"]
 TIERS: tuple[Tier, ...] = ("interactive", "batch", "internal")
 LimiterFailureMode = Literal["closed", "open"]
+MAX_COUNT = 2**53 - 1
+"""The largest count a setting may hold: exact as a double, as Redis' Lua scripts and JSON
+readers hold numbers (larger ones were stored, then failed where they were used)."""
 
 
 class _Doc(BaseModel):
@@ -23,19 +26,19 @@ class _Doc(BaseModel):
 
 
 class RateLimits(_Doc):
-    requests_per_minute: int | None = Field(default=None, ge=1)
+    requests_per_minute: int | None = Field(default=None, ge=1, le=MAX_COUNT)
     """Requests admitted per minute (token bucket, refilled continuously). None: unlimited."""
-    tokens_per_minute: int | None = Field(default=None, ge=1)
+    tokens_per_minute: int | None = Field(default=None, ge=1, le=MAX_COUNT)
     """Prompt plus completion tokens per minute (reserved as prompt + max_tokens at admission,
     settled to the real count at the end). None: unlimited."""
-    concurrent_requests: int | None = Field(default=None, ge=1)
+    concurrent_requests: int | None = Field(default=None, ge=1, le=MAX_COUNT)
     """Requests in flight at once. None: unlimited."""
 
 
 class Budgets(_Doc):
-    daily_tokens: int | None = Field(default=None, ge=1)
+    daily_tokens: int | None = Field(default=None, ge=1, le=MAX_COUNT)
     """Tokens per UTC day. None: unlimited."""
-    monthly_tokens: int | None = Field(default=None, ge=1)
+    monthly_tokens: int | None = Field(default=None, ge=1, le=MAX_COUNT)
     """Tokens per UTC calendar month. None: unlimited."""
     daily_cost_usd: float | None = Field(default=None, gt=0)
     """Spend per UTC day, priced with the `pricing` table. None: unlimited."""
@@ -50,22 +53,22 @@ class TenantSettings(_Doc):
     """Token and cost budgets."""
     allowed_models: list[str] | None = None
     """Public model names the tenant may use. None: every model."""
-    max_prompt_tokens: int | None = Field(default=None, ge=1)
+    max_prompt_tokens: int | None = Field(default=None, ge=1, le=MAX_COUNT)
     """Longest prompt accepted, counted with the model's tokenizer. None: the context length."""
-    default_max_tokens: int | None = Field(default=None, ge=1)
+    default_max_tokens: int | None = Field(default=None, ge=1, le=MAX_COUNT)
     """max_tokens applied when a request gives none."""
-    max_tokens_limit: int | None = Field(default=None, ge=1)
+    max_tokens_limit: int | None = Field(default=None, ge=1, le=MAX_COUNT)
     """Largest max_tokens accepted."""
     log_prompts: bool = False
     """Keep redacted prompt and completion text for this tenant's requests."""
-    prompt_retention_days: int = Field(default=30, ge=1)
+    prompt_retention_days: int = Field(default=30, ge=1, le=36_500)
     """Days logged prompts are kept before the purge job deletes them."""
     on_limiter_unavailable: LimiterFailureMode = "closed"
     """When the shared limit store (Redis) is unreachable: refuse requests (closed) or admit them
     unlimited (open). Either way it is logged and counted."""
-    max_batch_file_bytes: int | None = Field(default=None, ge=1)
+    max_batch_file_bytes: int | None = Field(default=None, ge=1, le=MAX_COUNT)
     """Largest batch input file this tenant may upload. None: batch.max_file_bytes."""
-    max_batch_file_lines: int | None = Field(default=None, ge=1)
+    max_batch_file_lines: int | None = Field(default=None, ge=1, le=MAX_COUNT)
     """Most lines (requests) in one of this tenant's batch input files. None:
     batch.max_file_lines."""
     allowed_extensions: list[ForwardedExtension] = Field(default_factory=list)
