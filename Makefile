@@ -13,7 +13,7 @@ PIP_PROGRESS := awk '/ERROR|error:/ { e = 1 } \
   /^Collecting / { n++; printf "    %3d %s\n", n, substr($$0, 12); fflush(); next } \
   /^Installing collected packages:/ { k = split($$0, p, ","); printf "    installing %d package%s\n", k, k == 1 ? "" : "s"; fflush() }'
 
-.PHONY: setup engine system-deps run test test-fast lint bench-overhead bench-priority bench-affinity bench-batch bench-abuse fuzz config-docs clean
+.PHONY: setup engine system-deps run test test-fast lint bench-overhead bench-priority bench-affinity bench-batch bench-abuse bench-scale-out fuzz config-docs clean
 
 $(STAMP): pyproject.toml
 	@echo "==> project environment ($(VENV)): about 1.5 min the first time"
@@ -105,6 +105,12 @@ bench-batch: engine
 ## budget race, 200 concurrent requests through 3 gateways on PostgreSQL and Redis (~3 min).
 bench-abuse: setup
 	$(BIN)/python -m tidegate.bench.abuse
+
+## 1, 2 and 3 gateways sharing PostgreSQL and Redis in front of one fake pool: aggregate req/s,
+## the upstream's peak in-flight vs capacity, interactive TTFT p95 under a batch flood, Redis
+## commands per request (~1.5 min; needs PostgreSQL and redis-server).
+bench-scale-out: setup
+	$(BIN)/python -m tidegate.bench.scale_out
 
 ## Regenerate the README's configuration reference from the schema.
 config-docs: setup
