@@ -616,10 +616,14 @@ def openapi_document(version: str) -> dict[str, Any]:
 
 
 class OpenApiRoute:
-    """Serves the document, built once (it depends on the code only)."""
+    """Serves the document, built on the first request (it depends on the code only; building
+    it takes tens of milliseconds, which every app start would otherwise pay)."""
 
     def __init__(self, *, version: str) -> None:
-        self._body = orjson.dumps(openapi_document(version))
+        self._version = version
+        self._body: bytes | None = None
 
     async def serve(self, request: Request) -> Response:
+        if self._body is None:
+            self._body = orjson.dumps(openapi_document(self._version))
         return Response(self._body, media_type="application/json")
