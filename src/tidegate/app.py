@@ -220,7 +220,8 @@ def build_app(
             purger.start()
             stack.push_async_callback(purger.stop)
 
-            limit_store = build_limit_store(config.limits)
+            # A Redis store rebuilds counters it lost (a Redis restart) from the usage records.
+            limit_store = build_limit_store(config.limits, usage=usage)
             limiter = build_limiter(
                 limits=config.limits,
                 pricing=config.pricing,

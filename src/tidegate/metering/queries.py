@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import orjson
@@ -49,6 +49,14 @@ class Spend:
     tokens: int
     """Prompt plus completion tokens, as budgets count them."""
     cost_usd: float
+
+
+@dataclass(frozen=True, slots=True)
+class RecentTokens:
+    """Tokens of the requests that finished within a window, for a tenant and per key."""
+
+    tenant: int
+    by_key: dict[str, int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +132,41 @@ class UsageQueries:
                 )
             ).one()
         return Spend(tokens=int(row[0]), cost_usd=float(row[1]))
+
+    async def recent_tokens(
+        self,
+        tenant_id: str,
+        *,
+        window_s: float,
+        longest_request_s: float = 900.0,
+        now: datetime | None = None,
+    ) -> RecentTokens:
+        """Prompt plus completion tokens of the tenant's requests that finished in the last
+        ``window_s`` (rebuilds a lost tokens-per-minute bucket). A record is dated by its
+        arrival, so rows that arrived up to ``longest_request_s`` earlier are read and their
+        finish (arrival + duration) is checked here."""
+        now = (now or datetime.now(UTC)).astimezone(UTC)
+        since = now - timedelta(seconds=window_s + longest_request_s)
+        finished_after = now - timedelta(seconds=window_s)
+        u = UsageRecord
+        async with transaction(self._sessions, "read recent tokens") as session:
+            rows = (
+                await session.execute(
+                    select(
+                        u.created_at, u.duration_ms, u.key_id, u.prompt_tokens + u.completion_tokens
+                    ).where(*_filters(tenant_id, since, None, include_shadow=False))
+                )
+            ).all()
+        total = 0
+        by_key: dict[str, int] = {}
+        for created_at, duration_ms, key_id, tokens in rows:
+            arrived = created_at if created_at.tzinfo else created_at.replace(tzinfo=UTC)
+            if arrived + timedelta(milliseconds=duration_ms or 0.0) < finished_after:
+                continue
+            total += int(tokens)
+            if key_id is not None:
+                by_key[key_id] = by_key.get(key_id, 0) + int(tokens)
+        return RecentTokens(tenant=total, by_key=by_key)
 
     async def list_records(
         self,

@@ -12,14 +12,19 @@ from tidegate.gateway.limits.limiter import Limiter
 from tidegate.gateway.limits.memory import MemoryLimitStore
 from tidegate.gateway.limits.metrics import LimiterMetrics
 from tidegate.gateway.limits.model import LimitStore
+from tidegate.gateway.limits.rebuild import UsageSource
 from tidegate.gateway.limits.redis_store import RedisLimitStore
 from tidegate.gateway.pricing import PriceTable
 
 
 def build_limit_store(
-    limits: LimitsConfig, *, clock: Callable[[], float] = time.time
+    limits: LimitsConfig,
+    *,
+    clock: Callable[[], float] = time.time,
+    usage: UsageSource | None = None,
 ) -> LimitStore:
-    """The store limits.backend names (a Redis one opens no connection until ``start``)."""
+    """The store limits.backend names (a Redis one opens no connection until ``start``).
+    ``usage``: the usage records a Redis store rebuilds lost counters from."""
     if limits.backend == "redis":
         return RedisLimitStore(
             url=limits.redis_url.get_secret_value(),
@@ -28,6 +33,7 @@ def build_limit_store(
             connect_retries=limits.redis_connect_retries,
             max_connections=limits.redis_max_connections,
             key_prefix=limits.key_prefix,
+            usage=usage,
         )
     return MemoryLimitStore(clock=clock)
 

@@ -13,7 +13,9 @@ Connections are pooled, opened at start-up and after an outage (:mod:`redis_clie
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+import logging
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -22,8 +24,10 @@ from typing import Any
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ReadOnlyError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from sqlalchemy.exc import SQLAlchemyError
 
 from tidegate.gateway.limits import lua, redis_client
+from tidegate.gateway.limits.leases import LeaseRenewer
 from tidegate.gateway.limits.model import (
     KEY_CONCURRENCY,
     KEY_TPM,
@@ -35,12 +39,19 @@ from tidegate.gateway.limits.model import (
     Verdict,
 )
 from tidegate.gateway.limits.periods import Period
+from tidegate.gateway.limits.rebuild import DAY, UsageSource, measure
 from tidegate.gateway.limits.redis_client import connect_redis
 
 _UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, ReadOnlyError, OSError, TimeoutError)
 _BUDGET_GRACE_S = 3600
 """Budget counters outlive their period by this much, so late settles still find them."""
 _CACHE_MAX = 65_536
+_REBUILDS = 3
+"""Admit attempts when counters are missing: a rebuild, then again (lost twice: unavailable)."""
+_Handle = tuple[tuple[str, ...], str, tuple[bytes, bytes, bytes, bytes]]
+"""Keys, admission id, and the counters' generations and seed ids at admission."""
+
+log = logging.getLogger(__name__)
 
 
 class RedisLimitStore:
@@ -53,13 +64,17 @@ class RedisLimitStore:
         connect_timeout_s: float = 1.0,
         connect_retries: int = 2,
         max_connections: int = 32,
-        lease_s: float = 900.0,
+        lease_s: float = 6.0,
+        renew_every_s: float = 1.5,
+        usage: UsageSource | None = None,
         cooldown_s: float = 0.5,
         clock: Callable[[], float] | None = None,
     ) -> None:
         """``timeout_s``: one script's round trip. ``connect_timeout_s``, ``connect_retries``,
         ``max_connections``: see :mod:`redis_client`. ``lease_s``: how long a concurrency slot
-        outlives a gateway that died holding it (longer than the longest request).
+        outlives a gateway that died holding it; the gateway renews its leases every
+        ``renew_every_s``. ``usage``: the usage records lost counters are rebuilt from (None:
+        they start from zero, for tests and tools only).
         ``clock``: tests only; by default Redis's TIME."""
         self._redis = connect_redis(
             url,
@@ -72,6 +87,11 @@ class RedisLimitStore:
         self._admit = self._redis.register_script(lua.ADMIT)
         self._settle = self._redis.register_script(lua.SETTLE)
         self._seed = self._redis.register_script(lua.SEED)
+        self._usage = usage
+        self._rebuilds: dict[tuple[str, str], asyncio.Future[None]] = {}
+        self._leases = LeaseRenewer(
+            redis=self._redis, lease_s=lease_s, every_s=renew_every_s, now=self._now
+        )
         self._prefix = key_prefix
         self._lease = str(lease_s)
         self._cooldown_s = cooldown_s
@@ -102,16 +122,31 @@ class RedisLimitStore:
             d.sequences,
             UNBOUNDED,
         )
-        reply = await self._call(self._admit, keys, args)  # numbers as int, the rest as bytes
+        for _ in range(_REBUILDS):
+            reply = await self._call(self._admit, keys, args)  # numbers as int, else bytes
+            if reply[0] != 2:
+                break
+            await self._rebuild(d, keys, int(reply[1]))  # a counter is lost: never read as 0
+        else:
+            raise LimitStoreUnavailable("limit counters were lost again while being rebuilt")
         levels = (float(reply[3]), float(reply[4]), float(reply[5]), float(reply[6]))
         if reply[0] != 1:
             return Verdict(False, 0, 0, levels, int(reply[7]), float(reply[8]))
-        return Verdict(True, int(reply[1]), int(reply[2]), levels, handle=(keys, member))
+        leases = tuple(
+            keys[i]
+            for i, limit in ((2, d.limits[TENANT_CONCURRENCY]), (5, d.limits[KEY_CONCURRENCY]))
+            if limit
+        )
+        if leases:
+            self._leases.hold(d.tenant_id, member, leases)
+        ids = (reply[9], reply[10], reply[11], reply[12])
+        return Verdict(True, int(reply[1]), int(reply[2]), levels, handle=(keys, member, ids))
 
     async def settle(self, demand: Demand, verdict: Verdict, *, tokens: int, cost: int) -> None:
         d = demand
-        handle: tuple[tuple[str, ...], str] = verdict.handle  # type: ignore[assignment]
-        keys, member = handle
+        handle: _Handle = verdict.handle  # type: ignore[assignment]
+        keys, member, ids = handle
+        self._leases.release(d.tenant_id, member)  # settled or not, it is renewed no more
         args = (
             d.limits[TENANT_TPM],
             d.limits[KEY_TPM],
@@ -123,12 +158,64 @@ class RedisLimitStore:
             _flag(d.budget[0] or d.budget[1]),  # the day's budget is counted
             _flag(d.budget[2] or d.budget[3]),  # the month's
             self._now(),
+            tokens,
+            cost,
+            *ids,
         )
         await self._call(self._settle, keys, args)
 
     async def seed_spend(self, *, tenant_id: str, period: Period, tokens: int, cost: int) -> None:
         key = f"{self._prefix}:{{{tenant_id}}}:b:{period.key}"
-        await self._call(self._seed, (key,), (tokens, cost, int(period.end) + _BUDGET_GRACE_S))
+        expiry = int(period.end) + _BUDGET_GRACE_S
+        args = (DAY, os.urandom(6).hex(), self._now(), 0, 0, 0, 0, tokens, cost, expiry, 0, 0, 0)
+        await self._call(self._seed, (key, key, key, key), args)
+
+    async def renew_leases(self) -> int:
+        """Renew this gateway's concurrency leases now (the background task does it every
+        ``renew_every_s``); returns how many."""
+        return await self._leases.renew()
+
+    async def _rebuild(self, demand: Demand, keys: tuple[str, ...], mask: int) -> None:
+        """Rebuild the lost counters in ``mask``; concurrent admits of one tenant and key on
+        this gateway share one rebuild (and gateways racing each other: SEED keeps the first)."""
+        flight = (demand.tenant_id, demand.key_id)
+        pending = self._rebuilds.get(flight)
+        if pending is None:
+            pending = asyncio.ensure_future(self._seed_lost(demand, keys, mask))
+            self._rebuilds[flight] = pending
+            pending.add_done_callback(lambda _: self._rebuilds.pop(flight, None))
+        await asyncio.shield(pending)
+
+    async def _seed_lost(self, d: Demand, keys: tuple[str, ...], mask: int) -> None:
+        try:
+            used = await measure(self._usage, d, mask)
+        except (SQLAlchemyError, OSError, TimeoutError) as error:
+            raise LimitStoreUnavailable(
+                f"limit counters of tenant {d.tenant_id} are missing in Redis and the usage "
+                f"records to rebuild them from cannot be read: {type(error).__name__}: {error}"
+            ) from error
+        args = (
+            mask,
+            os.urandom(6).hex(),
+            self._now(),
+            d.limits[TENANT_TPM],
+            used.tenant_tpm_used,
+            d.limits[KEY_TPM],
+            used.key_tpm_used,
+            *used.day,
+            int(d.day.end) + _BUDGET_GRACE_S,
+            *used.month,
+            int(d.month.end) + _BUDGET_GRACE_S,
+        )
+        seeded = await self._call(self._seed, (keys[1], keys[4], keys[6], keys[7]), args)
+        if seeded:
+            log.warning(
+                "rebuilt limit counters of tenant %s missing in Redis (mask %d) from the usage "
+                "records: %s",
+                d.tenant_id,
+                seeded,
+                used,
+            )
 
     async def start(self) -> None:
         """Open the pool's connections before the gateway takes traffic (never raises)."""
@@ -150,6 +237,7 @@ class RedisLimitStore:
         self._down_until = 0.0
 
     async def aclose(self) -> None:
+        await self._leases.aclose()
         await self._redis.aclose()
 
     async def _call(self, script: object, keys: Sequence[str], args: Sequence[object]) -> list[Any]:
