@@ -62,6 +62,7 @@ from tidegate.observability.pool_metrics import register_pool_metrics
 from tidegate.observability.recorder import RequestRecorder
 from tidegate.observability.routing_metrics import RoutingMetrics
 from tidegate.observability.tracing import Tracing
+from tidegate.observability.usage_metrics import register_usage_metrics
 from tidegate.rollout.wiring import RolloutRuntime, build_rollouts
 from tidegate.routing.build import build_routing
 from tidegate.routing.discovery import Resolver, dns_discoveries, resolve_host
@@ -180,7 +181,11 @@ def build_app(
             store = create_engine(config.store_url)
             stack.push_async_callback(store.dispose)
             sessions = create_sessionmaker(store)
-            keys = KeyService(sessions=sessions, cache_ttl_s=config.store.key_cache_ttl_s)
+            keys = KeyService(
+                sessions=sessions,
+                cache_ttl_s=config.store.key_cache_ttl_s,
+                outage_s=config.store.key_cache_outage_s,
+            )
             generated = await keys.ensure_admin_key(config.admin_key)
             if config.admin_key is None and announce_admin_key is not None:
                 announce_admin_key(generated)  # None: one was generated at an earlier start
@@ -207,6 +212,7 @@ def build_app(
             )
             await meter.start()
             stack.push_async_callback(meter.stop)
+            register_usage_metrics(metrics.registry, meter)
             redactor = Redactor()
             prompt_logs = PromptLogWriter(
                 sessions=sessions,

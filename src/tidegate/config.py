@@ -65,6 +65,9 @@ class StoreConfig(_Section):
     key_cache_ttl_s: float = 5.0
     """How long a verified API key stays cached in the gateway; revocations take effect
     within this time."""
+    key_cache_outage_s: float = Field(default=900.0, ge=0)
+    """While the store is unreachable, how long past key_cache_ttl_s a key this gateway verified
+    still authenticates (never past the key's expiry). Unknown keys get 503 meanwhile."""
 
 
 class EngineProfile(_Section):

@@ -172,3 +172,27 @@ async def test_record_refuses_before_start(sessions: Sessions, tmp_path: Path) -
 
 async def _at_least(sessions: Sessions, count: int) -> bool:
     return await stored_count(sessions) >= count
+
+
+async def test_a_store_outage_is_retried_with_backoff_and_logged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    wal = tmp_path / "wal"
+    down = create_engine("postgresql+asyncpg://postgres@127.0.0.1:1/nothing")
+    try:
+        usage = meter(create_sessionmaker(down), wal, interval=0.05, batch=4)
+        await usage.start()
+        with caplog.at_level("WARNING"):
+            started = time.monotonic()
+            while time.monotonic() - started < 1.6:  # 32 flush intervals
+                usage.record(usage_event(f"req_{time.monotonic_ns()}"))
+                await asyncio.sleep(0.02)
+            attempts = sum("usage-flush" in r.getMessage() for r in caplog.records)
+            kept = [r for r in caplog.records if "retried with backoff" in r.getMessage()]
+            # 0.1 + 0.2 + 0.4 + 0.8 s between attempts: 5 or so, not one per interval.
+            assert 2 <= attempts <= 6, attempts
+            assert len(kept) == 1  # said once when the outage began
+            assert usage.pending_segments >= 1 and segments(wal)
+        await usage.stop()
+    finally:
+        await down.dispose()

@@ -35,11 +35,15 @@ class _Cached:
     principal: Principal
     key_hash: str
     deadline: float  # time.monotonic() after which the key must be checked again
+    outage_deadline: float  # after which it is refused even while the store is unreachable
 
 
 class PrincipalCache:
-    def __init__(self, *, ttl_s: float, max_entries: int) -> None:
+    def __init__(self, *, ttl_s: float, max_entries: int, outage_s: float = 0.0) -> None:
+        """``outage_s``: how long past its TTL an entry still serves while the store is down
+        (``stale``)."""
         self._ttl = ttl_s
+        self._outage = outage_s
         self._max_entries = max_entries
         self._entries: dict[str, _Cached] = {}
 
@@ -56,17 +60,31 @@ class PrincipalCache:
             return entry.principal
         return None
 
+    def stale(self, key_hash: str) -> Principal | None:
+        """The principal verified within the outage grace, for when the store cannot be asked
+        (never past the key's own expiry)."""
+        entry = self._entries.get(key_hash)
+        if (
+            entry is not None
+            and entry.outage_deadline > time.monotonic()
+            and hmac.compare_digest(entry.key_hash, key_hash)
+        ):
+            return entry.principal
+        return None
+
     def put(
         self, key_hash: str, principal: Principal, expires_at: datetime | None, now: datetime
     ) -> None:
-        ttl = self._ttl
+        ttl, outage = self._ttl, self._ttl + self._outage
         if expires_at is not None:
-            ttl = min(ttl, (expires_at - now).total_seconds())  # an expiring key leaves on time
+            left = (expires_at - now).total_seconds()
+            ttl, outage = min(ttl, left), min(outage, left)  # an expiring key leaves on time
         if ttl <= 0:
             return
         if len(self._entries) >= self._max_entries:
             self._evict()
-        self._entries[key_hash] = _Cached(principal, key_hash, time.monotonic() + ttl)
+        clock = time.monotonic()
+        self._entries[key_hash] = _Cached(principal, key_hash, clock + ttl, clock + outage)
 
     def forget(self, key_hash: str) -> None:
         self._entries.pop(key_hash, None)
@@ -78,7 +96,7 @@ class PrincipalCache:
 
     def _evict(self) -> None:
         now = time.monotonic()
-        for key_hash in [h for h, entry in self._entries.items() if entry.deadline <= now]:
+        for key_hash in [h for h, e in self._entries.items() if e.outage_deadline <= now]:
             del self._entries[key_hash]
         # Still full: drop the oldest insertion; dicts keep insertion order.
         while len(self._entries) >= self._max_entries:

@@ -2,7 +2,9 @@
 
 A verified key is cached in-process for ``cache_ttl_s`` together with its tenant (one join at
 lookup), so the hot path costs one hash and one dict lookup. A revocation or tenant change made
-anywhere (another gateway replica, the CLI) therefore takes effect within the TTL. A refused key
+anywhere (another gateway replica, the CLI) therefore takes effect within the TTL. While the
+store is unreachable, a key verified within ``outage_s`` past its TTL still authenticates;
+an unknown key gets 503 service_unavailable. A refused key
 is remembered for ``key_cache.REFUSED_TTL_S`` (2 s), so repeating a bad key does not query the
 store on every request. Plaintext keys never appear in logs, audit rows or error messages.
 
@@ -53,6 +55,7 @@ from tidegate.gateway.key_records import (
 from tidegate.gateway.policy import KeySettings, TenantSettings, Tier
 from tidegate.gateway.tenants import parse_tier
 from tidegate.store.db import transaction
+from tidegate.store.errors import StoreUnavailableError
 from tidegate.store.models import SYSTEM_TENANT_ID, ApiKey, Tenant
 from tidegate.store.paging import after_row
 
@@ -98,10 +101,15 @@ class KeyService:
         cache_ttl_s: float,
         cache_max_entries: int = 10_000,
         refused_ttl_s: float = REFUSED_TTL_S,
+        outage_s: float = 0.0,
     ) -> None:
-        """``refused_ttl_s``: how long a refused key is refused without asking the store."""
+        """``refused_ttl_s``: how long a refused key is refused without asking the store.
+        ``outage_s``: how long past the TTL a verified key still authenticates while the store
+        is unreachable."""
         self._sessions = sessions
-        self._cache = PrincipalCache(ttl_s=cache_ttl_s, max_entries=cache_max_entries)
+        self._cache = PrincipalCache(
+            ttl_s=cache_ttl_s, max_entries=cache_max_entries, outage_s=outage_s
+        )
         self._refused = RefusedKeys(ttl_s=refused_ttl_s)
         # One store lookup per uncached key, however many requests carry it at once.
         self._inflight: dict[str, asyncio.Future[Principal]] = {}
@@ -288,6 +296,13 @@ class KeyService:
         except AuthenticationError as error:
             self._refused.put(key_hash, error)
             raise
+        except StoreUnavailableError:
+            # The store is down: a key verified recently keeps working (its revocation cannot
+            # be read now anyway); an unknown one gets the 503.
+            stale = self._cache.stale(key_hash)
+            if stale is None:
+                raise
+            return stale
 
     async def _lookup(self, key_hash: str) -> Principal:
         now = datetime.now(UTC)

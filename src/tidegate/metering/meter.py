@@ -13,6 +13,11 @@ What a failure can lose:
   recorded in the last flush interval (at most about ``batch_size`` events at high rates) plus
   the time the insert takes. Segments the store could not take are fsynced at once, so a store
   outage does not widen that window.
+- store outage (PostgreSQL restarting, failing over, down for minutes): nothing. Segments stay
+  on disk and are retried with exponential backoff (the flush interval doubled per failure, at
+  most ``_RETRY_CAP_S``); memory holds at most ``max_events_in_memory`` of their events, the rest
+  is read back from the files. Inserts skip request ids already stored, so a batch that was
+  committed just before its reply was lost is not counted twice.
 
 Call ``record`` from the event loop thread that ran ``start``.
 """
@@ -44,6 +49,9 @@ from tidegate.store.errors import StoreError
 from tidegate.store.models import UsageRecord
 
 logger = logging.getLogger(__name__)
+_RETRY_CAP_S = 5.0
+"""Longest wait between attempts to store usage while the store is down: bounds how long after
+the store returns its backlog starts to drain."""
 
 
 class UsageMeter:
@@ -72,6 +80,10 @@ class UsageMeter:
         self._flushing = asyncio.Lock()  # the periodic flush, flush() and stop() never overlap
         self._last_sweep = 0.0
         self._open = False
+        self._flush_interval = flush_interval_s
+        self._failures = 0
+        self._retry_at = 0.0
+        self._down_since = 0.0
         self.wal_errors = 0
         """record() calls whose write-ahead failed (their events were kept in memory only)."""
 
@@ -138,12 +150,51 @@ class UsageMeter:
                 )
             self._writer.release()
 
+    @property
+    def pending_segments(self) -> int:
+        """Sealed segments not yet in the store (each a file in the WAL directory)."""
+        return len(self._pending)
+
+    @property
+    def wal_directory(self) -> Path:
+        return self._writer.directory
+
     async def _flush_step(self) -> None:
         async with self._flushing:
             self._seal_current(rotate=True)
-            await self._commit_pending()
+            if self._pending and time.monotonic() < self._retry_at:
+                await self._make_durable()  # backing off: keep them on disk, bounded in memory
+                return
+            try:
+                await self._commit_pending()
+            except StoreError:
+                self._failed()
+                raise
+            self._recovered()
         if time.monotonic() - self._last_sweep >= self._sweep_interval:
             await self._replay_dead()  # gateway processes on this host that died and stay dead
+
+    def _failed(self) -> None:
+        now = time.monotonic()
+        if self._failures == 0:
+            self._down_since = now
+            logger.warning(
+                "the store does not take usage records; %d segments are kept in %s and "
+                "retried with backoff (nothing is dropped)",
+                len(self._pending),
+                self._writer.directory,
+            )
+        self._failures += 1
+        delay = min(_RETRY_CAP_S, self._flush_interval * 2 ** min(self._failures, 16))
+        self._retry_at = now + delay
+
+    def _recovered(self) -> None:
+        if self._failures:
+            logger.warning(
+                "the store takes usage records again after %.1f s; the backlog is stored",
+                time.monotonic() - self._down_since,
+            )
+        self._failures, self._retry_at = 0, 0.0
 
     def _seal_current(self, *, rotate: bool) -> None:
         if rotate and not self._current:
