@@ -136,7 +136,7 @@ async def budget_race(
             await asyncio.gather(*tasks)
             result.elapsed_s = time.monotonic() - started
     # The gateways stopped cleanly, so every usage record is in the store now.
-    result.records, result.metered_tokens = await _metered(store_url, tenant_id)
+    result.records, result.metered_tokens = await metered(store_url, tenant_id)
     return result
 
 
@@ -165,7 +165,8 @@ def _tally(result: RaceResult, status: int, raw: bytes, *, stream: bool) -> None
             result.client_tokens += usage["prompt_tokens"] + usage["completion_tokens"]
 
 
-async def _metered(store_url: str, tenant_id: str) -> tuple[int, int]:
+async def metered(store_url: str, tenant_id: str) -> tuple[int, int]:
+    """A tenant's usage records in the store: how many, and their prompt + completion tokens."""
     engine = create_engine(store_url)
     try:
         async with create_sessionmaker(engine)() as session:

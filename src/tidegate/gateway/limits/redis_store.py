@@ -209,12 +209,19 @@ class RedisLimitStore:
         )
         seeded = await self._call(self._seed, (keys[1], keys[4], keys[6], keys[7]), args)
         if seeded:
-            log.warning(
-                "rebuilt limit counters of tenant %s missing in Redis (mask %d) from the usage "
-                "records: %s",
+            # Also every new day and a tenant's first request: only a non-zero rebuild is news.
+            nonzero = used.tenant_tpm_used or used.key_tpm_used or used.day[0] or used.month[0]
+            log.log(
+                logging.INFO if nonzero else logging.DEBUG,
+                "limit counters of tenant %s were missing in Redis (restart, eviction, new "
+                "period); rebuilt from the usage records: day %d tokens, month %d tokens, "
+                "tokens in the last minute %d (tenant) and %d (key %s)",
                 d.tenant_id,
-                seeded,
-                used,
+                used.day[0],
+                used.month[0],
+                used.tenant_tpm_used,
+                used.key_tpm_used,
+                d.key_id,
             )
 
     async def start(self) -> None:
