@@ -463,6 +463,10 @@ class ValidationConfig(_Section):
     """Most chat messages one request may carry (checked before anything else reads them)."""
     max_prompts: int = Field(default=128, ge=1)
     """Most prompts one /v1/completions request may batch in its `prompt` array."""
+    max_content_parts: int = Field(default=1024, ge=1)
+    """Most content parts (text, image, audio ...) over all of a chat request's messages."""
+    max_tools: int = Field(default=128, ge=1)
+    """Most tools one request may declare (OpenAI's limit is 128)."""
     max_n: int = 8
     """Largest `n` (choices per request)."""
     max_best_of: int = 8

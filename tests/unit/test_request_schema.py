@@ -152,3 +152,26 @@ def test_large_bodies_are_counted_before_they_are_parsed() -> None:
     check_counts_raw("chat", orjson.dumps({**CHAT, "messages": [None] * 9}), CAPS)
     check_counts_raw("chat", b"{" + b" " * 100_000, CAPS)
     check_counts_raw("chat", orjson.dumps([CHAT] * 5_000), CAPS)
+
+
+def test_content_parts_and_tools_are_capped_before_they_are_walked() -> None:
+    caps = BodyCaps(max_messages=8, max_prompts=4, max_content_parts=10, max_tools=3)
+    part = {"type": "text", "text": "x"}
+    split = [{"role": "user", "content": [part] * 6}, {"role": "user", "content": [part] * 5}]
+    for body in (
+        {**CHAT, "messages": split},
+        {**CHAT, "messages": [{"role": "user", "content": [None] * 100_000}]},
+    ):
+        with pytest.raises(RequestValidationFailure) as parts:
+            check_body("chat", body, caps)
+        assert (parts.value.param, parts.value.code) == ("messages", "too_many_content_parts")
+        with pytest.raises(RequestValidationFailure) as raw:
+            check_counts_raw("chat", orjson.dumps(body) + b" " * 70_000, caps)
+        assert raw.value.code == "too_many_content_parts"
+    tools = {**TEXT, "tools": [None] * 4}
+    with pytest.raises(RequestValidationFailure) as many:
+        check_body("completions", tools, caps)
+    assert (many.value.param, many.value.code) == ("tools", "too_many_tools")
+    with pytest.raises(RequestValidationFailure):
+        check_counts_raw("completions", orjson.dumps(tools) + b" " * 70_000, caps)
+    check_body("chat", {**CHAT, "messages": split[:1], "tools": [{"type": "function"}] * 3}, caps)

@@ -74,7 +74,12 @@ def _fmt(count: int) -> str:
 class RequestValidator:
     def __init__(self, *, config: ValidationConfig, models: Mapping[str, ModelLimits]) -> None:
         self._config = config
-        self.body_caps = BodyCaps(max_messages=config.max_messages, max_prompts=config.max_prompts)
+        self.body_caps = BodyCaps(
+            max_messages=config.max_messages,
+            max_prompts=config.max_prompts,
+            max_content_parts=config.max_content_parts,
+            max_tools=config.max_tools,
+        )
         """The count caps the schema check applies first (``protocol.requests.check_body``)."""
         self._models = dict(models)
         self._unsupported = UnsupportedParams(actions=config.unsupported_params)

@@ -50,6 +50,9 @@ class BodyCaps:
 
     max_messages: int
     max_prompts: int
+    max_content_parts: int = 1024
+    """Over all the messages of a chat request."""
+    max_tools: int = 128
 
 
 class RequestValidationFailure(Exception):
@@ -141,7 +144,7 @@ _STRINGS = ("user", "suffix", "service_tier", "reasoning_effort")
 _OBJECTS = ("response_format", "logit_bias", "chat_template_kwargs", "metadata")
 
 
-def _common(data: Mapping[str, Any]) -> None:
+def _common(data: Mapping[str, Any], caps: BodyCaps) -> None:
     model = data.get("model")
     if model is None:
         raise _missing("model")
@@ -175,6 +178,7 @@ def _common(data: Mapping[str, Any]) -> None:
     if tools is not None:
         if not isinstance(tools, list):
             raise _invalid("tools", "an array of tool objects", tools)
+        _tool_count(len(tools), caps)
         for index, tool in enumerate(tools):
             if not isinstance(tool, dict):
                 raise _invalid(f"tools.{index}", "a tool object", tool)
@@ -229,6 +233,34 @@ def _prompt_count(count: int, caps: BodyCaps) -> None:
         )
 
 
+def _content_parts(messages: list[Any]) -> int:
+    return sum(
+        len(content)
+        for message in messages
+        if isinstance(message, dict) and isinstance(content := message.get("content"), list)
+    )
+
+
+def _part_count(count: int, caps: BodyCaps) -> None:
+    if count > caps.max_content_parts:
+        raise RequestValidationFailure(
+            f"The messages hold {count:,} content parts; at most {caps.max_content_parts:,} are "
+            "allowed in one request. Join adjacent text parts, or send fewer images and files.",
+            "messages",
+            "too_many_content_parts",
+        )
+
+
+def _tool_count(count: int, caps: BodyCaps) -> None:
+    if count > caps.max_tools:
+        raise RequestValidationFailure(
+            f"The request declares {count:,} tools; at most {caps.max_tools:,} are allowed. "
+            "Offer only the tools this turn may need.",
+            "tools",
+            "too_many_tools",
+        )
+
+
 def check_counts_raw(route: Route, body: bytes, caps: BodyCaps) -> None:
     """The count caps on a large body's bytes, before it is parsed. A body that is not valid
     JSON, or not an object, passes: the full parse says what is wrong with it."""
@@ -240,10 +272,20 @@ def check_counts_raw(route: Route, body: bytes, caps: BodyCaps) -> None:
         return
     if not isinstance(document, simdjson.Object):
         return
+    tools = document.get("tools")
+    if isinstance(tools, simdjson.Array):
+        _tool_count(len(tools), caps)
     if route == "chat":
         messages = document.get("messages")
         if isinstance(messages, simdjson.Array):
             _message_count(len(messages), caps)
+            parts = 0
+            for message in messages:  # at most max_messages of them
+                if isinstance(message, simdjson.Object):
+                    content = message.get("content")
+                    if isinstance(content, simdjson.Array):
+                        parts += len(content)
+            _part_count(parts, caps)
         return
     prompt = document.get("prompt")
     # An array of token ids is one prompt; an array of strings or of id arrays is several.
@@ -259,7 +301,8 @@ def check_chat(data: Mapping[str, Any], caps: BodyCaps) -> None:
     if not isinstance(messages, list) or not messages:
         raise _invalid("messages", "a non-empty array of message objects", messages)
     _message_count(len(messages), caps)
-    _common(data)
+    _part_count(_content_parts(messages), caps)
+    _common(data, caps)
     _int(data, "top_logprobs", 0)
     _typed(data, "logprobs", bool, "true or false")
     for index, message in enumerate(messages):
@@ -300,7 +343,7 @@ def check_completion(data: Mapping[str, Any], caps: BodyCaps) -> None:
     batched = isinstance(prompt, list) and bool(prompt) and not _is_int(prompt[0])
     if batched:
         _prompt_count(len(prompt), caps)
-    _common(data)
+    _common(data, caps)
     _int(data, "logprobs", 0)
     _prompt(prompt)
 
