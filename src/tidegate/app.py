@@ -209,6 +209,7 @@ def build_app(
                 wal_dir=config.wal_dir,
                 flush_interval_s=config.metering.flush_interval_s,
                 batch_size=config.metering.batch_size,
+                max_backlog_bytes=config.metering.wal_max_bytes,
             )
             await meter.start()
             stack.push_async_callback(meter.stop)

@@ -233,3 +233,46 @@ async def test_postgres_down_mid_run_loses_no_usage(tmp_path: Path, outage_s: fl
 
 async def _ready(http: aiohttp.ClientSession, url: str) -> bool:
     return (await readyz(http, url))[0] == 200
+
+
+async def test_a_full_usage_backlog_refuses_requests_until_the_store_is_back(
+    tmp_path: Path,
+) -> None:
+    """metering.wal_max_bytes bounds what waits for a store that is down: past it, requests are
+    refused with 503 rather than served unmetered; when the store is back they are served."""
+    with own_postgres() as postgres:
+        extra = {"TIDEGATE_LIMITS__BACKEND": "memory", "TIDEGATE_METERING__WAL_MAX_BYTES": "4000"}
+        async with (
+            gateway(
+                tmp_path, redis_url="redis://127.0.0.1:1/0", store_url=postgres.url, extra=extra
+            ) as (_, gw),  # fmt: skip
+            aiohttp.ClientSession() as http,
+        ):
+            tenant_id, key = await AdminClient(http, gw.url).tenant_with_key("bounded", {})
+            served = [await post(http, gw.url, key) for _ in range(2)]
+            postgres.stop()
+            refused: tuple[int, str, str] | None = None
+            for _ in range(40):  # about 10 records fill 4000 bytes
+                result = await post(http, gw.url, key)
+                if result[0] != 200:
+                    refused = result
+                    break
+                served.append(result)
+            assert refused is not None and refused[0] == 503, refused
+            assert 5 <= len(served) < 40
+            postgres.start()
+
+            async def serving() -> bool:
+                result = await post(http, gw.url, key)
+                if result[0] == 200:
+                    served.append(result)
+                return result[0] == 200
+
+            await until(serving, timeout_s=15, what="requests served again")
+
+            async def all_stored() -> bool:
+                return len(await stored_usage(postgres.url, tenant_id)) >= len(served)
+
+            await until(all_stored, timeout_s=15, what="every usage record stored")
+            stored = await stored_usage(postgres.url, tenant_id)
+    assert sorted(stored) == sorted(r[2] for r in served)

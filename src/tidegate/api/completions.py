@@ -121,6 +121,8 @@ class CompletionEndpoint:
             body = await read_body(scope, receive, services.max_body_bytes)
             with services.tracing.stage(span, "auth"):
                 principal = await services.keys.authenticate(bearer_token(scope))
+            # Before the tenant is set: a refusal for a full usage backlog adds no record to it.
+            services.accounting.check_backlog()
             record.key_id = principal.key_id
             record.tenant_id = principal.tenant_id
             record.tenant = principal.tenant_name

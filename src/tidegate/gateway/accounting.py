@@ -27,6 +27,7 @@ from tidegate.metering import PromptLogWriter, UsageEvent, UsageMeter
 from tidegate.observability.metrics import RejectionReason
 from tidegate.observability.recorder import RequestRecorder
 from tidegate.observability.records import RequestRecord
+from tidegate.store.errors import StoreUnavailableError
 
 _LIMIT_REASONS: dict[str, RejectionReason] = {
     "rate_limit_exceeded": "rate_limit",
@@ -81,6 +82,18 @@ class RequestAccounting:
         self._prices = prices
         self._meter = meter
         self._prompt_logs = prompt_logs
+
+    def check_backlog(self) -> None:
+        """Raises while usage cannot be kept any more: the store has been down so long that
+        the write-ahead backlog reached metering.wal_max_bytes (served unmetered, a request
+        would be lost to budgets and reports)."""
+        if self._meter is not None and self._meter.full:
+            raise StoreUnavailableError(
+                "The usage store has been unreachable so long that this gateway's usage backlog "
+                "is full (metering.wal_max_bytes). Retry later; an operator can check the "
+                "database.",
+                retry_after_s=5.0,
+            )
 
     async def finish(
         self,

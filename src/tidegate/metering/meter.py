@@ -64,7 +64,11 @@ class UsageMeter:
         batch_size: int,
         sweep_interval_s: float = 60.0,
         max_events_in_memory: int = 200_000,
+        max_backlog_bytes: int = 0,
     ) -> None:
+        """``max_backlog_bytes``: WAL bytes waiting for the store beyond which ``full`` is
+        true (the gateway then refuses new requests rather than serve them unmetered); 0:
+        no bound."""
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
         self._sessions = sessions
@@ -73,6 +77,10 @@ class UsageMeter:
         self._max_in_memory = max_events_in_memory
         self._writer = SegmentWriter(directory=wal_dir)
         self._current: list[UsageEvent] = []
+        self._current_bytes = 0
+        self._pending_bytes = 0
+        self._max_backlog = max_backlog_bytes
+        self._full_logged = False
         self._pending: deque[Segment] = deque()
         self._periodic = Periodic(
             name="usage-flush", interval_s=flush_interval_s, step=self._flush_step
@@ -97,8 +105,10 @@ class UsageMeter:
         """Write one event ahead and queue it for the store; returns in microseconds."""
         if not self._open:
             raise RuntimeError("UsageMeter.record() before start() or after stop()")
+        line = event.to_json_line()
+        self._current_bytes += len(line)
         try:
-            self._writer.append(event.to_json_line())
+            self._writer.append(line)
         except OSError as exc:
             # Disk full or gone: the request itself succeeded, so keep its usage in memory
             # (stored at the next flush, but not crash-safe) rather than fail the request.
@@ -149,6 +159,27 @@ class UsageMeter:
                     self._writer.directory,
                 )
             self._writer.release()
+
+    @property
+    def backlog_bytes(self) -> int:
+        """Bytes of usage this process wrote ahead that the store has not taken yet."""
+        return self._pending_bytes + self._current_bytes
+
+    @property
+    def full(self) -> bool:
+        """The backlog reached ``max_backlog_bytes`` (the store has been down for long)."""
+        if not self._max_backlog or self.backlog_bytes < self._max_backlog:
+            self._full_logged = False
+            return False
+        if not self._full_logged:
+            self._full_logged = True
+            logger.error(
+                "%d bytes of usage wait for the store in %s (metering.wal_max_bytes): new "
+                "requests are refused with 503 until the store takes them",
+                self.backlog_bytes,
+                self._writer.directory,
+            )
+        return True
 
     @property
     def pending_segments(self) -> int:
@@ -204,7 +235,9 @@ class UsageMeter:
             os.close(fd)
             path.unlink(missing_ok=True)
             return
-        self._pending.append(Segment(path=path, events=self._current, fd=fd))
+        size, self._current_bytes = self._current_bytes, 0
+        self._pending.append(Segment(path=path, events=self._current, fd=fd, size=size))
+        self._pending_bytes += size
         self._current = []
 
     async def _commit_pending(self) -> None:
@@ -218,6 +251,7 @@ class UsageMeter:
                 await self._make_durable()
                 raise
             self._pending.popleft()
+            self._pending_bytes -= segment.size
             if segment.fd >= 0:
                 os.close(segment.fd)  # committed: no fsync needed
             retire_segment(segment)

@@ -43,6 +43,8 @@ class Segment:
     damaged_lines: int = 0
     fd: int = -1
     """The owner's descriptor, open until committed (or fsynced when the store is down)."""
+    size: int = 0
+    """Bytes this process wrote to it (for the WAL's bound)."""
 
 
 class SegmentWriter:

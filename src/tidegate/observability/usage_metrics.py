@@ -4,7 +4,7 @@
   memory; segments whose events were dropped from memory during a long outage count below);
 - ``tidegate_usage_pending_segments``: sealed WAL segments waiting for the store;
 - ``tidegate_usage_wal_bytes``: bytes of WAL segments in the meter's directory (this process's
-  and any dead one's not yet replayed). It grows while the store is down, at about 300 bytes
+  and any dead one's not yet replayed). It grows while the store is down, at about 400 bytes
   per request, and falls back to one open segment once the store takes the backlog.
 """
 
