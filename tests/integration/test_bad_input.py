@@ -225,14 +225,35 @@ async def test_completions_refuse_more_prompts_than_the_cap(
     assert len(fake.requests) == 1
 
 
-async def test_a_huge_message_list_is_refused_by_its_count(
-    gateway: RunningGateway, fake: FakeUpstream
+@pytest.mark.parametrize(
+    ("change", "param", "code"),
+    [
+        (
+            {"messages": [{"role": "user", "content": "x"}] * 100_000},
+            "messages",
+            "too_many_messages",
+        ),
+        (
+            {"messages": [{"role": "user", "content": [{"type": "text", "text": "x"}] * 100_000}]},
+            "messages",
+            "too_many_content_parts",
+        ),
+        (
+            {"tools": [{"type": "function", "function": {"name": "f"}}] * 50_000},
+            "tools",
+            "too_many_tools",
+        ),
+    ],
+)
+async def test_huge_lists_are_refused_by_their_count(
+    gateway: RunningGateway, fake: FakeUpstream, change: dict[str, Any], param: str, code: str
 ) -> None:
-    body = {**CHAT, "messages": [{"role": "user", "content": "x"}] * 100_000}
     async with httpx.AsyncClient(base_url=gateway.url, timeout=30) as http:
-        response = await http.post("/v1/chat/completions", json=body, headers=auth(ADMIN_KEY))
-    assert_refused(response, "messages")
-    assert response.json()["error"]["code"] == "too_many_messages"
+        response = await http.post(
+            "/v1/chat/completions", json={**CHAT, **change}, headers=auth(ADMIN_KEY)
+        )
+    assert_refused(response, param)
+    assert response.json()["error"]["code"] == code
     assert fake.requests == []
 
 
