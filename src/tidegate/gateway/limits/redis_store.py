@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import math
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -229,13 +230,16 @@ class RedisLimitStore:
         await redis_client.warm(self._redis, self._max_connections)
 
     async def ping(self) -> None:
-        """A health check; raises ConnectionError while Redis does not answer. Redis
-        answering again ends the cooldown at once, and the pool is refilled with fresh
-        connections (those from before an outage are dead)."""
+        """A health check; raises ConnectionError while Redis does not answer. A failed
+        check stops the request path from trying Redis (each request fails fast into its
+        tenant's failure mode instead of waiting on connects) until a check succeeds; that
+        ends the cooldown at once and refills the pool with fresh connections (those from
+        before an outage are dead)."""
         try:
             await redis_client.ping(self._redis)
-        except ConnectionError:
+        except BaseException:  # no answer, or none within the prober's time (cancelled)
             self._was_down = True
+            self._down_until = math.inf
             raise
         if self._was_down:
             self._was_down = False
