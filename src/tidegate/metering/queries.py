@@ -138,34 +138,53 @@ class UsageQueries:
         tenant_id: str,
         *,
         window_s: float,
+        slack_s: float = 10.0,
         longest_request_s: float = 900.0,
         now: datetime | None = None,
     ) -> RecentTokens:
         """Prompt plus completion tokens of the tenant's requests that finished in the last
-        ``window_s`` (rebuilds a lost tokens-per-minute bucket). A record is dated by its
-        arrival, so rows that arrived up to ``longest_request_s`` earlier are read and their
-        finish (arrival + duration) is checked here."""
+        ``window_s`` (rebuilds a lost tokens-per-minute bucket), never fewer. Records are dated
+        by arrival: those that arrived within ``window_s + slack_s`` are summed in the database
+        (a few that finished just before the window count too: the safe side); an earlier one
+        can only have finished within the window if it ran at least ``slack_s``, so only such
+        long requests (up to ``longest_request_s``) are read and checked one by one."""
         now = (now or datetime.now(UTC)).astimezone(UTC)
-        since = now - timedelta(seconds=window_s + longest_request_s)
+        recent = now - timedelta(seconds=window_s + slack_s)
         finished_after = now - timedelta(seconds=window_s)
         u = UsageRecord
+        tokens = u.prompt_tokens + u.completion_tokens
+        by_key: dict[str, int] = {}
+        total = 0
         async with transaction(self._sessions, "read recent tokens") as session:
-            rows = (
+            summed = (
                 await session.execute(
-                    select(
-                        u.created_at, u.duration_ms, u.key_id, u.prompt_tokens + u.completion_tokens
-                    ).where(*_filters(tenant_id, since, None, include_shadow=False))
+                    select(u.key_id, func.coalesce(func.sum(tokens), 0))
+                    .where(*_filters(tenant_id, recent, None, include_shadow=False))
+                    .group_by(u.key_id)
                 )
             ).all()
-        total = 0
-        by_key: dict[str, int] = {}
-        for created_at, duration_ms, key_id, tokens in rows:
+            long_ones = (
+                await session.execute(
+                    select(u.created_at, u.duration_ms, u.key_id, tokens).where(
+                        *_filters(
+                            tenant_id,
+                            recent - timedelta(seconds=longest_request_s),
+                            recent,
+                            include_shadow=False,
+                        ),
+                        u.duration_ms >= slack_s * 1000,
+                    )
+                )
+            ).all()
+        rows = [(key_id, int(n)) for key_id, n in summed]
+        for created_at, duration_ms, key_id, n in long_ones:
             arrived = created_at if created_at.tzinfo else created_at.replace(tzinfo=UTC)
-            if arrived + timedelta(milliseconds=duration_ms or 0.0) < finished_after:
-                continue
-            total += int(tokens)
+            if arrived + timedelta(milliseconds=duration_ms) >= finished_after:
+                rows.append((key_id, int(n)))
+        for key_id, n in rows:
+            total += n
             if key_id is not None:
-                by_key[key_id] = by_key.get(key_id, 0) + int(tokens)
+                by_key[key_id] = by_key.get(key_id, 0) + n
         return RecentTokens(tenant=total, by_key=by_key)
 
     async def list_records(

@@ -6,8 +6,8 @@ counters are missing, and the Redis store rebuilds them from here before admitti
 
 - A budget: the tenant's spend in the period, summed over its usage records.
 - A tokens-per-minute bucket: its capacity less the tokens of the requests that finished in the
-  last ``TPM_WINDOW_S`` (a token bucket never holds a debt older than a minute, so this is never
-  more than the bucket really had).
+  last minute (a token bucket never holds a debt older than a minute, so this is never more than
+  the bucket really had), with ``TPM_SLACK_S`` more for clocks that differ between gateways.
 
 What this cannot see (the bound the README states): usage a gateway had metered but not yet
 written to the store when the rebuild ran (its meter's buffer, ``metering.flush_interval_s``).
@@ -25,13 +25,14 @@ from tidegate.gateway.pricing import usd_to_nanos
 from tidegate.metering.queries import Period as SpendPeriod
 from tidegate.metering.queries import RecentTokens, Spend
 
-__all__ = ["DAY", "KEY_BUCKET", "MONTH", "TENANT_BUCKET", "TPM_WINDOW_S", "Rebuilt", "UsageSource"]
+__all__ = ["DAY", "KEY_BUCKET", "MONTH", "TENANT_BUCKET", "TPM_SLACK_S", "Rebuilt", "UsageSource"]
 
 # The admit script's "needs seed" mask.
 TENANT_BUCKET, KEY_BUCKET, DAY, MONTH = 1, 2, 4, 8
 
-TPM_WINDOW_S = 70.0
-"""A minute, plus slack for clocks that differ between gateways: counting more is the safe side."""
+TPM_SLACK_S = 10.0
+"""Added to the minute a token bucket remembers, for clocks that differ between gateways and
+the database: counting more is the safe side."""
 
 
 class UsageSource(Protocol):
@@ -39,7 +40,9 @@ class UsageSource(Protocol):
 
     async def spend_so_far(self, tenant_id: str, period: SpendPeriod) -> Spend: ...
 
-    async def recent_tokens(self, tenant_id: str, *, window_s: float) -> RecentTokens: ...
+    async def recent_tokens(
+        self, tenant_id: str, *, window_s: float, slack_s: float
+    ) -> RecentTokens: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +63,7 @@ async def measure(usage: UsageSource | None, demand: Demand, mask: int) -> Rebui
     if mask & (TENANT_BUCKET | KEY_BUCKET) and (
         demand.limits[TENANT_TPM] or demand.limits[KEY_TPM]
     ):
-        recent = await usage.recent_tokens(demand.tenant_id, window_s=TPM_WINDOW_S)
+        recent = await usage.recent_tokens(demand.tenant_id, window_s=60.0, slack_s=TPM_SLACK_S)
         tenant_used, key_used = recent.tenant, recent.by_key.get(demand.key_id, 0)
     day = month = (0, 0)
     if mask & DAY:
