@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import socket
 
+import pytest
 from prometheus_client import CollectorRegistry
+from pydantic import ValidationError
 
 from tests.unit.test_scheduler import FakeClock, config, make_pool, make_queue
+from tidegate.config import SchedulingConfig
 from tidegate.scheduling import Scheduler
 from tidegate.scheduling.cluster import ClusterCapacity
 from tidegate.scheduling.shares import PoolShare
@@ -108,3 +111,8 @@ async def test_without_redis_the_gateway_admits_a_conservative_share_and_says_so
     assert sample("tidegate_cluster_capacity_mode", {"pool": "m", "mode": "cluster"}) == 0.0
     assert sample("tidegate_cluster_share", {"pool": "m"}) == 3.0
     assert sample("tidegate_cluster_syncs_total", {"outcome": "error"}) == 1.0
+
+
+def test_a_lease_shorter_than_two_heartbeats_is_refused_naming_both_fields() -> None:
+    with pytest.raises(ValidationError, match=r"member_ttl_s \(0\.5\).*heartbeat_s \(0\.5\)"):
+        SchedulingConfig.model_validate({"cluster": {"heartbeat_s": 0.5, "member_ttl_s": 0.5}})
