@@ -211,30 +211,32 @@ async def test_a_redis_restarted_mid_run_never_hands_out_a_fresh_budget(tmp_path
                 busy = asyncio.create_task(
                     flood(http, cluster, busy_key, tally, stop=stop, workers=6)
                 )
-                deadline = time.monotonic() + 20
-                while tally.ok < 30 and time.monotonic() < deadline:
-                    await asyncio.sleep(0.05)
-                assert tally.ok >= 30, tally
-                redis.stop()
-                await asyncio.sleep(0.5)
-                redis.start()  # empty: every counter is gone
+                try:
+                    deadline = time.monotonic() + 20
+                    while tally.ok < 30 and time.monotonic() < deadline:
+                        await asyncio.sleep(0.05)
+                    assert tally.ok >= 30, tally
+                    redis.stop()
+                    await asyncio.sleep(0.5)
+                    redis.start()  # empty: every counter is gone
 
-                # The spent tenant is refused on every gateway once Redis answers again.
-                for gateway in cluster.gateways:
-                    answers = []
-                    deadline = time.monotonic() + 15
-                    while time.monotonic() < deadline:
-                        answers.append(await post(http, gateway, spent_key))
-                        if answers[-1] != (503, "limiter_unavailable"):
-                            break
-                        await asyncio.sleep(0.2)
-                    assert answers[-1] == (429, "budget_exceeded"), (gateway.name, answers)
-                    assert (200, "") not in answers
+                    # The spent tenant is refused on every gateway once Redis answers again.
+                    for gateway in cluster.gateways:
+                        answers = []
+                        deadline = time.monotonic() + 15
+                        while time.monotonic() < deadline:
+                            answers.append(await post(http, gateway, spent_key))
+                            if answers[-1] != (503, "limiter_unavailable"):
+                                break
+                            await asyncio.sleep(0.2)
+                        assert answers[-1] == (429, "budget_exceeded"), (gateway.name, answers)
+                        assert (200, "") not in answers
 
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(busy), timeout=30)
-                stop.set()
-                await busy
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(asyncio.shield(busy), timeout=30)
+                finally:
+                    stop.set()
+                    await busy
                 assert tally.refused_by == {g.name for g in cluster.gateways}, tally
                 assert set(tally.codes) <= {"budget_exceeded", "limiter_unavailable"}, tally
     # Every gateway stopped cleanly: every usage record is in the store.
