@@ -11,8 +11,10 @@ are the ones the document declares.
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import zlib
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +52,27 @@ class LiveGateway:
     """A member key of the tenant."""
     tenant_admin_key: str
     """An admin key of the same tenant (narrower than the operator's)."""
+
+
+class _Errors(logging.Handler):
+    """The gateway's recent error logs (a 500 is logged with its traceback), to show with a
+    failing case."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.records: deque[str] = deque(maxlen=5)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(logging.Formatter().format(record))
+
+
+@pytest.fixture(scope="module")
+def gateway_errors() -> Iterator[_Errors]:
+    handler = _Errors()
+    logger = logging.getLogger("tidegate")
+    logger.addHandler(handler)
+    yield handler
+    logger.removeHandler(handler)
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +150,7 @@ schema = schemathesis.pytest.from_fixture("api_schema")
 
 @schema.parametrize()
 def test_no_server_errors_and_answers_match_the_document(
-    case: Case, live_gateway: LiveGateway
+    case: Case, live_gateway: LiveGateway, gateway_errors: _Errors
 ) -> None:
     headers = {}
     if case.path.startswith("/admin") or case.path == "/metrics":
@@ -141,4 +164,12 @@ def test_no_server_errors_and_answers_match_the_document(
         case.body["model"] = _served(case.body["model"])
     if case.path_parameters and "model" in case.path_parameters:
         case.path_parameters["model"] = _served(case.path_parameters["model"])
-    case.call_and_validate(headers=headers, checks=CHECKS, timeout=30)
+    gateway_errors.records.clear()
+    try:
+        case.call_and_validate(headers=headers, checks=CHECKS, timeout=30)
+    except (Exception, BaseExceptionGroup) as failure:  # schemathesis' FailureGroup is the latter
+        if not gateway_errors.records:
+            raise
+        # Schemathesis drops exception notes from its report: carry the log in the message.
+        logged = "\n".join(gateway_errors.records)
+        raise AssertionError(f"{failure}\n\nThe gateway logged:\n{logged}") from failure
