@@ -3,7 +3,8 @@ sharing between tenants, bounded queues with timeouts and deadlines.
 
 ``Scheduler.acquire`` hands out a ``Slot`` per request (at once when the pool has room and nothing
 waits; otherwise after queueing); ``Slot.release`` gives it back exactly once when the upstream
-exchange ends. See ``pool_queue`` for the discipline.
+exchange ends. See ``pool_queue`` for the discipline, and ``cluster`` for how several gateway
+replicas share each pool's capacity (a background heartbeat sets each queue's share).
 """
 
 from tidegate.scheduling.classes import (
