@@ -19,11 +19,13 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
+from prometheus_client import CollectorRegistry
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tests.support.usage_events import usage_event
 from tidegate.errors import LimitExceededError
 from tidegate.gateway.limits import Admission, Limiter, RedisLimitStore, lua
+from tidegate.gateway.limits.metrics import RedisStoreCollector
 from tidegate.gateway.limits.periods import day_period
 from tidegate.gateway.policy import Budgets, RateLimits
 from tidegate.gateway.pricing import PriceTable
@@ -154,6 +156,9 @@ async def test_a_lease_is_kept_while_renewed_and_reclaimed_once_its_holder_stops
     dying, survivor = rig.limiter(clock=clock), rig.limiter(clock=clock)
     one = RateLimits(concurrent_requests=1)
     held = await admit(dying, tenant=one)
+    registry = CollectorRegistry()
+    registry.register(RedisStoreCollector(dying._store))  # type: ignore[arg-type]
+    assert registry.get_sample_value("tidegate_limiter_leases_held") == 1
     clock.now += 4
     assert await dying._store.renew_leases() == 1  # type: ignore[attr-defined]
     clock.now += 4  # 8 s after the admission, 4 after the renewal: still held
@@ -229,6 +234,11 @@ async def test_a_lost_budget_is_rebuilt_from_the_usage_records(
     error = await refused(lambda: admit(fresh, budgets=budgets, prompt=1, max_tokens=1))
     assert error.code == "budget_exceeded"
     assert int(await rig.client.hget(rig.day_key(), "t") or 0) == 1000
+    registry = CollectorRegistry()
+    registry.register(RedisStoreCollector(fresh._store))  # type: ignore[arg-type]
+    rebuilt = "tidegate_limiter_counters_rebuilt_total"
+    assert registry.get_sample_value(rebuilt, {"counter": "day"}) == 1
+    assert registry.get_sample_value(rebuilt, {"counter": "tenant_tpm"}) == 0
 
 
 async def test_a_request_in_flight_across_a_rebuild_is_charged_its_real_usage(

@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry
 from tidegate.config import LimitsConfig, ModelPrice
 from tidegate.gateway.limits.limiter import Limiter
 from tidegate.gateway.limits.memory import MemoryLimitStore
-from tidegate.gateway.limits.metrics import LimiterMetrics
+from tidegate.gateway.limits.metrics import LimiterMetrics, RedisStoreCollector
 from tidegate.gateway.limits.model import LimitStore
 from tidegate.gateway.limits.rebuild import UsageSource
 from tidegate.gateway.limits.redis_store import RedisLimitStore
@@ -51,6 +51,8 @@ def build_limiter(
     ``store``: one from ``build_limit_store`` (the app keeps it for health checks)."""
     if store is None:
         store = build_limit_store(limits, clock=clock)
+    if registry is not None and isinstance(store, RedisLimitStore):
+        registry.register(RedisStoreCollector(store))
     return Limiter(
         store=store,
         prices=PriceTable(prices=pricing),

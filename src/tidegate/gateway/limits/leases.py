@@ -47,6 +47,8 @@ class LeaseRenewer:
         """Tenant id → admission id → the lease sets it is a member of."""
         self._task: asyncio.Task[None] | None = None
         self._failing = False
+        self.renewal_failures = 0
+        """Renewal rounds Redis did not answer (read by the metrics)."""
 
     @property
     def held(self) -> int:
@@ -91,6 +93,7 @@ class LeaseRenewer:
             try:
                 await self.renew()
             except (RedisError, OSError) as error:
+                self.renewal_failures += 1
                 if not self._failing:  # once per outage, not once per period
                     log.warning(
                         "cannot renew %d concurrency leases in Redis (%s); they expire %s s "

@@ -8,11 +8,18 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from tidegate.errors import LIMIT_CODES, LimitCode
 from tidegate.gateway.policy import LimiterFailureMode
+
+if TYPE_CHECKING:
+    from tidegate.gateway.limits.redis_store import RedisLimitStore
 
 _LOG_INTERVAL_S = 10.0
 
@@ -45,6 +52,38 @@ class LimiterMetrics:
 
     def rejected(self, code: LimitCode) -> None:
         self.rejections[code].inc()
+
+
+class RedisStoreCollector(Collector):
+    """The Redis store's recoveries, read at scrape time (nothing counted on the request path):
+    ``tidegate_limiter_counters_rebuilt{counter}`` (tenant_tpm, key_tpm, day, month: counters
+    found missing in Redis and rebuilt from the usage records; also each new day's and a new
+    tenant's), ``tidegate_limiter_leases_held`` and ``tidegate_limiter_lease_renewal_failures``."""
+
+    def __init__(self, store: RedisLimitStore) -> None:
+        self._store = store
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        rebuilt = CounterMetricFamily(
+            "tidegate_limiter_counters_rebuilt",
+            "Limit counters missing in Redis (restart, eviction, new period) rebuilt from the "
+            "usage records, by counter.",
+            labels=["counter"],
+        )
+        for kind, count in self._store.rebuilt.items():
+            rebuilt.add_metric([kind], count)
+        yield rebuilt
+        leases = self._store.leases
+        yield GaugeMetricFamily(
+            "tidegate_limiter_leases_held",
+            "Concurrency leases this gateway holds in Redis and renews.",
+            value=leases.held,
+        )
+        yield CounterMetricFamily(
+            "tidegate_limiter_lease_renewal_failures",
+            "Lease renewal rounds Redis did not answer (leases expire 6 s after the last one).",
+            value=leases.renewal_failures,
+        )
 
 
 class ThrottledWarning:

@@ -25,10 +25,20 @@ from tidegate.gateway.pricing import usd_to_nanos
 from tidegate.metering.queries import Period as SpendPeriod
 from tidegate.metering.queries import RecentTokens, Spend
 
-__all__ = ["DAY", "KEY_BUCKET", "MONTH", "TENANT_BUCKET", "TPM_SLACK_S", "Rebuilt", "UsageSource"]
+__all__ = [
+    "DAY",
+    "KEY_BUCKET",
+    "MONTH",
+    "REBUILT_COUNTERS",
+    "TENANT_BUCKET",
+    "TPM_SLACK_S",
+    "Rebuilt",
+    "UsageSource",
+]
 
 # The admit script's "needs seed" mask.
 TENANT_BUCKET, KEY_BUCKET, DAY, MONTH = 1, 2, 4, 8
+REBUILT_COUNTERS = {TENANT_BUCKET: "tenant_tpm", KEY_BUCKET: "key_tpm", DAY: "day", MONTH: "month"}
 
 TPM_SLACK_S = 10.0
 """Added to the minute a token bucket remembers, for clocks that differ between gateways and

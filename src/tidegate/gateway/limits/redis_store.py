@@ -40,7 +40,7 @@ from tidegate.gateway.limits.model import (
     Verdict,
 )
 from tidegate.gateway.limits.periods import Period
-from tidegate.gateway.limits.rebuild import DAY, UsageSource, measure
+from tidegate.gateway.limits.rebuild import DAY, REBUILT_COUNTERS, UsageSource, measure
 from tidegate.gateway.limits.redis_client import connect_redis
 
 _UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, ReadOnlyError, OSError, TimeoutError)
@@ -90,6 +90,8 @@ class RedisLimitStore:
         self._seed = self._redis.register_script(lua.SEED)
         self._usage = usage
         self._rebuilds: dict[tuple[str, str], asyncio.Future[None]] = {}
+        self.rebuilt = dict.fromkeys(REBUILT_COUNTERS.values(), 0)
+        """Counters rebuilt from the usage records, by kind (read by the metrics)."""
         self._leases = LeaseRenewer(
             redis=self._redis, lease_s=lease_s, every_s=renew_every_s, now=self._now
         )
@@ -171,6 +173,10 @@ class RedisLimitStore:
         args = (DAY, os.urandom(6).hex(), self._now(), 0, 0, 0, 0, tokens, cost, expiry, 0, 0, 0)
         await self._call(self._seed, (key, key, key, key), args)
 
+    @property
+    def leases(self) -> LeaseRenewer:
+        return self._leases
+
     async def renew_leases(self) -> int:
         """Renew this gateway's concurrency leases now (the background task does it every
         ``renew_every_s``); returns how many."""
@@ -208,7 +214,11 @@ class RedisLimitStore:
             *used.month,
             int(d.month.end) + _BUDGET_GRACE_S,
         )
-        seeded = await self._call(self._seed, (keys[1], keys[4], keys[6], keys[7]), args)
+        reply = await self._call(self._seed, (keys[1], keys[4], keys[6], keys[7]), args)
+        seeded = int(reply)  # type: ignore[call-overload]  # SEED answers a number
+        for bit, kind in REBUILT_COUNTERS.items():
+            if seeded & bit:
+                self.rebuilt[kind] += 1
         if seeded:
             # Also every new day and a tenant's first request: only a non-zero rebuild is news.
             nonzero = used.tenant_tpm_used or used.key_tpm_used or used.day[0] or used.month[0]
