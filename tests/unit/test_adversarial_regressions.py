@@ -67,3 +67,18 @@ def test_a_key_between_letters_of_any_script_is_redacted(text: str) -> None:
 
 def test_a_card_number_after_chinese_text_is_redacted() -> None:
     assert Redactor().redact("卡号4111111111111111谢谢") == "卡号[CARD]谢谢"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("+44 20 7946 0958+44 20 7946 0959", "[PHONE][PHONE]"),
+        ("(555) 010-0199(555) 010-0198", "[PHONE][PHONE]"),
+        ("+44 20 7946 0958+44 20 7946 0959+44 20 7946 0957", "[PHONE][PHONE][PHONE]"),
+    ],
+)
+def test_a_phone_number_glued_to_another_is_redacted_too(text: str, expected: str) -> None:
+    # One pass only saw the first: the second's boundary check failed on the digit before it.
+    redacted = Redactor().redact(text)
+    assert redacted == expected
+    assert Redactor().redact(redacted) == redacted

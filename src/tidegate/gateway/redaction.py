@@ -21,6 +21,8 @@ from tidegate.gateway.redaction_patterns import FINDERS, Finder, find_secrets
 __all__ = ["FAMILIES", "Finding", "Redactor", "scan_for_secrets"]
 
 FAMILIES: tuple[str, ...] = tuple(name for name, _ in FINDERS)
+# Each pass uncovers findings that were glued to one redacted by the pass before.
+_MAX_PASSES = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +62,19 @@ class Redactor:
         return accepted
 
     def redact(self, text: str) -> str:
+        """Replace every finding, repeating until nothing more is found: a finding glued to the
+        one before it (``+44 20 7946 0958+44 20 7946 0959``) only becomes visible to the
+        patterns' boundary checks once its neighbour is a placeholder. Bounded, since each
+        pass that changes anything replaces at least one finding with a shorter placeholder
+        or leaves the text as it is."""
+        for _ in range(_MAX_PASSES):
+            redacted = self._redact_once(text)
+            if redacted is text:
+                return text
+            text = redacted
+        return text
+
+    def _redact_once(self, text: str) -> str:
         findings = self.find(text)
         if not findings:
             return text
