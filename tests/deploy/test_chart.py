@@ -87,9 +87,14 @@ MULTI_NODE: dict[str, Any] = {
         ]
     }
 }
+SHARED_STORES: dict[str, Any] = {
+    "redisUrl": "redis://redis:6379/0",
+    "postgresUrl": "postgresql+asyncpg://tg:pw@db:5432/tg",
+}
 KEDA_ON: dict[str, Any] = {
     "engines": {"defaults": {"autoscaling": {"enabled": True}}},
     "gateway": {"autoscaling": {"enabled": True}},
+    "secrets": SHARED_STORES,
     "metrics": {"serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True}},
 }
 KEDA_OFF: dict[str, Any] = {
@@ -98,12 +103,17 @@ KEDA_OFF: dict[str, Any] = {
     "gateway": {"podDisruptionBudget": {"enabled": False}},
     "metrics": {"grafanaDashboard": {"enabled": False}},
 }
+EXISTING_SECRET: dict[str, Any] = {
+    "gateway": {"replicas": 3},
+    "secrets": {"create": False, "existingSecret": "tidegate-prod"},
+}
 VALUE_SETS = {
     "defaults": {},
     "two-pools": TWO_POOLS,
     "multi-node": MULTI_NODE,
     "keda-on": KEDA_ON,
     "keda-off": KEDA_OFF,
+    "existing-secret": EXISTING_SECRET,
 }
 
 
@@ -213,15 +223,20 @@ def test_gateway_drains_gracefully_and_probes_health(rendered: dict[str, list[Ma
     assert container["lifecycle"]["preStop"]["exec"]["command"] == ["sleep", "10"]
     assert pod["terminationGracePeriodSeconds"] == 10 + 60 + 10
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
-    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    # Not /readyz: a Redis, PostgreSQL or pool outage every gateway shares would empty the Service.
+    assert container["readinessProbe"]["httpGet"]["path"] == "/healthz"
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert container["resources"]["limits"]["memory"] == "1Gi"
-    assert gateway["spec"]["replicas"] == 2
+    assert gateway["spec"]["replicas"] == 1
     env = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in container["env"]}
     assert set(env) >= {"TIDEGATE_ADMIN_KEY", "TIDEGATE_STORE__URL", "TIDEGATE_LIMITS__REDIS_URL"}
-    pdb = named(manifests, "PodDisruptionBudget", "tg-tidegate-gateway")
-    assert pdb["spec"]["minAvailable"] == 1
+    assert all(ref["optional"] for ref in env.values())  # one gateway runs on SQLite and memory
+    # One gateway gets no PDB (minAvailable 1 would block every node drain); several get one
+    # that lets one go at a time.
+    assert by_kind(manifests, "PodDisruptionBudget") == []
+    pdb = named(rendered["keda-on"], "PodDisruptionBudget", "tg-tidegate-gateway")
+    assert pdb["spec"]["maxUnavailable"] == 1 and "minAvailable" not in pdb["spec"]
     assert pdb["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"] == "gateway"
     assert by_kind(rendered["keda-off"], "PodDisruptionBudget") == []
 
@@ -246,6 +261,105 @@ def test_gateway_config_is_what_tidegate_accepts(
         f"http://tg-tidegate-engine-interactive.{NAMESPACE}.svc.cluster.local:8000/v1"
     )
     assert config.limits.backend == "memory"
+    assert config.scheduling.cluster.mode == "auto"  # off with the memory backend: one gateway
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        (
+            {"gateway": {"replicas": 2}},
+            r"gateway.replicas is 2, but secrets.redisUrl and secrets.postgresUrl are empty: "
+            r".*each admits every pool's full capacity.* Set secrets.redisUrl and "
+            r"secrets.postgresUrl, or run one gateway",
+        ),
+        (
+            {"gateway": {"autoscaling": {"enabled": True}}},
+            r"gateway.autoscaling.enabled is true \(minReplicas 2\), but secrets.redisUrl and "
+            r"secrets.postgresUrl are empty",
+        ),
+        (
+            {"gateway": {"replicas": 3}, "secrets": {"redisUrl": "redis://redis:6379/0"}},
+            r"gateway.replicas is 3, but secrets.postgresUrl is empty: .* Set secrets.postgresUrl,",
+        ),
+        (
+            {
+                "gateway": {"autoscaling": {"enabled": True, "minReplicas": 1}},
+                "secrets": {"postgresUrl": SHARED_STORES["postgresUrl"]},
+            },
+            r"minReplicas 1\), but secrets.redisUrl is empty: .* Set secrets.redisUrl,",
+        ),
+        (
+            {
+                "gateway": {"replicas": 2, "config": {"limits": {"backend": "memory"}}},
+                "secrets": SHARED_STORES,
+            },
+            r'gateway.config.limits.backend is "memory": several gateways must share',
+        ),
+        (
+            {
+                "gateway": {"replicas": 2, "config": {"scheduling": {"cluster": {"mode": "off"}}}},
+                "secrets": SHARED_STORES,
+            },
+            r'gateway.config.scheduling.cluster.mode is "off"',
+        ),
+    ],
+)
+def test_several_gateways_without_shared_stores_are_refused(
+    values: dict[str, Any], message: str
+) -> None:
+    """Each gateway would admit every pool's full capacity and keep its own limits, budgets and
+    SQLite store: the chart fails instead of rendering that."""
+    with pytest.raises(helm.HelmError, match=message):
+        render(values)
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"gateway": {"replicas": 4}, "secrets": SHARED_STORES},
+        {"gateway": {"autoscaling": {"enabled": True, "metric": "cpu"}}, "secrets": SHARED_STORES},
+        # The chart cannot read an existing Secret: the pods require its two keys instead.
+        EXISTING_SECRET,
+    ],
+)
+def test_several_gateways_share_redis_and_postgresql(
+    values: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    manifests = render(values)
+    container = _container(named(manifests, "Deployment", "tg-tidegate-gateway"))
+    refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in container["env"]}
+    secret_name = values["secrets"].get("existingSecret") or "tg-tidegate-secrets"
+    for key in ("TIDEGATE_STORE__URL", "TIDEGATE_LIMITS__REDIS_URL"):
+        assert refs[key] == {"name": secret_name, "key": key, "optional": False}
+    assert refs["TIDEGATE_ADMIN_KEY"]["optional"] is True
+    monkeypatch.setenv("TIDEGATE_STORE__URL", SHARED_STORES["postgresUrl"])
+    monkeypatch.setenv("TIDEGATE_LIMITS__REDIS_URL", SHARED_STORES["redisUrl"])
+    config = _config(manifests, tmp_path)
+    # limits.backend redis turns on scheduling.cluster (auto): pools' capacity is shared too.
+    assert config.limits.backend == "redis" and config.scheduling.cluster.mode == "auto"
+    assert config.store.url.startswith("postgresql+asyncpg://")
+    pdb = named(manifests, "PodDisruptionBudget", "tg-tidegate-gateway")
+    assert pdb["spec"]["maxUnavailable"] == 1
+    assert lint_errors(values) == []
+
+
+def test_one_gateway_with_redis_shares_it_and_a_pdb_can_keep_pods_up(tmp_path: Path) -> None:
+    one = render({"secrets": {"redisUrl": SHARED_STORES["redisUrl"]}})
+    assert _config(one, tmp_path).limits.backend == "redis"
+    assert by_kind(one, "PodDisruptionBudget") == []
+    # An existing Secret with one gateway: the chart cannot tell whether it holds a Redis URL.
+    alone = render({"secrets": {"create": False, "existingSecret": "s"}})
+    assert _config(alone, tmp_path).limits.backend == "memory"
+    kept = render(
+        {
+            "gateway": {"replicas": 3, "podDisruptionBudget": {"minAvailable": 2}},
+            "secrets": SHARED_STORES,
+        }
+    )
+    spec = named(kept, "PodDisruptionBudget", "tg-tidegate-gateway")["spec"]
+    assert spec["minAvailable"] == 2 and "maxUnavailable" not in spec
+    validate(named(kept, "PodDisruptionBudget", "tg-tidegate-gateway"))
 
 
 def test_provider_keys_stay_in_the_secret(
@@ -412,6 +526,7 @@ def test_monitoring_resources(rendered: dict[str, list[Manifest]]) -> None:
         "TidegateReplicaDown",
         "TidegateNoReadyReplica",
         "TidegateKVCacheSaturated",
+        "TidegateDependencyDown",
     }
     dashboard = named(manifests, "ConfigMap", "tg-tidegate-dashboard")
     assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"

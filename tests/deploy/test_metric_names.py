@@ -9,6 +9,7 @@ import yaml
 from prometheus_client import Metric
 
 from tests.deploy.chart import ROOT, by_kind, render
+from tidegate.observability.dependencies import Dependencies
 from tidegate.observability.metrics import GatewayMetrics
 from tidegate.observability.pool_metrics import register_pool_metrics
 from tidegate.routing.replicas import Replica, RoutingTable
@@ -25,6 +26,7 @@ def exported() -> set[str]:
     routing = RoutingTable()
     routing.add(Replica(id="r", model="m", base_url="http://x/v1", upstream_model="m"))
     register_pool_metrics(metrics.registry, routing=routing, default_concurrency=8)
+    Dependencies(registry=metrics.registry)
     return {name for metric in metrics.registry.collect() for name in _series(metric)}
 
 

@@ -56,6 +56,14 @@ groups:
         annotations:
           summary: "{{`{{ $labels.model }}`}}: no ready replica"
           description: Requests for this model get 503; engines are down, loading or scaled to zero.
+      - alert: TidegateDependencyDown
+        expr: min by (dependency) (tidegate_dependency_up) == 0
+        for: 2m
+        labels:
+          severity: critical
+        annotations:
+          summary: "{{`{{ $labels.dependency }}`}} does not answer a gateway's health probe"
+          description: "store: PostgreSQL (unknown keys get 503, usage waits in the write-ahead log); limit_store: Redis (each tenant's on_limiter_unavailable applies). The gateways stay ready, so only this alert tells."
       - alert: TidegateReplicaDown
         expr: max by (model, replica) (tidegate_replica_state{state=~"crashed|unhealthy"}) == 1
         for: 5m

@@ -125,7 +125,8 @@ drop false and null).
   "server" (dict "host" "0.0.0.0" "port" (int .Values.gateway.port) "metrics_host" "0.0.0.0" "metrics_port" (int .Values.gateway.metricsPort))
   "engines" (dict "replicas" 0 "drain_grace_s" (int .Values.gateway.drainSeconds))
 -}}
-{{- if .Values.secrets.redisUrl -}}
+{{- if or .Values.secrets.redisUrl (and (not .Values.secrets.create) (include "tidegate.severalGateways" .)) -}}
+{{- /* scheduling.cluster.mode auto then shares each pool's capacity through the same Redis. */ -}}
 {{- $_ := set $base "limits" (dict "backend" "redis") -}}
 {{- end -}}
 {{- if not .Values.gateway.providers -}}
@@ -265,4 +266,45 @@ livenessProbe:
   mountPath: /models
 - name: dshm
   mountPath: /dev/shm
+{{- end -}}
+
+{{/* "true" when more than one gateway may run: gateway.replicas > 1 or the HPA on. */}}
+{{- define "tidegate.severalGateways" -}}
+{{- $g := .Values.gateway -}}
+{{- if or $g.autoscaling.enabled (gt (int $g.replicas) 1) -}}true{{- end -}}
+{{- end -}}
+
+{{/*
+Refuses several gateways on per-pod stores: each would admit every pool's full capacity and keep
+its own limits, budgets and SQLite store (README: Scaling out). Renders nothing.
+*/}}
+{{- define "tidegate.checkGateways" -}}
+{{- if include "tidegate.severalGateways" . -}}
+{{- $g := .Values.gateway -}}
+{{- $why := printf "gateway.replicas is %v" $g.replicas -}}
+{{- if $g.autoscaling.enabled -}}
+{{- $why = printf "gateway.autoscaling.enabled is true (minReplicas %v)" $g.autoscaling.minReplicas -}}
+{{- end -}}
+{{- $missing := list -}}
+{{- if .Values.secrets.create -}}
+{{- if not .Values.secrets.redisUrl -}}
+{{- $missing = append $missing "secrets.redisUrl" -}}
+{{- end -}}
+{{- if not .Values.secrets.postgresUrl -}}
+{{- $missing = append $missing "secrets.postgresUrl" -}}
+{{- end -}}
+{{- end -}}
+{{- with $missing -}}
+{{- fail (printf "%s, but %s %s empty: several gateways need Redis (shared pool capacity, limits and budgets) and PostgreSQL (one store of keys, tenants and usage), or each admits every pool's full capacity and keeps its own limits, budgets and SQLite store. Set %s, or run one gateway (gateway.replicas: 1, gateway.autoscaling.enabled: false)." $why (join " and " .) (ternary "is" "are" (eq (len .) 1)) (join " and " .)) -}}
+{{- end -}}
+{{- $config := include "tidegate.gatewayConfig" . | fromYaml -}}
+{{- $backend := dig "limits" "backend" "memory" $config -}}
+{{- if ne $backend "redis" -}}
+{{- fail (printf "%s, but gateway.config.limits.backend is %q: several gateways must share their limits through Redis (remove it or set redis)." $why $backend) -}}
+{{- end -}}
+{{- $mode := dig "scheduling" "cluster" "mode" "auto" $config -}}
+{{- if eq $mode "off" -}}
+{{- fail (printf "%s, but gateway.config.scheduling.cluster.mode is \"off\": each gateway would admit every pool's full capacity (remove it or set auto)." $why) -}}
+{{- end -}}
+{{- end -}}
 {{- end -}}
