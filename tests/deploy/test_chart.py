@@ -303,6 +303,25 @@ def test_gateway_config_is_what_tidegate_accepts(
             },
             r'gateway.config.scheduling.cluster.mode is "off"',
         ),
+        (
+            {
+                "gateway": {"autoscaling": {"enabled": True, "maxReplicas": 10}},
+                "secrets": SHARED_STORES,
+                "engines": {"pools": [{"name": "p", "model": "m", "profile": {"max_num_seqs": 8}}]},
+            },
+            r'gateway.autoscaling.maxReplicas is 10, but model "m" admits 8 requests at a time '
+            r"per replica .* beyond 8 get a share of 0",
+        ),
+        (
+            {
+                "gateway": {
+                    "replicas": 3,
+                    "providers": [{"url": "https://x/v1", "model": "gpt", "max_concurrency": 2}],
+                },
+                "secrets": SHARED_STORES,
+            },
+            r'gateway.replicas is 3, but model "gpt" admits 2 .* or max_concurrency \(a provider\)',
+        ),
     ],
 )
 def test_several_gateways_without_shared_stores_are_refused(

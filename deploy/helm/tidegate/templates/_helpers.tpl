@@ -306,5 +306,13 @@ its own limits, budgets and SQLite store (README: Scaling out). Renders nothing.
 {{- if eq $mode "off" -}}
 {{- fail (printf "%s, but gateway.config.scheduling.cluster.mode is \"off\": each gateway would admit every pool's full capacity (remove it or set auto)." $why) -}}
 {{- end -}}
+{{- /* Shares are equal, not by demand: a gateway whose share is 0 admits nothing. */ -}}
+{{- $most := int (ternary $g.autoscaling.maxReplicas $g.replicas (eq (toString $g.autoscaling.enabled) "true")) -}}
+{{- $knob := ternary "gateway.autoscaling.maxReplicas" "gateway.replicas" (eq (toString $g.autoscaling.enabled) "true") -}}
+{{- range (include "tidegate.upstreams" . | fromYaml).upstreams -}}
+{{- if and .max_concurrency (lt (int .max_concurrency) $most) -}}
+{{- fail (printf "%s is %d, but model %q admits %d requests at a time per replica (max_concurrency): its capacity is split equally between the gateways, so on one replica the gateways beyond %d get a share of 0 and queue their requests until they time out. Lower %s, or raise max_num_seqs (a pool) or max_concurrency (a provider)." $knob $most .model (int .max_concurrency) (int .max_concurrency) $knob) -}}
+{{- end -}}
+{{- end -}}
 {{- end -}}
 {{- end -}}
