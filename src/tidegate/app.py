@@ -44,11 +44,12 @@ from tidegate.errors import TidegateError
 from tidegate.gateway.accounting import RequestAccounting
 from tidegate.gateway.audit import AuditLog
 from tidegate.gateway.completions import CompletionService
+from tidegate.gateway.context_lengths import ContextLengths
 from tidegate.gateway.keys import KeyService
 from tidegate.gateway.limits import Limiter, RedisLimitStore, build_limit_store, build_limiter
 from tidegate.gateway.limits.model import LimitStore
 from tidegate.gateway.limits.seeding import seed_budget_spend
-from tidegate.gateway.model_limits import model_limits
+from tidegate.gateway.model_limits import models_for_pools, pool_limits
 from tidegate.gateway.pricing import PriceTable
 from tidegate.gateway.redaction import Redactor
 from tidegate.gateway.tenants import TenantService
@@ -248,11 +249,11 @@ def build_app(
                 max_workers=config.validation.tokenizer_threads, thread_name_prefix="tokenizer"
             )
             stack.callback(tokenizer_pool.shutdown, wait=False, cancel_futures=True)
+            pools = pool_limits(
+                config, local_model_dir=_local_model_dir(config), executor=tokenizer_pool
+            )
             validator = RequestValidator(
-                config=config.validation,
-                models=model_limits(
-                    config, local_model_dir=_local_model_dir(config), executor=tokenizer_pool
-                ),
+                config=config.validation, models=models_for_pools(config, pools)
             )
 
             routing = build_routing(config)
@@ -285,6 +286,10 @@ def build_app(
             ):
                 await discovery.start()
                 stack.push_async_callback(discovery.stop)
+            # vLLM's max_model_len for pools whose config gives no context_length.
+            context_lengths = ContextLengths(config=config, pools=pools, session=session)
+            await context_lengths.start()
+            stack.push_async_callback(context_lengths.stop)
             checker = HealthChecker(
                 routing=routing, session=session, config=config.routing.health, metrics=metrics
             )

@@ -201,7 +201,8 @@ class UpstreamServer(_Section):
     api_key: SecretStr | None = None
     """Bearer key sent to the upstream, if it needs one."""
     context_length: int | None = None
-    """The model's context length, for validation. None: prompt length is not checked against it."""
+    """The model's context length, for validation and reservations. None: the max_model_len the
+    engine lists at GET /v1/models (vLLM does; asked at start and every minute), else unchecked."""
     tokenizer: str = ""
     """A model directory holding tokenizer.json (and tokenizer_config.json with the chat template)
     to count prompt tokens with. Empty: prompts are not counted before the engine."""
@@ -481,6 +482,12 @@ class ValidationConfig(_Section):
     """Parameters the engines do not support, and what to do when a request carries one."""
     tokenizer_threads: int = 2
     """Threads counting prompt tokens, so the event loop never blocks on a long prompt."""
+    default_completion_reservation: int = Field(default=4096, ge=1, le=1 << 30)
+    """Completion tokens per sequence reserved for a request that sets no max_tokens, to a model
+    whose context length is unknown (no `context_length`, and its engine's /v1/models lists no
+    max_model_len), from a tenant with a token budget or tokens-per-minute limit; written into
+    the forwarded request as max_tokens (lowered to what the budget has left), so the
+    reservation holds. Tenants without token limits are forwarded without it."""
 
 
 class MeteringConfig(_Section):

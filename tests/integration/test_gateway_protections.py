@@ -304,6 +304,7 @@ async def test_request_without_max_tokens_gets_what_the_budget_has_left(
     """No tokenizer, no context length, no max_tokens: the prompt reserves its bound and the
     completion the rest of the budget, written into the request; the settle refunds the rest."""
     fake.behaviour.tokens = 50
+    fake.max_model_len = None  # an engine whose /v1/models lists no length
     body = chat("hello world")
     bound = prompt_token_bound(body, chat=True)
     async with environment(tmp_path, [fake]) as env:
@@ -319,7 +320,7 @@ async def test_request_without_max_tokens_gets_what_the_budget_has_left(
         assert "one per byte" in error["message"]
         assert len(fake.requests) == 1
     # The operator hears once that the model's context length would cap such requests better.
-    warnings = [r for r in caplog.records if "has no context_length" in r.getMessage()]
+    warnings = [r for r in caplog.records if "no known context length" in r.getMessage()]
     assert len(warnings) == 1 and "fake-model" in warnings[0].getMessage()
 
 

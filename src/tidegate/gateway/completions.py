@@ -252,24 +252,30 @@ class CompletionService:
                 budgets=tenant.budgets,
                 model=model,
                 prompt_tokens=prompt_tokens,
-                max_tokens=checked.max_tokens,
+                # A request without its own limit reserves up to reservation_default, less
+                # where a budget or token bucket has less left.
+                max_tokens=None if checked.reservation_default else checked.max_tokens,
                 sequences=checked.sequences,
                 prompt_is_bound=checked.prompt_tokens is None,
                 failure_mode=tenant.on_limiter_unavailable,
+                default_max_tokens=checked.reservation_default,
             )
         # Only now: a refused request used nothing, so it is metered with no tokens.
         record.prompt_tokens = prompt_tokens  # the engine's usage replaces this estimate
         allowance = admission.completion_allowance
-        if allowance is not None:
+        # Equal to max_tokens: the engine stops there already (the client's or the tenant's
+        # limit, or the context's room, vLLM's default), so the request goes as it came.
+        if allowance is not None and allowance != checked.max_tokens:
             # What the reservation covers, per sequence, for streams and whole bodies alike:
             # the engine generates no more than the budget has left.
             _cap_completion(data, allowance, chat=route == "chat")
             if checked.max_tokens is None and model not in self._uncapped_models:
                 self._uncapped_models.add(model)
                 log.warning(
-                    "model %s has no context_length: requests without max_tokens from tenants "
-                    "with budgets or token limits are sent with max_tokens = what is left (%d "
-                    "here), which an engine with less context room refuses; set the upstream's "
+                    "model %s has no known context length (no context_length, and its engine's "
+                    "/v1/models lists no max_model_len): requests without max_tokens from "
+                    "tenants with budgets or token limits are sent with max_tokens of at most "
+                    "validation.default_completion_reservation (%d here); set the upstream's "
                     "context_length or the tenant's default_max_tokens",
                     model,
                     allowance,

@@ -35,10 +35,11 @@ from tidegate.protocol.requests import BodyCaps
 __all__ = ["ModelLimits", "RequestValidator", "ValidatedRequest"]
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class ModelLimits:
     context_length: int | None
-    """The model's context length (the engine's max_model_len). None: not checked."""
+    """The model's context length (the engine's max_model_len). None: not checked. Set later
+    for a pool that learns it from its engine (``gateway.context_lengths``)."""
     counter: PromptCounter | None
     """The model's tokenizer. None: prompts are not counted (token-id prompts still are)."""
 
@@ -56,6 +57,12 @@ class ValidatedRequest:
     is left of the context (vLLM's own default). None only when none of those is known."""
     sequences: int
     """Sequences the engine generates: prompts in the batch × max(n, best_of)."""
+    reservation_default: int | None
+    """For a request that sets no completion limit (and gets no tenant default): the most
+    completion tokens per sequence to reserve where a budget or token limit counts its tokens,
+    lowered to what they have left and then written into the forwarded request: the context's
+    room (``max_tokens``, vLLM's own default) when the context length is known, else
+    ``validation.default_completion_reservation``. None: the request carries its limit."""
     payload: dict[str, Any]
     """The normalised body to forward (the same object that was passed in)."""
 
@@ -118,7 +125,12 @@ class RequestValidator:
             for count in counts:
                 self._check_prompt(count, tenant, limits.context_length, prompt_param)
         longest = max(counts) if counts else None
+        fields = ("max_completion_tokens", "max_tokens") if chat else ("max_tokens",)
+        implicit = all(payload.get(name) is None for name in fields)
         max_tokens = self._max_tokens(payload, chat, tenant, limits.context_length, longest)
+        # Still absent: neither the client nor the tenant's default set one.
+        if implicit and any(payload.get(name) is not None for name in fields):
+            implicit = False
         prompts = len(counts) if counts else _batch_size(payload, chat)
         return ValidatedRequest(
             prompt_tokens=sum(counts) if counts is not None else None,
@@ -127,6 +139,13 @@ class RequestValidator:
             else prompt_token_bound(payload, chat=chat),
             max_tokens=max_tokens,
             sequences=prompts * per_prompt,
+            reservation_default=(
+                None
+                if not implicit
+                else config.default_completion_reservation
+                if max_tokens is None
+                else max_tokens
+            ),
             payload=payload,
         )
 

@@ -105,8 +105,12 @@ class FakeUpstream:
         host: str = "127.0.0.1",
         port: int = 0,
         record_requests: bool = True,
+        max_model_len: int | None = 2048,
     ) -> None:
+        """``max_model_len``: what GET /v1/models lists for the model, as vLLM does; None:
+        no length, like an engine that does not say (SGLang, TGI)."""
         self.model = model
+        self.max_model_len = max_model_len
         self.behaviour = behaviour or FakeBehaviour()
         self.host = host
         self.port = port
@@ -195,8 +199,9 @@ class FakeUpstream:
             "owned_by": "vllm",
             "root": self.model,
             "parent": None,
-            "max_model_len": 2048,
         }
+        if self.max_model_len is not None:
+            card["max_model_len"] = self.max_model_len
         return web.Response(
             body=orjson.dumps({"object": "list", "data": [card]}), content_type=_JSON
         )

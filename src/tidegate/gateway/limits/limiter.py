@@ -9,7 +9,10 @@ max_tokens, or the request has no max_tokens at all, the completion is capped at
 budget (and, for a request without max_tokens, every token bucket) has left:
 ``Admission.completion_allowance`` is that cap per sequence, which the request path writes
 into the forwarded request, and ``Admission.completion_limit`` the total the relay cuts a
-stream at. ``settle`` charges the real usage and hands back the rest; it must run exactly once
+stream at. A request without max_tokens that comes with a ``default_max_tokens`` (its model's
+context length is unknown) reserves that much at most where a budget or token bucket counts its
+tokens, so one such request never holds a tenant's whole budget, and always has it written.
+``settle`` charges the real usage and hands back the rest; it must run exactly once
 per admission, also when the request fails or the client goes away.
 """
 
@@ -151,14 +154,27 @@ class Limiter:
         failure_mode: LimiterFailureMode,
         sequences: int = 1,
         prompt_is_bound: bool = False,
+        default_max_tokens: int | None = None,
     ) -> Admission:
         """``prompt_tokens``: the prompt's count, or an upper bound (``prompt_is_bound``).
         ``max_tokens``: completion tokens per sequence; None or 0: unbounded, capped by what
-        the budgets and token buckets have left. ``sequences``: prompts × n."""
+        the budgets and token buckets have left, and by ``default_max_tokens`` where one of
+        them counts tokens. ``sequences``: prompts × n."""
         limits = self._rate_tuple(tenant_limits) + self._rate_tuple(key_limits)
         budget = self._budget_tuple(budgets)
         if not any(limits) and not any(budget):
             return self._unlimited
+        # Only where tokens are counted: elsewhere an unbounded request reserves no completion
+        # and is forwarded as it came.
+        implicit = (
+            default_max_tokens
+            if not max_tokens
+            and default_max_tokens
+            and (limits[TENANT_TPM] or limits[KEY_TPM] or any(budget))
+            else None
+        )
+        if implicit:
+            max_tokens = implicit
         rates = self._prices.rates(model)
         day, month = self._periods.periods(self._clock())
         demand = Demand(
@@ -181,6 +197,15 @@ class Limiter:
             verdict = (
                 local.admit_now(demand) if local is not None else await self._store.admit(demand)
             )
+            if implicit and not verdict.admitted and verdict.failed in (TENANT_TPM, KEY_TPM):
+                # A token bucket has less than the default left (or holds less in all): take
+                # what it has, as an unbounded request does; the refusal reserved nothing.
+                demand.max_tokens = 0
+                verdict = (
+                    local.admit_now(demand)
+                    if local is not None
+                    else await self._store.admit(demand)
+                )
         except LimitStoreUnavailable as error:
             if self._metrics is not None:
                 self._metrics.store_unavailable("admit", failure_mode)
@@ -209,11 +234,16 @@ class Limiter:
                 self._metrics.rejected(refused.limit_code)
             raise refused
         per_sequence = verdict.completion // demand.sequences
-        allowance = (
-            per_sequence
-            if per_sequence and (not demand.max_tokens or per_sequence < demand.max_tokens)
-            else None
-        )
+        if implicit:
+            # Always written: the engine's own default is the whole context. A bucket that
+            # refilled between the two tries may have given more than the default.
+            allowance: int | None = min(per_sequence, implicit) if per_sequence else None
+        else:
+            allowance = (
+                per_sequence
+                if per_sequence and (not demand.max_tokens or per_sequence < demand.max_tokens)
+                else None
+            )
         return Admission(
             limiter=self,
             headers=headers,
