@@ -263,3 +263,31 @@ async def test_learned_lengths_reach_every_model_of_the_pool_and_yield_to_config
     finally:
         for each in (small, large, silent, configured):
             await each.stop()
+
+
+async def test_a_small_token_bucket_lowers_the_context_room_instead_of_refusing(
+    tmp_path: Path,
+) -> None:
+    """A known context of 2048 and 500 tokens per minute: a request without max_tokens asks
+    for the context's room only implicitly, so it gets what the bucket holds (written into the
+    request), not a refusal for a request that could never fit."""
+    fake = FakeUpstream(model="fake-model")  # lists max_model_len 2048
+    await fake.start()
+    try:
+        async with (
+            run_gateway(tmp_path, upstreams=[fake]) as gateway,
+            httpx.AsyncClient(base_url=gateway.url, timeout=30) as http,
+        ):
+            key = await create_member(http, "tpm", {"limits": {"tokens_per_minute": 500}})
+            response = await http.post("/v1/chat/completions", json=chat(), headers=key.headers)
+            assert response.status_code == 200, response.text
+            written = fake.requests[-1]["max_completion_tokens"]
+            assert 0 < written < 500
+            # An explicit max_tokens that the bucket can never hold is still refused.
+            refused = await http.post(
+                "/v1/chat/completions", json=chat(max_tokens=1000), headers=key.headers
+            )
+            assert refused.status_code == 429, refused.text
+            assert len(fake.requests) == 1
+    finally:
+        await fake.stop()
