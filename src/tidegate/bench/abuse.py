@@ -351,7 +351,6 @@ async def run_benchmark(options: Options, console: Console) -> dict[str, Any]:
                         race,
                         procs=procs,
                         workdir=workdir,
-                        upstream_url=upstream_url,
                         model=MODEL,
                         log=log,
                     )

@@ -2,8 +2,9 @@
 ``tidegate up`` processes sharing Redis and PostgreSQL, and the tokens admitted (summed from the
 usage store) against what the tenant's budget or rate allowed.
 
-The upstream is the fake one with neither a tokenizer nor a context length configured, the case
-where a gateway knows least about what a request will cost. Every variant gets a fresh tenant on
+The upstream is a fake one of its own, with neither a tokenizer nor a context length configured
+and no max_model_len on its model card: the case where a gateway knows least about what a
+request will cost. Every variant gets a fresh tenant on
 the same gateways; the PostgreSQL database and the Redis key prefix are the run's own and are
 removed afterwards.
 """
@@ -29,7 +30,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from tidegate.bench.abuse_batches import Gateway
 from tidegate.bench.batch_procs import gateway_launch
 from tidegate.bench.raw_http import send
-from tidegate.bench.targets import Processes, free_port
+from tidegate.bench.targets import Processes, fake_upstream_launch, free_port
 from tidegate.store import create_engine, create_sessionmaker
 from tidegate.store.models import UsageRecord
 
@@ -153,11 +154,14 @@ async def run_race(
     *,
     procs: Processes,
     workdir: Path,
-    upstream_url: str,
     model: str,
     log: Any,
 ) -> dict[str, Any]:
-    """Start the gateways, race every variant, return the figures (JSON-ready)."""
+    """Start the upstream and the gateways, race every variant, return the figures (JSON-ready)."""
+    upstream_port = free_port()
+    upstream = fake_upstream_launch(port=upstream_port, model=model, tokens=16, max_model_len=None)
+    await asyncio.to_thread(procs.start, "race-upstream", upstream, 30)
+    upstream_url = f"http://127.0.0.1:{upstream_port}/v1"
     async with (
         fresh_database(options.postgres_url) as store_url,
         redis_prefix(options.redis_url) as prefix,
@@ -197,6 +201,7 @@ async def run_race(
         "requests": options.requests,
         "store": "postgresql",
         "limits": "redis",
+        "upstream": "fake, 16 tokens per answer, no tokenizer, no context length",
         "variants": results,
     }
 

@@ -55,10 +55,14 @@ def _module(name: str, *args: str) -> list[str]:
     return [sys.executable, "-m", name, *args]
 
 
-def fake_upstream_launch(*, port: int, model: str, tokens: int) -> Launch:
+def fake_upstream_launch(
+    *, port: int, model: str, tokens: int, max_model_len: int | None = 2048
+) -> Launch:
+    """``max_model_len`` None: the model card lists no length (the gateway learns none)."""
     command = _module(
         "tidegate.upstream.fake_server",
         *("--port", str(port), "--model", model, "--tokens", str(tokens)),
+        *("--max-model-len", str(max_model_len or 0)),
     )
     return Launch(command, f"http://127.0.0.1:{port}/health")
 

@@ -372,6 +372,12 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--tokens", type=int, default=16)
     parser.add_argument("--first-token-delay-s", type=float, default=0.0)
     parser.add_argument("--token-delay-s", type=float, default=0.0)
+    parser.add_argument(
+        "--max-model-len",
+        type=int,
+        default=2048,
+        help="what GET /v1/models lists as the model's max_model_len; 0: none",
+    )
     return parser.parse_args(argv)
 
 
@@ -387,6 +393,7 @@ async def _serve(args: argparse.Namespace) -> None:
         host=args.host,
         port=args.port,
         record_requests=False,
+        max_model_len=args.max_model_len or None,
     )
     await server.start()
     print(f"listening on {server.base_url}", flush=True)
