@@ -89,6 +89,29 @@ async def test_tenant_default_is_applied_and_clamped_to_the_room_left(
     assert result.max_tokens == result.payload["max_completion_tokens"] == 8
 
 
+async def test_what_a_request_without_a_limit_reserves_at_most(
+    validator: RequestValidator,
+) -> None:
+    """The context's room when the length is known, else validation's default; nothing when
+    the client or the tenant's default sets a limit. Nothing is written here: only the limiter
+    knows whether a budget needs it."""
+    known = await check(validator, chat("hello world"))
+    assert known.reservation_default == known.max_tokens == CONTEXT - 8
+    assert "max_completion_tokens" not in known.payload
+    unknown = RequestValidator(
+        config=ValidationConfig(default_completion_reservation=300),
+        models={MODEL: ModelLimits(context_length=None, counter=None)},
+    )
+    result = await check(unknown, chat("hello"))
+    assert (result.max_tokens, result.reservation_default) == (None, 300)
+    assert "max_completion_tokens" not in result.payload and "max_tokens" not in result.payload
+    asked = await check(unknown, chat("hello", max_tokens=5))
+    assert (asked.max_tokens, asked.reservation_default) == (5, None)
+    tenant = TenantSettings(default_max_tokens=16)
+    defaulted = await check(unknown, chat("hello"), tenant=tenant)
+    assert (defaulted.max_tokens, defaulted.reservation_default) == (16, None)
+
+
 async def test_completions_write_max_tokens_and_count_every_prompt(
     validator: RequestValidator,
 ) -> None:

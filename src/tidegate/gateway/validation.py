@@ -125,12 +125,10 @@ class RequestValidator:
             for count in counts:
                 self._check_prompt(count, tenant, limits.context_length, prompt_param)
         longest = max(counts) if counts else None
+        max_tokens = self._max_tokens(payload, chat, tenant, limits.context_length, longest)
+        # Neither the client nor the tenant's default (written above) set a completion limit.
         fields = ("max_completion_tokens", "max_tokens") if chat else ("max_tokens",)
         implicit = all(payload.get(name) is None for name in fields)
-        max_tokens = self._max_tokens(payload, chat, tenant, limits.context_length, longest)
-        # Still absent: neither the client nor the tenant's default set one.
-        if implicit and any(payload.get(name) is not None for name in fields):
-            implicit = False
         prompts = len(counts) if counts else _batch_size(payload, chat)
         return ValidatedRequest(
             prompt_tokens=sum(counts) if counts is not None else None,
