@@ -54,6 +54,7 @@ from tidegate.gateway.pricing import PriceTable
 from tidegate.gateway.redaction import Redactor
 from tidegate.gateway.tenants import TenantService
 from tidegate.gateway.validation import RequestValidator
+from tidegate.heap import freeze_startup_heap
 from tidegate.metering import PromptLogWriter, RetentionPurger, UsageMeter, UsageQueries
 from tidegate.observability.access_log import AccessLog
 from tidegate.observability.dependencies import Dependencies
@@ -420,6 +421,7 @@ def build_app(
                 )
                 runner.start()
                 stack.push_async_callback(runner.stop)
+            freeze_startup_heap()  # full collections then skip the start-up heap
             yield
 
     ids = RequestIds()
