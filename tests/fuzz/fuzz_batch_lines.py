@@ -106,8 +106,8 @@ def check(data: bytes) -> None:
         seen.add(line.custom_id)
         item = orjson.loads(file_lines[line.line_no - 1])
         assert item["custom_id"] == line.custom_id
-        assert orjson.loads(line.body) == item["body"]
+        assert line.body() == item["body"]
     if expected is not None:
         assert checked.error_count == 0, checked.errors
-        got = [(line.line_no, line.custom_id, orjson.loads(line.body)) for line in checked.lines]
+        got = [(line.line_no, line.custom_id, line.body()) for line in checked.lines]
         assert got == expected

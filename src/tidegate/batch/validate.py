@@ -40,9 +40,15 @@ class InputLine:
     line_no: int
     """1-based, counting every line of the file (blank ones included)."""
     custom_id: str
-    body: bytes
-    """The request body, as JSON: 50,000 checked lines stay 50,000 objects for the garbage
-    collector to walk (parsed bodies were millions, and full collections took 100+ ms)."""
+    raw: bytes
+    """The file's line as sent, exactly sized: 50,000 checked lines stay 50,000 small objects
+    (parsed bodies were millions for the garbage collector to walk, and ``orjson.dumps``
+    output keeps a 4 KiB buffer each: 195 MiB for 50,000 lines)."""
+
+    def body(self) -> dict[str, Any]:
+        """The request body, parsed afresh: the caller owns it."""
+        body: dict[str, Any] = orjson.loads(self.raw)["body"]
+        return body
 
 
 @dataclass(slots=True)
@@ -100,9 +106,9 @@ class LineChecker:
                 )
                 continue
             seen.add(custom_id)
-            encoded = await self._check_body(line_no, body, route, principal, checked)
-            if encoded is not None:
-                checked.lines.append(InputLine(line_no, custom_id, encoded))
+            line = InputLine(line_no, custom_id, raw)
+            if await self._check_body(line, body, route, principal, checked):
+                checked.lines.append(line)
         if not checked.lines and not checked.error_count:
             checked.fail(None, "empty_file", "The input file has no requests.")
         return checked
@@ -155,30 +161,28 @@ class LineChecker:
 
     async def _check_body(
         self,
-        line_no: int,
+        line: InputLine,
         body: dict[str, Any],
         route: Route,
         principal: Principal,
         checked: Checked,
-    ) -> bytes | None:
-        """The body as JSON when it passes every check, else None (the failure is recorded)."""
+    ) -> bool:
+        """Whether the body passes every check (a failure is recorded)."""
+        line_no = line.line_no
         try:
             check_body(route, body, self._validator.body_caps)
         except RequestValidationFailure as failure:
             checked.fail(line_no, failure.code or "invalid_request", failure.message, failure.param)
-            return None
+            return False
         if body.get("stream"):
             checked.fail(line_no, "invalid_request", "Batch requests cannot stream.", "body.stream")
-            return None
-        encoded = orjson.dumps(body)
+            return False
         try:
             model = self._routing.route(body["model"]).model
             # check() normalises the payload it gets; the stored body stays as the client sent
-            # it, so it gets a copy (a JSON round trip is several times faster than deepcopy).
-            await self._validator.check(
-                route, orjson.loads(encoded), principal.tenant, principal.key, model
-            )
+            # it, so it gets its own copy (parsing the line again is faster than deepcopy).
+            await self._validator.check(route, line.body(), principal.tenant, principal.key, model)
         except TidegateError as error:
             checked.fail(line_no, error.code or error.error_type, error.message, error.param)
-            return None
-        return encoded
+            return False
+        return True
