@@ -21,7 +21,7 @@ import tempfile
 import atheris
 import orjson
 
-from tidegate.batch.validate import MAX_REPORTED_ERRORS, LineChecker
+from tidegate.batch.validate import MAX_REPORTED_ERRORS, LineChecker, line_body
 from tidegate.config import Config
 from tidegate.gateway.keys import Principal
 from tidegate.gateway.policy import KeySettings, TenantSettings
@@ -100,14 +100,15 @@ def check(data: bytes) -> None:
     seen: set[str] = set()
     previous = 0
     for line in checked.lines:
-        assert previous < line.line_no <= len(file_lines), line
-        previous = line.line_no
-        assert line.custom_id not in seen, line
-        seen.add(line.custom_id)
-        item = orjson.loads(file_lines[line.line_no - 1])
-        assert item["custom_id"] == line.custom_id
-        assert line.body() == item["body"]
+        line_no, custom_id, raw = line
+        assert previous < line_no <= len(file_lines), line
+        previous = line_no
+        assert custom_id not in seen, line
+        seen.add(custom_id)
+        item = orjson.loads(file_lines[line_no - 1])
+        assert item["custom_id"] == custom_id
+        assert line_body(raw) == item["body"]
     if expected is not None:
         assert checked.error_count == 0, checked.errors
-        got = [(line.line_no, line.custom_id, line.body()) for line in checked.lines]
+        got = [(no, custom_id, line_body(raw)) for no, custom_id, raw in checked.lines]
         assert got == expected

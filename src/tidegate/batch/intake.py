@@ -16,7 +16,7 @@ from sqlalchemy import insert
 
 from tidegate.batch.claims import Sessions, held_update, now
 from tidegate.batch.ports import BatchFiles
-from tidegate.batch.validate import LineChecker
+from tidegate.batch.validate import LineChecker, line_body
 from tidegate.errors import TidegateError
 from tidegate.gateway.keys import KeyService
 from tidegate.protocol.batches import line_error
@@ -69,13 +69,13 @@ async def validate_batch(
             rows = [
                 {
                     "batch_id": batch.id,
-                    "line_no": line.line_no,
-                    "custom_id": line.custom_id,
-                    "body": line.body(),
+                    "line_no": line_no,
+                    "custom_id": custom_id,
+                    "body": line_body(raw),
                     "state": "pending",
                     "attempts": 0,
                 }
-                for line in lines[start : start + _INSERT_ROWS]
+                for line_no, custom_id, raw in lines[start : start + _INSERT_ROWS]
             ]
             await session.execute(insert(BatchLine), rows)
             await asyncio.sleep(0)
