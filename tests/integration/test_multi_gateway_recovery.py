@@ -21,7 +21,6 @@ import aiohttp
 import orjson
 import pytest
 
-from tests.support.budget_race import metered
 from tests.support.own_servers import own_redis
 from tests.support.processes import (
     AdminClient,
@@ -31,6 +30,7 @@ from tests.support.processes import (
     redis_prefix,
     running_cluster,
 )
+from tidegate.bench.budget_race import metered
 
 PROMPT = [11, 12, 13, 14, 15]
 MAX_TOKENS = 15

@@ -19,11 +19,9 @@ from typing import Any
 
 import aiohttp
 import orjson
-from sqlalchemy import func, select
 
 from tests.support.processes import AdminClient, GatewaySettings, running_cluster
-from tidegate.store import create_engine, create_sessionmaker
-from tidegate.store.models import UsageRecord
+from tidegate.bench.budget_race import metered
 
 MODEL = "fake-model"
 
@@ -163,23 +161,3 @@ def _tally(result: RaceResult, status: int, raw: bytes, *, stream: bool) -> None
         usage = payload.get("usage")
         if usage:
             result.client_tokens += usage["prompt_tokens"] + usage["completion_tokens"]
-
-
-async def metered(store_url: str, tenant_id: str) -> tuple[int, int]:
-    """A tenant's usage records in the store: how many, and their prompt + completion tokens."""
-    engine = create_engine(store_url)
-    try:
-        async with create_sessionmaker(engine)() as session:
-            row = (
-                await session.execute(
-                    select(
-                        func.count(),
-                        func.coalesce(
-                            func.sum(UsageRecord.prompt_tokens + UsageRecord.completion_tokens), 0
-                        ),
-                    ).where(UsageRecord.tenant_id == tenant_id)
-                )
-            ).one()
-    finally:
-        await engine.dispose()
-    return int(row[0]), int(row[1])

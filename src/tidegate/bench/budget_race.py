@@ -271,7 +271,7 @@ async def _race(
     gate.set()
     await asyncio.gather(*tasks)
     elapsed = time.monotonic() - started
-    records, admitted = await _metered(store_url, tenant_id, options.requests)
+    records, admitted = await metered(store_url, tenant_id, expected=options.requests)
     bound = variant.bound(elapsed)
     return {
         "variant": variant.name,
@@ -291,8 +291,9 @@ async def _race(
     }
 
 
-async def _metered(store_url: str, tenant_id: str, expected: int) -> tuple[int, int]:
-    """(usage records, tokens) of the tenant once every request is metered (or 15 s passed)."""
+async def metered(store_url: str, tenant_id: str, *, expected: int = 0) -> tuple[int, int]:
+    """(usage records, prompt + completion tokens) of the tenant once ``expected`` records are
+    in the store (or 15 s passed); with no ``expected``, what is there now."""
     engine = create_engine(store_url)
     sessions = create_sessionmaker(engine)
     tokens = UsageRecord.prompt_tokens + UsageRecord.completion_tokens
