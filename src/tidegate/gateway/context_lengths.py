@@ -11,7 +11,6 @@ for a configured ``context_length``. An engine that lists no length leaves the p
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from dataclasses import dataclass
 
@@ -19,6 +18,7 @@ import aiohttp
 
 from tidegate.config import Config
 from tidegate.gateway.validation import ModelLimits
+from tidegate.metering.periodic import Periodic
 from tidegate.upstream.model_cards import max_model_len
 
 log = logging.getLogger(__name__)
@@ -57,22 +57,19 @@ class ContextLengths:
         ]
         self._pools = pools
         self._session = session
-        self._interval_s = interval_s
         self._timeout_s = timeout_s
-        self._task: asyncio.Task[None] | None = None
+        self._periodic = Periodic(
+            name="context-lengths", interval_s=interval_s, step=self._round_logged
+        )
 
     async def start(self) -> None:
         if not self._targets:
             return
         await self._round_logged()
-        self._task = asyncio.create_task(self._run(), name="context-lengths")
+        self._periodic.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._periodic.stop()
 
     async def refresh(self) -> None:
         """Ask every target once and apply what they say."""
@@ -104,8 +101,3 @@ class ContextLengths:
             await self.refresh()
         except Exception:  # the loop must outlive any one bad round
             log.exception("learning context lengths failed")
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval_s)
-            await self._round_logged()

@@ -13,7 +13,6 @@ sync of any survivor drops it, its grant with it. A gateway that stops cleanly l
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import os
@@ -26,6 +25,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+from tidegate.metering.periodic import Periodic
 from tidegate.routing.replicas import Pool
 from tidegate.scheduling.cluster_lua import LEAVE, SYNC
 from tidegate.scheduling.pool_queue import PoolQueue
@@ -91,14 +91,15 @@ class ClusterCapacity:
         self._sync = self._redis.register_script(SYNC)
         self._leave = self._redis.register_script(LEAVE)
         self._prefix = key_prefix
-        self._heartbeat_s = heartbeat_s
         self._lease_s = member_ttl_s
         self._fallback_members = fallback_members
         self._clock = clock
         self._metrics = ClusterMetrics(registry)
         self.member = f"{os.uname().nodename}:{os.getpid()}:{os.urandom(4).hex()}"
         self._shares: dict[str, PoolShare] = {}
-        self._task: asyncio.Task[None] | None = None
+        self._periodic = Periodic(
+            name="cluster-capacity", interval_s=heartbeat_s, step=self._sync_logged
+        )
         self._down = False
 
     def share(self, pool: str) -> PoolShare | None:
@@ -107,14 +108,10 @@ class ClusterCapacity:
     async def start(self) -> None:
         """Sync once (so the first requests find a share), then every heartbeat."""
         await self.sync()
-        self._task = asyncio.get_running_loop().create_task(self._run())
+        self._periodic.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._periodic.stop()
         keys = [k for name in self._shares for k in self._keys(name)]
         if keys:
             with contextlib.suppress(RedisError, OSError):
@@ -176,10 +173,8 @@ class ClusterCapacity:
         base = f"{self._prefix}:cluster:{pool}"
         return f"{base}:members", f"{base}:grants"
 
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self._heartbeat_s)
-            try:
-                await self.sync()
-            except Exception:  # a bug must not stop the heartbeat: the lease would lapse
-                _log.exception("cluster capacity sync failed")
+    async def _sync_logged(self) -> None:
+        try:
+            await self.sync()
+        except Exception:  # a bug must not stop the heartbeat: the lease would lapse
+            _log.exception("cluster capacity sync failed")
