@@ -133,26 +133,24 @@ _MODEL = _object(
     {"id": _STRING, "object": {"const": "model"}, "created": _INT, "owned_by": _STRING}
 )
 _USAGE = _object({"prompt_tokens": _INT, "completion_tokens": _INT, "total_tokens": _INT})
-_CHAT_COMPLETION = _object(
-    {
-        "id": _STRING,
-        "object": {"const": "chat.completion"},
-        "created": _INT,
-        "model": _STRING,
-        "choices": {"type": "array", "items": _ANY_OBJECT},
-    },
-    {"usage": _nullable(_USAGE)},
-)
-_COMPLETION = _object(
-    {
-        "id": _STRING,
-        "object": {"const": "text_completion"},
-        "created": _INT,
-        "model": _STRING,
-        "choices": {"type": "array", "items": _ANY_OBJECT},
-    },
-    {"usage": _nullable(_USAGE)},
-)
+
+
+def _completion(object_name: str) -> Schema:
+    """A non-streamed completion answer; chat and text ones differ only in their object."""
+    return _object(
+        {
+            "id": _STRING,
+            "object": {"const": object_name},
+            "created": _INT,
+            "model": _STRING,
+            "choices": {"type": "array", "items": _ANY_OBJECT},
+        },
+        {"usage": _nullable(_USAGE)},
+    )
+
+
+_CHAT_COMPLETION = _completion("chat.completion")
+_COMPLETION = _completion("text_completion")
 _FILE = _object(
     {
         "id": _STRING,
