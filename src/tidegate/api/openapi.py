@@ -84,6 +84,11 @@ def _path_id(name: str) -> Param:
     return Param(name, {"type": "string", "minLength": 1}, "path")
 
 
+def _admin(method: Method, path: str, summary: str, response: str | None, **more: Any) -> Operation:
+    """An admin-key operation of the admin tag; like every admin one it can answer 404."""
+    return Operation(method, path, summary, "admin", "admin", response, errors=(404,), **more)
+
+
 def _rollout_operation(name: str) -> Operation:
     return Operation(
         "POST",
@@ -262,15 +267,12 @@ OPERATIONS: tuple[Operation, ...] = (
         "TenantList",
         params=(_limit(100), _AFTER),
     ),
-    Operation(
+    _admin(
         "GET",
         "/admin/tenants/{tenant_id}",
         "Retrieve a tenant",
-        "admin",
-        "admin",
         "Tenant",
         params=(_path_id("tenant_id"),),
-        errors=(404,),
     ),
     Operation(
         "PATCH",
@@ -293,56 +295,41 @@ OPERATIONS: tuple[Operation, ...] = (
         params=(_path_id("tenant_id"),),
         errors=(404,),
     ),
-    Operation(
+    _admin(
         "POST",
         "/admin/keys",
         "Create an API key; the answer holds the key, once",
-        "admin",
-        "admin",
         "ApiKey",
         status=201,
         body="KeyCreate",
-        errors=(404,),
     ),
-    Operation(
+    _admin(
         "GET",
         "/admin/keys",
         "List API keys",
-        "admin",
-        "admin",
         "ApiKeyList",
         params=(_TENANT_FILTER, _limit(100), _AFTER),
-        errors=(404,),
     ),
-    Operation(
+    _admin(
         "GET",
         "/admin/keys/{key_id}",
         "Retrieve an API key",
-        "admin",
-        "admin",
         "ApiKey",
         params=(_path_id("key_id"),),
-        errors=(404,),
     ),
-    Operation(
+    _admin(
         "DELETE",
         "/admin/keys/{key_id}",
         "Revoke an API key",
-        "admin",
-        "admin",
         "ApiKey",
         params=(_path_id("key_id"),),
-        errors=(404,),
     ),
-    Operation(
+    _admin(
         "GET",
         "/admin/audit",
         "The audit log, newest first",
-        "admin",
-        "admin",
         "AuditEventList",
         params=(_TENANT_FILTER, _limit(100), _AFTER_INT),
-        errors=(404,),
     ),
     Operation(
         "GET",
