@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import platform
 import signal
 import subprocess
 import sys
@@ -33,7 +31,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +47,7 @@ from tidegate.bench.batch_procs import gateway_launch
 from tidegate.bench.budget_race import RaceOptions, create_tenant, run_race
 from tidegate.bench.healthz_poller import Poll, parse_polls
 from tidegate.bench.raw_http import Reply, send
+from tidegate.bench.results import report_header, write_document
 from tidegate.bench.stats import percentile
 from tidegate.bench.targets import (
     Launch,
@@ -317,14 +316,7 @@ async def run_benchmark(options: Options, console: Console) -> dict[str, Any]:
         console.log(message, markup=False)
 
     report: dict[str, Any] = {
-        "benchmark": "abuse",
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "machine": {
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            "cpus": os.cpu_count(),
-        },
-        "options": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(options).items()},
+        **report_header("abuse", options),
         "targets": {
             "refusal_ms": REFUSAL_TARGET_MS,
             "healthz_ms": HEALTHZ_TARGET_MS,
@@ -397,8 +389,7 @@ def main(argv: list[str] | None = None) -> None:
     console = Console(width=None if sys.stdout.isatty() else 170)
     report = asyncio.run(run_benchmark(options, console))
     render(report, console)
-    options.out.parent.mkdir(parents=True, exist_ok=True)
-    options.out.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
+    write_document(options.out, report)
     console.print(f"wrote {options.out}")
 
 

@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import csv
 import itertools
+import os
+import platform
 import re
+import time
 from collections.abc import Sequence
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -136,6 +140,21 @@ def build_document(
         "slo": {"ttft_ms": slo.ttft_ms, "tpot_ms": slo.tpot_ms, "e2el_ms": slo.e2el_ms},
         "client": health.as_json(),
         "runs": runs,
+    }
+
+
+def report_header(benchmark: str, options: Any) -> dict[str, Any]:
+    """What a standalone benchmark's JSON report starts with: its name, when, the machine, and
+    its ``options`` (a dataclass; paths as strings)."""
+    return {
+        "benchmark": benchmark,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "machine": {
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+        },
+        "options": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(options).items()},
     }
 
 

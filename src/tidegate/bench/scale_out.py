@@ -23,8 +23,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
-import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -32,12 +30,11 @@ import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
 import aiohttp
-import orjson
 import redis.asyncio as aioredis
 from prometheus_client.parser import text_string_to_metric_families
 from redis.exceptions import RedisError
@@ -46,6 +43,7 @@ from rich.table import Table
 
 from tidegate.bench.batch_procs import gateway_launch, tenant_key
 from tidegate.bench.budget_race import fresh_database
+from tidegate.bench.results import report_header, write_document
 from tidegate.bench.stats import percentile
 from tidegate.bench.targets import Launch, Processes, free_port
 
@@ -295,14 +293,7 @@ async def run_benchmark(options: Options, console: Console) -> dict[str, Any]:
         console.log(message, markup=False)
 
     report: dict[str, Any] = {
-        "benchmark": "scale-out",
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "machine": {
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            "cpus": os.cpu_count(),
-        },
-        "options": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(options).items()},
+        **report_header("scale-out", options),
         "targets": {"ttft_p95_ratio": TTFT_RATIO_TARGET, "req_per_s_ratio_1_to_3": SCALING_TARGET},
     }
     with tempfile.TemporaryDirectory(prefix="tidegate-bench-scale-out-") as tmp:
@@ -400,8 +391,7 @@ def main(argv: list[str] | None = None) -> None:
     console = Console(width=None if sys.stdout.isatty() else 170)
     report = asyncio.run(run_benchmark(options, console))
     render(report, console)
-    options.out.parent.mkdir(parents=True, exist_ok=True)
-    options.out.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
+    write_document(options.out, report)
     console.print(f"wrote {options.out}")
 
 
