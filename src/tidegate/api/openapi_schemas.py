@@ -136,7 +136,8 @@ _USAGE = _object({"prompt_tokens": _INT, "completion_tokens": _INT, "total_token
 
 
 def _completion(object_name: str) -> Schema:
-    """A non-streamed completion answer; chat and text ones differ only in their object."""
+    """A completion answer or a streamed chunk of one: chat and text ones, answers and chunks,
+    differ only in their object."""
     return _object(
         {
             "id": _STRING,
@@ -234,19 +235,6 @@ _COMPLETION_REQUEST: Schema = {
     },
     "required": ["model", "prompt"],
 }
-
-
-def _chunk(object_name: str) -> Schema:
-    return _object(
-        {
-            "id": _STRING,
-            "object": {"const": object_name},
-            "created": _INT,
-            "model": _STRING,
-            "choices": {"type": "array", "items": _ANY_OBJECT},
-        },
-        {"usage": _nullable(_USAGE)},
-    )
 
 
 def _stream_event(chunk: str) -> Schema:
@@ -506,8 +494,8 @@ def component_schemas() -> dict[str, Schema]:
         "CompletionRequest": _COMPLETION_REQUEST,
         "ChatCompletion": _CHAT_COMPLETION,
         "Completion": _COMPLETION,
-        "ChatCompletionChunk": _chunk("chat.completion.chunk"),
-        "CompletionChunk": _chunk("text_completion"),
+        "ChatCompletionChunk": _completion("chat.completion.chunk"),
+        "CompletionChunk": _completion("text_completion"),
         "ChatCompletionEvent": _stream_event("ChatCompletionChunk"),
         "CompletionEvent": _stream_event("CompletionChunk"),
         "BatchCreateRequest": _BATCH_CREATE,
