@@ -6,19 +6,22 @@ relative to the JSON file's folder.
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import itertools
 import os
 import platform
 import re
+import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import orjson
+from rich.console import Console
 
 from tidegate.bench.metrics import target_figures
 from tidegate.bench.records import RequestRecord
@@ -156,6 +159,28 @@ def report_header(benchmark: str, options: Any) -> dict[str, Any]:
         },
         "options": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(options).items()},
     }
+
+
+class _Standalone(Protocol):
+    @property
+    def out(self) -> Path: ...
+
+
+_O = TypeVar("_O", bound=_Standalone)
+
+
+def run_standalone(
+    options: _O,
+    run: Callable[[_O, Console], Coroutine[Any, Any, dict[str, Any]]],
+    render: Callable[[dict[str, Any], Console], None],
+) -> None:
+    """A standalone benchmark's ``main``: run it, print its report, write the JSON to
+    ``options.out``."""
+    console = Console(width=None if sys.stdout.isatty() else 170)
+    report = asyncio.run(run(options, console))
+    render(report, console)
+    write_document(options.out, report)
+    console.print(f"wrote {options.out}")
 
 
 def write_document(path: Path, document: dict[str, Any]) -> None:

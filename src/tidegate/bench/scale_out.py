@@ -43,7 +43,7 @@ from rich.table import Table
 
 from tidegate.bench.batch_procs import gateway_launch, tenant_key
 from tidegate.bench.budget_race import fresh_database
-from tidegate.bench.results import report_header, write_document
+from tidegate.bench.results import report_header, run_standalone
 from tidegate.bench.stats import percentile
 from tidegate.bench.targets import Launch, Processes, free_port
 
@@ -387,12 +387,7 @@ def _parse_args(argv: list[str] | None) -> Options:
 
 
 def main(argv: list[str] | None = None) -> None:
-    options = _parse_args(argv)
-    console = Console(width=None if sys.stdout.isatty() else 170)
-    report = asyncio.run(run_benchmark(options, console))
-    render(report, console)
-    write_document(options.out, report)
-    console.print(f"wrote {options.out}")
+    run_standalone(_parse_args(argv), run_benchmark, render)
 
 
 if __name__ == "__main__":
