@@ -51,25 +51,19 @@ class PrincipalCache:
         return len(self._entries)
 
     def get(self, key_hash: str) -> Principal | None:
-        entry = self._entries.get(key_hash)
-        if (
-            entry is not None
-            and entry.deadline > time.monotonic()
-            and hmac.compare_digest(entry.key_hash, key_hash)
-        ):
-            return entry.principal
-        return None
+        entry = self._entry(key_hash)
+        return entry.principal if entry and entry.deadline > time.monotonic() else None
 
     def stale(self, key_hash: str) -> Principal | None:
         """The principal verified within the outage grace, for when the store cannot be asked
         (never past the key's own expiry)."""
+        entry = self._entry(key_hash)
+        return entry.principal if entry and entry.outage_deadline > time.monotonic() else None
+
+    def _entry(self, key_hash: str) -> _Cached | None:
         entry = self._entries.get(key_hash)
-        if (
-            entry is not None
-            and entry.outage_deadline > time.monotonic()
-            and hmac.compare_digest(entry.key_hash, key_hash)
-        ):
-            return entry.principal
+        if entry is not None and hmac.compare_digest(entry.key_hash, key_hash):
+            return entry
         return None
 
     def put(
