@@ -31,6 +31,7 @@ from tests.support.processes import (
     running_cluster,
     shared_store_url,
 )
+from tidegate.bench.budget_race import fire_together
 from tidegate.store import create_engine, create_sessionmaker
 from tidegate.store.models import UsageRecord
 
@@ -191,10 +192,8 @@ async def test_budget_race_across_three_gateways_never_overspends(
         async with aiohttp.ClientSession(
             connector=connector, timeout=aiohttp.ClientTimeout(total=20)
         ) as http:
-            gate = asyncio.Event()
 
             async def one(index: int) -> None:
-                await gate.wait()
                 await send(
                     http,
                     urls[index % 3],
@@ -204,10 +203,7 @@ async def test_budget_race_across_three_gateways_never_overspends(
                     rate_headers=(),  # the tenant has a budget but no rate limits
                 )
 
-            tasks = [asyncio.create_task(one(i)) for i in range(200)]
-            await asyncio.sleep(0.1)
-            gate.set()
-            await asyncio.gather(*tasks)
+            await fire_together(200, one)
     # The gateways stopped cleanly, so every usage record is in the store now.
 
     engine = create_engine(shared_store)

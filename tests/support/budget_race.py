@@ -11,8 +11,6 @@ the fake upstream reports fewer tokens (one per word): the gap the settle refund
 
 from __future__ import annotations
 
-import asyncio
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +19,7 @@ import aiohttp
 import orjson
 
 from tests.support.processes import AdminClient, GatewaySettings, running_cluster
-from tidegate.bench.budget_race import metered
+from tidegate.bench.budget_race import fire_together, metered
 
 MODEL = "fake-model"
 
@@ -118,21 +116,14 @@ async def budget_race(
         async with aiohttp.ClientSession(
             connector=connector, timeout=aiohttp.ClientTimeout(total=60)
         ) as http:
-            gate = asyncio.Event()
 
             async def one(index: int) -> None:
-                await gate.wait()
                 url = urls[index % len(urls)] + "/v1/chat/completions"
                 async with http.post(url, json=body, headers=headers) as response:
                     raw = await response.read()
                     _tally(result, response.status, raw, stream=stream)
 
-            tasks = [asyncio.create_task(one(i)) for i in range(requests)]
-            await asyncio.sleep(0.1)
-            started = time.monotonic()
-            gate.set()
-            await asyncio.gather(*tasks)
-            result.elapsed_s = time.monotonic() - started
+            result.elapsed_s = await fire_together(requests, one)
     # The gateways stopped cleanly, so every usage record is in the store now.
     result.records, result.metered_tokens = await metered(store_url, tenant_id)
     return result

@@ -15,7 +15,7 @@ import asyncio
 import secrets
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -237,14 +237,12 @@ async def _race(
         body["stream"] = True  # served tokens then come from the usage store only
     data = orjson.dumps(body)
     headers = [("Authorization", f"Bearer {key}"), ("Content-Type", "application/json")]
-    gate = asyncio.Event()
     statuses: Counter[int] = Counter()
     codes: Counter[str] = Counter()
     served = 0
 
     async def one(index: int) -> None:
         nonlocal served
-        await gate.wait()
         reply = await send(
             ports[index % len(ports)],
             "POST",
@@ -265,12 +263,7 @@ async def _race(
         elif isinstance(answer.get("error"), dict):
             codes[str(answer["error"].get("code"))] += 1
 
-    tasks = [asyncio.create_task(one(i)) for i in range(options.requests)]
-    await asyncio.sleep(0.2)
-    started = time.monotonic()
-    gate.set()
-    await asyncio.gather(*tasks)
-    elapsed = time.monotonic() - started
+    elapsed = await fire_together(options.requests, one, settle_s=0.2)
     records, admitted = await metered(store_url, tenant_id, expected=options.requests)
     bound = variant.bound(elapsed)
     return {
@@ -289,6 +282,26 @@ async def _race(
         # A limit that refused nearly everything would never overspend either.
         "used_pct": round(admitted / bound * 100, 1),
     }
+
+
+async def fire_together(
+    count: int, one: Callable[[int], Awaitable[None]], *, settle_s: float = 0.1
+) -> float:
+    """Run ``one(0)`` … ``one(count - 1)`` released at the same instant (their tasks are
+    created and given ``settle_s`` to reach the gate first); the seconds from the release to
+    the last one done."""
+    gate = asyncio.Event()
+
+    async def gated(index: int) -> None:
+        await gate.wait()
+        await one(index)
+
+    tasks = [asyncio.create_task(gated(i)) for i in range(count)]
+    await asyncio.sleep(settle_s)
+    started = time.monotonic()
+    gate.set()
+    await asyncio.gather(*tasks)
+    return time.monotonic() - started
 
 
 async def metered(store_url: str, tenant_id: str, *, expected: int = 0) -> tuple[int, int]:
