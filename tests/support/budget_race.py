@@ -19,7 +19,7 @@ import aiohttp
 import orjson
 
 from tests.support.processes import AdminClient, GatewaySettings, running_cluster
-from tidegate.bench.budget_race import fire_together, metered
+from tidegate.bench.budget_race import fire_together, limit_bound, metered
 
 MODEL = "fake-model"
 
@@ -47,11 +47,7 @@ class RaceResult:
     def allowed(self) -> int:
         """The most the limits let through: the budget, and a full tpm bucket plus its refill
         over the race."""
-        bounds = [] if self.budget is None else [self.budget]
-        if self.tokens_per_minute is not None:
-            tpm = self.tokens_per_minute
-            bounds.append(int(tpm + tpm * self.elapsed_s / 60))
-        return min(bounds)
+        return int(limit_bound(self.budget, self.tokens_per_minute, self.elapsed_s))
 
     @property
     def overspend(self) -> int:

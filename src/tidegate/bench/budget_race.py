@@ -48,10 +48,16 @@ class Variant:
 
     def bound(self, elapsed_s: float) -> float:
         """The most tokens the tenant may be served in ``elapsed_s``."""
-        if self.daily_tokens is not None:
-            return float(self.daily_tokens)
-        assert self.tokens_per_minute is not None  # the bucket starts full and refills
-        return self.tokens_per_minute * (1 + elapsed_s / 60)
+        return limit_bound(self.daily_tokens, self.tokens_per_minute, elapsed_s)
+
+
+def limit_bound(daily_tokens: int | None, tokens_per_minute: int | None, elapsed_s: float) -> float:
+    """The most tokens a tenant with these limits (None: not that one) may be served in
+    ``elapsed_s``: the budget, and a full tpm bucket plus its refill meanwhile."""
+    bounds = [] if daily_tokens is None else [float(daily_tokens)]
+    if tokens_per_minute is not None:
+        bounds.append(tokens_per_minute + tokens_per_minute * elapsed_s / 60)
+    return min(bounds)
 
 
 def variants(daily_tokens: int, tokens_per_minute: int, max_tokens: int) -> list[Variant]:
