@@ -84,7 +84,9 @@ async def test_records_written_twice_are_stored_once(sessions: Sessions, tmp_pat
 async def test_leftovers_of_a_crashed_process_are_replayed_at_start(
     sessions: Sessions, tmp_path: Path
 ) -> None:
-    crashed = meter(sessions, tmp_path / "live")
+    # A batch larger than what it records: reaching batch_size wakes the flush, which could
+    # store part of the events before the count below looks.
+    crashed = meter(sessions, tmp_path / "live", batch=1000)
     await crashed.start()
     for i in range(250):
         crashed.record(usage_event(f"req_{i:03d}"))
