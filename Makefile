@@ -75,42 +75,42 @@ fuzz: setup
 	done
 
 lint: setup
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/mypy
-	$(BIN)/lint-imports
+	PYTHONPATH=. $(BIN)/lint-imports
 
 bench-overhead: setup
-	$(BIN)/python -m tidegate.bench.overhead
+	$(BIN)/python -m benchmarks.overhead
 
 ## Interactive TTFT under a batch flood: one real vLLM replica (its compute on core 0, the rest on
 ## the other cores), straight and through tidegate
 ## (~12 min).
 bench-priority: engine
-	$(BIN)/python -m tidegate.bench.priority --engine-cpus 0
+	$(BIN)/python -m benchmarks.priority --engine-cpus 0
 
 ## Round robin, least-outstanding and prefix affinity on two real vLLM replicas: prefix-cache hit
 ## rate, TTFT and load per replica for a multi-turn workload (~6 min).
 bench-affinity: engine
-	$(BIN)/python -m tidegate.bench.affinity
+	$(BIN)/python -m benchmarks.affinity
 
 ## The Batch API: a 10,000-line batch on the fake upstream (lines/s, then three kill -9 of the
 ## gateway: zero lost or duplicated lines) and a 200-line batch on one real vLLM replica beside an
 ## interactive tenant (TTFT p95 vs idle, batch tokens/s) (~10 min).
 bench-batch: engine
-	$(BIN)/python -m tidegate.bench.batch
+	$(BIN)/python -m benchmarks.batch
 
 ## Abusive inputs (a 100,000-message chat, bodies past server.max_body_bytes, 300 MB uploads,
 ## malformed values ...) against one gateway: refusal latency, /healthz meanwhile, RSS; then the
 ## budget race, 200 concurrent requests through 3 gateways on PostgreSQL and Redis (~3 min).
 bench-abuse: setup
-	$(BIN)/python -m tidegate.bench.abuse
+	$(BIN)/python -m benchmarks.abuse
 
 ## 1, 2 and 3 gateways sharing PostgreSQL and Redis in front of one fake pool: aggregate req/s,
 ## the upstream's peak in-flight vs capacity, interactive TTFT p95 under a batch flood, Redis
 ## commands per request (~1.5 min; needs PostgreSQL and redis-server).
 bench-scale-out: setup
-	$(BIN)/python -m tidegate.bench.scale_out
+	$(BIN)/python -m benchmarks.scale_out
 
 ## Regenerate the README's configuration reference from the schema.
 config-docs: setup

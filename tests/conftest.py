@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.gateway import RunningGateway, run_gateway
-from tidegate.upstream.fake_server import FakeUpstream
+from tidegate_testing.fake_server import FakeUpstream
 
 pytest_plugins = ["tests.store_fixtures"]
 

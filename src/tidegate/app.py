@@ -41,41 +41,41 @@ from tidegate.batch.storage import build_storage
 from tidegate.batch.wiring import build_runner
 from tidegate.config import Config
 from tidegate.errors import TidegateError
-from tidegate.gateway.accounting import RequestAccounting
-from tidegate.gateway.audit import AuditLog
-from tidegate.gateway.completions import CompletionService
-from tidegate.gateway.context_lengths import ContextLengths
-from tidegate.gateway.keys import KeyService
-from tidegate.gateway.limits import Limiter, RedisLimitStore, build_limit_store, build_limiter
-from tidegate.gateway.limits.model import LimitStore
-from tidegate.gateway.limits.seeding import seed_budget_spend
-from tidegate.gateway.model_limits import models_for_pools, pool_limits
-from tidegate.gateway.pricing import PriceTable
-from tidegate.gateway.redaction import Redactor
-from tidegate.gateway.tenants import TenantService
-from tidegate.gateway.validation import RequestValidator
 from tidegate.heap import freeze_startup_heap
 from tidegate.metering import PromptLogWriter, RetentionPurger, UsageMeter, UsageQueries
 from tidegate.observability.access_log import AccessLog
 from tidegate.observability.dependencies import Dependencies
 from tidegate.observability.metrics import GatewayMetrics
 from tidegate.observability.metrics_listener import MetricsListener
-from tidegate.observability.pool_metrics import register_pool_metrics
 from tidegate.observability.recorder import RequestRecorder
-from tidegate.observability.routing_metrics import RoutingMetrics
 from tidegate.observability.tracing import Tracing
 from tidegate.observability.usage_metrics import register_usage_metrics
+from tidegate.pipeline.accounting import RequestAccounting
+from tidegate.pipeline.completions import CompletionService
+from tidegate.pipeline.context_lengths import ContextLengths
+from tidegate.pipeline.limits import Limiter, RedisLimitStore, build_limit_store, build_limiter
+from tidegate.pipeline.limits.model import LimitStore
+from tidegate.pipeline.limits.seeding import seed_budget_spend
+from tidegate.pipeline.model_limits import models_for_pools, pool_limits
+from tidegate.pipeline.pricing import PriceTable
+from tidegate.pipeline.redaction import Redactor
+from tidegate.pipeline.validation import RequestValidator
 from tidegate.rollout.wiring import RolloutRuntime, build_rollouts
 from tidegate.routing.build import build_routing
 from tidegate.routing.discovery import Resolver, dns_discoveries, resolve_host
 from tidegate.routing.health import HealthChecker
+from tidegate.routing.metrics import RoutingMetrics
 from tidegate.routing.outlier import OutlierDetector
+from tidegate.routing.pool_metrics import register_pool_metrics
 from tidegate.routing.replicas import RoutingTable
 from tidegate.routing.retry_budget import RetryBudget
 from tidegate.scheduling import Scheduler
 from tidegate.scheduling.cluster import ClusterCapacity
 from tidegate.store.db import create_engine, create_sessionmaker
 from tidegate.store.migrate import migrate
+from tidegate.tenancy.audit import AuditLog
+from tidegate.tenancy.keys import KeyService
+from tidegate.tenancy.tenants import TenantService
 from tidegate.upstream.anthropic import AnthropicClient
 from tidegate.upstream.client import Provider, UpstreamClient, UpstreamTimeouts
 
@@ -426,7 +426,7 @@ def build_app(
 
     ids = RequestIds()
     return Starlette(
-        routes=guard_routes(build_routes(slot, ids)),
+        routes=guard_routes(build_routes(slot, ids, console=config.console.enabled)),
         middleware=[Middleware(RequestIdMiddleware, ids=ids)],
         exception_handlers={
             TidegateError: tidegate_error_handler,

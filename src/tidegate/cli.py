@@ -11,8 +11,6 @@ import yaml
 from rich.console import Console
 
 from tidegate.commands.batch import batch_app
-from tidegate.commands.bench import bench_app
-from tidegate.commands.bench_report import bench_report
 from tidegate.commands.engine import engine_app, model_app
 from tidegate.commands.keys import keys_app
 from tidegate.commands.plan import plan_command
@@ -22,6 +20,8 @@ from tidegate.commands.tenants import tenants_app
 from tidegate.commands.traffic import traffic_app
 from tidegate.commands.usage import usage_app
 from tidegate.config import Config, EnginesConfig, load_config
+from tidegate_bench.cli import bench_app
+from tidegate_bench.report_cli import bench_report
 
 app = typer.Typer(
     name="tidegate",

@@ -11,7 +11,7 @@ from prometheus_client import Metric
 from tests.deploy.chart import ROOT, by_kind, render
 from tidegate.observability.dependencies import Dependencies
 from tidegate.observability.metrics import GatewayMetrics
-from tidegate.observability.pool_metrics import register_pool_metrics
+from tidegate.routing.pool_metrics import register_pool_metrics
 from tidegate.routing.replicas import Replica, RoutingTable
 
 _SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",)}

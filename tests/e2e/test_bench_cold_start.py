@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tidegate.bench import coldstart
 from tidegate.config import Config
+from tidegate_bench import coldstart
 
 pytestmark = [pytest.mark.e2e]
 

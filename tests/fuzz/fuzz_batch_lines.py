@@ -23,10 +23,10 @@ import orjson
 
 from tidegate.batch.validate import MAX_REPORTED_ERRORS, LineChecker, line_body
 from tidegate.config import Config
-from tidegate.gateway.keys import Principal
-from tidegate.gateway.policy import KeySettings, TenantSettings
-from tidegate.gateway.validation import ModelLimits, RequestValidator
+from tidegate.pipeline.validation import ModelLimits, RequestValidator
 from tidegate.routing.build import build_routing
+from tidegate.tenancy.keys import Principal
+from tidegate.tenancy.policy import KeySettings, TenantSettings
 
 MODEL = "fake-model"
 MAX_LINE_BYTES = 2048

@@ -17,7 +17,7 @@ import string
 
 import atheris
 
-from tidegate.gateway.redaction import Redactor, scan_for_secrets
+from tidegate.pipeline.redaction import Redactor, scan_for_secrets
 
 REDACTOR = Redactor()
 _ALNUM = string.ascii_letters + string.digits

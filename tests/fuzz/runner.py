@@ -29,11 +29,11 @@ HARNESSES: dict[str, tuple[str, tuple[str, ...]]] = {
     "sse": ("tests.fuzz.fuzz_sse", ("tidegate.protocol.sse",)),
     "redaction": (
         "tests.fuzz.fuzz_redaction",
-        ("tidegate.gateway.redaction", "tidegate.gateway.redaction_patterns"),
+        ("tidegate.pipeline.redaction", "tidegate.pipeline.redaction_patterns"),
     ),
     "batch_lines": (
         "tests.fuzz.fuzz_batch_lines",
-        ("tidegate.batch.validate", "tidegate.protocol.requests", "tidegate.gateway.validation"),
+        ("tidegate.batch.validate", "tidegate.protocol.requests", "tidegate.pipeline.validation"),
     ),
     "multipart": (
         "tests.fuzz.fuzz_multipart",

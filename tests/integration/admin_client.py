@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from tests.support.gateway import ADMIN_KEY, RunningGateway, run_gateway
-from tidegate.upstream.fake_server import FakeUpstream
+from tidegate_testing.fake_server import FakeUpstream
 
 
 class Admin:

@@ -9,7 +9,7 @@ import orjson
 
 from tests.integration.admin_client import Admin, admin_gateway, operator
 from tests.support.gateway import ADMIN_KEY, RunningGateway
-from tidegate.upstream.fake_server import FakeUpstream
+from tidegate_testing.fake_server import FakeUpstream
 
 __all__ = ["admin_gateway", "operator"]  # fixtures used by name
 

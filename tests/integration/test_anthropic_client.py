@@ -19,7 +19,7 @@ from tidegate.protocol.sse import DONE_PAYLOAD, SSESplitter, event_data
 from tidegate.routing.replicas import Replica
 from tidegate.upstream.anthropic import AnthropicClient
 from tidegate.upstream.client import Provider, UpstreamTimeouts
-from tidegate.upstream.fake_anthropic import FakeAnthropic, FakeAnthropicBehaviour, FakeToolUse
+from tidegate_testing.fake_anthropic import FakeAnthropic, FakeAnthropicBehaviour, FakeToolUse
 
 KEY = "sk-ant-test-0123456789abcdef"
 WEATHER_TOOL = {

@@ -33,7 +33,7 @@ from tests.support.gateway import (
     run_gateway,
 )
 from tidegate.store import create_engine
-from tidegate.upstream.fake_server import FakeUpstream
+from tidegate_testing.fake_server import FakeUpstream
 
 MODEL = "fake-model"
 CHAT: dict[str, Any] = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}

@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 
 from tests.support.gateway import RunningGateway, create_member, run_gateway
 from tidegate.commands.batch import batch_app
-from tidegate.upstream.fake_server import FakeUpstream
+from tidegate_testing.fake_server import FakeUpstream
 
 # Poll fast so a batch of a few lines finishes in well under a second.
 FAST_BATCH = {"batch": {"poll_interval_s": 0.05}, "metering": {"flush_interval_s": 0.05}}

@@ -34,7 +34,7 @@ from tests.support.processes import (
 )
 from tidegate.store import create_engine, create_sessionmaker
 from tidegate.store.models import UsageRecord
-from tidegate.upstream.fake_server import FakeBehaviour, FakeUpstream
+from tidegate_testing.fake_server import FakeBehaviour, FakeUpstream
 
 MODEL = "fake-model"
 TOKENS = 3

@@ -23,7 +23,7 @@ from tests.support.gateway import (
     run_gateway,
     usage_records,
 )
-from tidegate.upstream.fake_server import FakeUpstream
+from tidegate_testing.fake_server import FakeUpstream
 
 MODEL = "fake-model"
 FAST = {"poll_interval_s": 0.05, "lease_s": 5}

@@ -36,7 +36,7 @@ CLASSES = {
 def test_tiny_abuse_run_produces_every_row(tmp_path: Path) -> None:
     out = tmp_path / "abuse.json"
     postgres = os.environ.get("TIDEGATE_TEST_POSTGRES_URL", DEFAULT_POSTGRES_URL)
-    command = [sys.executable, "-m", "tidegate.bench.abuse", "--out", str(out)]
+    command = [sys.executable, "-m", "benchmarks.abuse", "--out", str(out)]
     command += ["--count", "2", "--large-count", "1", "--class-seconds", "2"]
     command += ["--min-class-seconds", "0.2"]
     command += ["--batch-count", "1", "--batch-lines", "200", "--race-requests", "20"]

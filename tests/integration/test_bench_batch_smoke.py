@@ -12,7 +12,7 @@ import orjson
 
 def test_small_batch_survives_a_kill_and_every_line_appears_once(tmp_path: Path) -> None:
     out = tmp_path / "batch.json"
-    command = [sys.executable, "-m", "tidegate.bench.batch", "--skip-engine"]
+    command = [sys.executable, "-m", "benchmarks.batch", "--skip-engine"]
     command += ["--lines", "400", "--crashes", "1", "--seed", "7", "--out", str(out)]
     done = subprocess.run(command, capture_output=True, timeout=240)
     assert done.returncode == 0, done.stdout.decode()[-3000:] + done.stderr.decode()[-3000:]

@@ -9,8 +9,8 @@ import orjson
 import pytest
 from typer.testing import CliRunner
 
-from tidegate.bench.targets import Processes, fake_upstream_launch, free_port, tidegate_launch
-from tidegate.commands.bench import bench_app
+from benchmarks.targets import Processes, fake_upstream_launch, free_port, tidegate_launch
+from tidegate_bench.cli import bench_app
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ import orjson
 import pytest
 from matplotlib import image
 
-from tidegate.bench.reporting import write_report
+from tidegate_bench.reporting import write_report
 
 SAMPLE_DIR = Path(__file__).parents[1] / "data" / "bench"
 WINDOW = (1280, 2000)

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.postgres
 def test_tiny_scale_out_run_produces_every_figure(tmp_path: Path) -> None:
     out = tmp_path / "scale-out.json"
     postgres = os.environ.get("TIDEGATE_TEST_POSTGRES_URL", DEFAULT_POSTGRES_URL)
-    command = [sys.executable, "-m", "tidegate.bench.scale_out", "--out", str(out)]
+    command = [sys.executable, "-m", "benchmarks.scale_out", "--out", str(out)]
     command += ["--gateways", "1", "2", "--seconds", "1", "--capacity", "6"]
     command += ["--workers", "12", "--batch-workers", "12", "--postgres-url", postgres]
     done = subprocess.run(command, capture_output=True, timeout=240)

@@ -11,7 +11,7 @@ import orjson
 
 def test_quick_overhead_run_against_direct_and_passthrough(tmp_path: Path) -> None:
     out = tmp_path / "overhead.json"
-    command = [sys.executable, "-m", "tidegate.bench.overhead", "--quick"]
+    command = [sys.executable, "-m", "benchmarks.overhead", "--quick"]
     command += ["--targets", "direct,passthrough", "--out", str(out)]
     done = subprocess.run(command, capture_output=True, timeout=120)
     assert done.returncode == 0, done.stderr.decode()[-2000:]

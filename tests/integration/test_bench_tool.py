@@ -11,15 +11,15 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from tidegate.bench.metrics import target_figures
-from tidegate.bench.records import RequestRecord
-from tidegate.bench.results import comparisons
-from tidegate.bench.runner import LoadPoint, LoadRunner, RunSettings
-from tidegate.bench.schedule import ArrivalProcess
-from tidegate.bench.spec import Slo, Target, Tenant
-from tidegate.bench.tokenizer import TokenCounter
-from tidegate.bench.workloads import Lengths, synthetic
-from tidegate.upstream.fake_server import FakeBehaviour, FakeUpstream
+from tidegate_bench.metrics import target_figures
+from tidegate_bench.records import RequestRecord
+from tidegate_bench.results import comparisons
+from tidegate_bench.runner import LoadPoint, LoadRunner, RunSettings
+from tidegate_bench.schedule import ArrivalProcess
+from tidegate_bench.spec import Slo, Target, Tenant
+from tidegate_bench.tokenizer import TokenCounter
+from tidegate_bench.workloads import Lengths, synthetic
+from tidegate_testing.fake_server import FakeBehaviour, FakeUpstream
 
 TOKENS = 10
 FIRST_S = 0.05

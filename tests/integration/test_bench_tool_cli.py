@@ -14,8 +14,8 @@ import orjson
 import pytest
 from typer.testing import CliRunner
 
-from tidegate.bench.results import CSV_HEADER
-from tidegate.commands.bench import bench_app
+from tidegate_bench.cli import bench_app
+from tidegate_bench.results import CSV_HEADER
 
 
 def _port() -> int:
@@ -25,7 +25,7 @@ def _port() -> int:
 
 
 def _fake_argv(port: int) -> list[str]:
-    return [sys.executable, "-m", "tidegate.upstream.fake_server", "--port", str(port),
+    return [sys.executable, "-m", "tidegate_testing.fake_server", "--port", str(port),
             "--tokens", "8", "--first-token-delay-s", "0.01",
             "--token-delay-s", "0.002"]  # fmt: skip
 

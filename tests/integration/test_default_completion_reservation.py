@@ -22,11 +22,11 @@ from tests.support.gateway import create_member, run_gateway
 from tests.support.limit_stores import STORE_KINDS, StoreKind, limiter_on, redis_reachable
 from tidegate.config import Config
 from tidegate.errors import LimitExceededError
-from tidegate.gateway.context_lengths import ContextLengths
-from tidegate.gateway.limits import Admission, Limiter
-from tidegate.gateway.model_limits import models_for_pools, pool_limits
-from tidegate.gateway.policy import Budgets, RateLimits
-from tidegate.upstream.fake_server import FakeUpstream
+from tidegate.pipeline.context_lengths import ContextLengths
+from tidegate.pipeline.limits import Admission, Limiter
+from tidegate.pipeline.model_limits import models_for_pools, pool_limits
+from tidegate.tenancy.policy import Budgets, RateLimits
+from tidegate_testing.fake_server import FakeUpstream
 
 NOW = datetime(2030, 3, 14, 12, 0, tzinfo=UTC).timestamp()
 DEFAULT = 4096

@@ -12,7 +12,7 @@ import openai
 import orjson
 import pytest
 
-from tidegate.upstream.fake_server import FakeBehaviour, FakeUpstream
+from tidegate_testing.fake_server import FakeBehaviour, FakeUpstream
 
 CHAT = {"model": "m", "messages": [{"role": "user", "content": "three word prompt"}]}
 

@@ -18,7 +18,7 @@ import pytest
 from tests.support.gateway import ADMIN_KEY, MemberKey, RunningGateway, auth, run_gateway
 from tests.support.gateway import create_member as _create_member
 from tests.support.s3 import ACCESS_KEY_ID, SECRET_ACCESS_KEY, S3Server, moto_server
-from tidegate.upstream.fake_server import FakeUpstream
+from tidegate_testing.fake_server import FakeUpstream
 
 MISSING = "file-" + "0" * 24
 

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from tests.support.gateway import ADMIN_KEY, RunningGateway, auth, create_member, run_gateway
-from tidegate.upstream.fake_server import FakeUpstream
+from tidegate_testing.fake_server import FakeUpstream
 
 REMOTE_IMAGE = {"type": "image_url", "image_url": {"url": "http://169.254.169.254/latest/meta"}}
 INLINE_IMAGE = {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}

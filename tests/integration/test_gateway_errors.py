@@ -8,7 +8,7 @@ import aiohttp
 import pytest
 
 from tests.support.gateway import ADMIN_KEY, RunningGateway
-from tidegate.upstream.fake_server import FakeUpstream
+from tidegate_testing.fake_server import FakeUpstream
 
 AUTH = {"Authorization": f"Bearer {ADMIN_KEY}"}
 CHAT = {"model": "fake-model", "messages": [{"role": "user", "content": "hi"}]}

@@ -10,7 +10,7 @@ import aiohttp
 import orjson
 
 from tests.support.gateway import ADMIN_KEY, RunningGateway, free_port, run_gateway
-from tidegate.upstream.fake_server import FakeUpstream
+from tidegate_testing.fake_server import FakeUpstream
 
 AUTH = {"Authorization": f"Bearer {ADMIN_KEY}"}
 CHAT = {"model": "fake-model", "messages": [{"role": "user", "content": "hi"}]}

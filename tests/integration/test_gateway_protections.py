@@ -32,9 +32,9 @@ from tests.support.gateway import (
 )
 from tests.support.tiny_model import write_tiny_model
 from tidegate.config import load_config
-from tidegate.gateway.prompt_bound import prompt_token_bound
-from tidegate.gateway.tokens import PromptCounter
-from tidegate.upstream.fake_server import FakeUpstream
+from tidegate.pipeline.prompt_bound import prompt_token_bound
+from tidegate.pipeline.tokens import PromptCounter
+from tidegate_testing.fake_server import FakeUpstream
 
 BUNDLED = "smollm2-135m-instruct"
 FAST_METERING = {"flush_interval_s": 0.05}

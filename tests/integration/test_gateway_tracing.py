@@ -15,7 +15,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 
 from tests.support.gateway import create_member, run_gateway
-from tidegate.upstream.fake_server import FakeUpstream
+from tidegate_testing.fake_server import FakeUpstream
 
 CHAT = {"model": "fake-model", "messages": [{"role": "user", "content": "hello"}]}
 STAGES = ["auth", "validation", "limits", "upstream"]

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from tests.integration.admin_client import Admin, admin_gateway, operator
-from tidegate.gateway.policy import TenantSettings
+from tidegate.tenancy.policy import TenantSettings
 
 __all__ = ["admin_gateway", "operator"]  # fixtures used by name
 

@@ -16,8 +16,8 @@ import pytest
 
 from tests.support.limit_stores import STORE_KINDS, StoreKind, limiter_on, redis_reachable
 from tidegate.errors import LimitExceededError
-from tidegate.gateway.limits import Admission, Limiter
-from tidegate.gateway.policy import Budgets, RateLimits
+from tidegate.pipeline.limits import Admission, Limiter
+from tidegate.tenancy.policy import Budgets, RateLimits
 
 NOW = datetime(2030, 3, 14, 12, 0, tzinfo=UTC).timestamp()
 

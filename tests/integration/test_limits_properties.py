@@ -24,8 +24,8 @@ from hypothesis import strategies as st
 
 from tests.support.limit_stores import REDIS_URL, StoreKind, limiter_on
 from tidegate.errors import LimitExceededError
-from tidegate.gateway.limits import Admission, Limiter
-from tidegate.gateway.policy import Budgets, RateLimits
+from tidegate.pipeline.limits import Admission, Limiter
+from tidegate.tenancy.policy import Budgets, RateLimits
 
 NOW = 1_900_000_000.0  # 2030: Redis budget keys do not expire during the test
 TENANTS = ("a", "b")

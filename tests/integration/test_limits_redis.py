@@ -20,9 +20,9 @@ from prometheus_client import CollectorRegistry
 
 from tidegate.config import ModelPrice
 from tidegate.errors import LimiterUnavailableError, LimitExceededError
-from tidegate.gateway.limits import Admission, Limiter, LimiterMetrics, RedisLimitStore
-from tidegate.gateway.policy import Budgets, RateLimits
-from tidegate.gateway.pricing import PriceTable
+from tidegate.pipeline.limits import Admission, Limiter, LimiterMetrics, RedisLimitStore
+from tidegate.pipeline.pricing import PriceTable
+from tidegate.tenancy.policy import Budgets, RateLimits
 
 REDIS_URL = os.environ.get("TIDEGATE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 PRICES = {"priced": ModelPrice(input_per_million=1.0, output_per_million=2.0)}

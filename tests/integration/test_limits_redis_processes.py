@@ -17,9 +17,9 @@ import pytest
 import redis
 
 from tidegate.errors import LimitExceededError
-from tidegate.gateway.limits import Limiter, RedisLimitStore
-from tidegate.gateway.policy import Budgets, RateLimits
-from tidegate.gateway.pricing import PriceTable
+from tidegate.pipeline.limits import Limiter, RedisLimitStore
+from tidegate.pipeline.pricing import PriceTable
+from tidegate.tenancy.policy import Budgets, RateLimits
 
 REDIS_URL = os.environ.get("TIDEGATE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 PROCESSES = 3

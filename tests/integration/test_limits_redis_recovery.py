@@ -24,12 +24,12 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tests.support.usage_events import usage_event
 from tidegate.errors import LimitExceededError
-from tidegate.gateway.limits import Admission, Limiter, RedisLimitStore, lua
-from tidegate.gateway.limits.metrics import RedisStoreCollector
-from tidegate.gateway.limits.periods import day_period
-from tidegate.gateway.policy import Budgets, RateLimits
-from tidegate.gateway.pricing import PriceTable
 from tidegate.metering import UsageMeter, UsageQueries
+from tidegate.pipeline.limits import Admission, Limiter, RedisLimitStore, lua
+from tidegate.pipeline.limits.metrics import RedisStoreCollector
+from tidegate.pipeline.limits.periods import day_period
+from tidegate.pipeline.pricing import PriceTable
+from tidegate.tenancy.policy import Budgets, RateLimits
 
 REDIS_URL = os.environ.get("TIDEGATE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 Sessions = async_sessionmaker[AsyncSession]

@@ -17,11 +17,11 @@ from tests.support.usage_events import usage_event
 from tidegate.api.admin_usage import build_usage_routes
 from tidegate.api.routes import tidegate_error_handler
 from tidegate.errors import TidegateError
-from tidegate.gateway.keys import KeyService
-from tidegate.gateway.tenants import TenantService
 from tidegate.metering import UsageMeter, UsageQueries
 from tidegate.store.db import transaction
 from tidegate.store.models import SYSTEM_TENANT_ID, Tenant
+from tidegate.tenancy.keys import KeyService
+from tidegate.tenancy.tenants import TenantService
 
 Sessions = async_sessionmaker[AsyncSession]
 

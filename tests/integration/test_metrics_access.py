@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry
 
 from tests.support.gateway import ADMIN_KEY, auth, create_member, free_port, run_gateway
 from tidegate.observability.metrics_listener import MetricsListener
-from tidegate.upstream.fake_server import FakeUpstream
+from tidegate_testing.fake_server import FakeUpstream
 
 TENANT = "secret-tenant-name-7f3a"
 TOKEN = "metrics-token-0123456789abcdef"

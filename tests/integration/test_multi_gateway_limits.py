@@ -21,6 +21,7 @@ import aiohttp
 import pytest
 from sqlalchemy import func, select
 
+from benchmarks.budget_race import fire_together
 from tests.store_fixtures import reset_postgres
 from tests.support.budget_race import budget_race
 from tests.support.processes import (
@@ -31,7 +32,6 @@ from tests.support.processes import (
     running_cluster,
     shared_store_url,
 )
-from tidegate.bench.budget_race import fire_together
 from tidegate.store import create_engine, create_sessionmaker
 from tidegate.store.models import UsageRecord
 

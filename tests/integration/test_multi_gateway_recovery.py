@@ -21,6 +21,7 @@ import aiohttp
 import orjson
 import pytest
 
+from benchmarks.budget_race import metered
 from tests.support.own_servers import own_redis
 from tests.support.processes import (
     AdminClient,
@@ -30,7 +31,6 @@ from tests.support.processes import (
     redis_prefix,
     running_cluster,
 )
-from tidegate.bench.budget_race import metered
 
 PROMPT = [11, 12, 13, 14, 15]
 MAX_TOKENS = 15

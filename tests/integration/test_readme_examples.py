@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from tidegate.bench.targets import (
+from benchmarks.targets import (
     Processes,
     fake_upstream_launch,
     free_port,

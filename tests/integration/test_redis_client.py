@@ -14,7 +14,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from tests.support.own_servers import OwnRedis, SlowConnectProxy, own_redis
-from tidegate.gateway.limits.redis_client import connect_redis, warm
+from tidegate.pipeline.limits.redis_client import connect_redis, warm
 
 # INCR, then keep Redis busy for 0.5 s: longer than the client's 0.25 s command timeout.
 SLOW_INCR = """

@@ -23,7 +23,7 @@ from tests.support.gateway import (
     run_gateway,
     usage_records,
 )
-from tidegate.upstream.fake_server import FakeUpstream
+from tidegate_testing.fake_server import FakeUpstream
 
 FIXED_ID = "my-fixed-request-id"
 SECTIONS = {"metering": {"flush_interval_s": 0.05}}

@@ -26,7 +26,7 @@ from tests.integration.test_scheduling import sample
 from tests.support.gateway import ADMIN_KEY, auth, create_member, free_port, serve
 from tidegate.config import Config
 from tidegate.rollout import lease
-from tidegate.upstream.fake_server import FakeBehaviour, FakeUpstream
+from tidegate_testing.fake_server import FakeBehaviour, FakeUpstream
 
 BACKEND = "x-tidegate-backend"
 SESSION = "x-tidegate-session-id"

@@ -22,7 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.gateway import ADMIN_KEY, RunningGateway, free_port, serve
 from tidegate.config import Config
-from tidegate.upstream.fake_server import FakeUpstream
+from tidegate_testing.fake_server import FakeUpstream
 
 AUTH = {"Authorization": f"Bearer {ADMIN_KEY}"}
 MODEL = "fake-model"

@@ -31,8 +31,8 @@ from tests.support.gateway import (
 )
 from tests.support.tiny_model import write_tiny_model
 from tidegate.config import Config
-from tidegate.upstream.fake_anthropic import FakeAnthropic
-from tidegate.upstream.fake_server import FakeBehaviour, FakeUpstream
+from tidegate_testing.fake_anthropic import FakeAnthropic
+from tidegate_testing.fake_server import FakeBehaviour, FakeUpstream
 
 BACKEND = "x-tidegate-backend"
 

@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from tests.support.gateway import ADMIN_KEY, MemberKey, RunningGateway, auth, run_gateway
-from tidegate.upstream.fake_server import FakeBehaviour, FakeUpstream
+from tidegate_testing.fake_server import FakeBehaviour, FakeUpstream
 
 CAPACITY = 2
 

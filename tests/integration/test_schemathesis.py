@@ -31,7 +31,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from tests.support.gateway import ADMIN_KEY, auth, create_member, run_gateway
-from tidegate.upstream.fake_server import FakeUpstream
+from tidegate_testing.fake_server import FakeUpstream
 
 MAX_EXAMPLES = 25
 """Cases per operation (about 45 operations); the whole module runs in about a minute."""

@@ -31,7 +31,7 @@ from tests.support.gateway import (
     run_gateway,
     usage_records,
 )
-from tidegate.upstream.fake_server import FakeUpstream
+from tidegate_testing.fake_server import FakeUpstream
 
 UPSTREAM_KEY = "sk-upstreamcanary" + "U7x2" * 8
 WRONG_KEY = "tg-wrongcanary" + "W3q9" * 10

@@ -17,10 +17,10 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from tidegate.gateway.completions import PreparedRequest
 from tidegate.metering import UsageMeter, UsageQueries
 from tidegate.observability.capture import ResponseCapture
 from tidegate.observability.records import RequestRecord
+from tidegate.pipeline.completions import PreparedRequest
 from tidegate.rollout.metrics import RolloutMetrics
 from tidegate.rollout.shadow import ShadowMirror
 from tidegate.rollout.sync import ShadowTarget
@@ -28,7 +28,7 @@ from tidegate.routing.replica import Replica, ReplicaState
 from tidegate.routing.replicas import RoutingTable
 from tidegate.store.models import ShadowComparison
 from tidegate.upstream.client import UpstreamClient, UpstreamTimeouts
-from tidegate.upstream.fake_server import FakeBehaviour, FakeUpstream
+from tidegate_testing.fake_server import FakeBehaviour, FakeUpstream
 
 TARGET = ShadowTarget(pool="shadow", sample=1.0)
 GOOD_JSON = '{"city": "Paris", "temp": 3}'

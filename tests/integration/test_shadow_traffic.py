@@ -35,7 +35,7 @@ from tidegate.cli import app
 from tidegate.config import Config
 from tidegate.store import create_engine, create_sessionmaker, migrate
 from tidegate.store.models import TrafficPolicy
-from tidegate.upstream.fake_server import FakeBehaviour, FakeUpstream
+from tidegate_testing.fake_server import FakeBehaviour, FakeUpstream
 
 SYNC_S = 0.1
 GOOD_JSON = '{"city": "Paris", "mail": "bob@example.com"}'

@@ -11,7 +11,7 @@ import pytest
 
 from tests.support.gateway import run_gateway
 from tidegate.heap import freeze_startup_heap
-from tidegate.upstream.fake_server import FakeUpstream
+from tidegate_testing.fake_server import FakeUpstream
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ from tests.support.gateway import ADMIN_KEY, RunningGateway, auth, free_port, ru
 from tidegate.config import Config
 from tidegate.routing.split import TrafficSplit
 from tidegate.store.models import SYSTEM_TENANT_ID
-from tidegate.upstream.fake_server import FakeUpstream
+from tidegate_testing.fake_server import FakeUpstream
 
 MODEL = "chat"
 SESSIONS = [f"conversation-{i}" for i in range(24)]

@@ -12,10 +12,10 @@ from sqlalchemy import select
 from typer.testing import CliRunner, Result
 
 from tidegate.commands.traffic import traffic_app
-from tidegate.gateway.actors import Actor
 from tidegate.rollout.versions import VersionService
 from tidegate.store import create_engine, create_sessionmaker, migrate
 from tidegate.store.models import AuditEvent, TrafficPolicy
+from tidegate.tenancy.actors import Actor
 
 
 @pytest.fixture

@@ -15,7 +15,6 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tidegate.config import Config
 from tidegate.errors import InvalidRequestError, ModelNotFoundError, PermissionDeniedError
-from tidegate.gateway.actors import Actor
 from tidegate.rollout.metrics import RolloutMetrics
 from tidegate.rollout.policies import TrafficPolicies
 from tidegate.rollout.sync import PolicySync
@@ -23,6 +22,7 @@ from tidegate.rollout.versions import VersionService
 from tidegate.routing.replicas import Pool, RoutingTable
 from tidegate.routing.rules import Route
 from tidegate.store.models import AuditEvent, ModelVersion, Rollout, TrafficPolicy
+from tidegate.tenancy.actors import Actor
 
 OPERATOR = Actor.internal("test")
 TENANT_ADMIN = Actor(name="acme admin", key_id="key_x", tenant_id="ten_acme")

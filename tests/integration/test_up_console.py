@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tidegate.bench.targets import Processes, fake_upstream_launch, free_port
+from benchmarks.targets import Processes, fake_upstream_launch, free_port
 
 TIDEGATE = str(Path(sys.executable).with_name("tidegate"))
 

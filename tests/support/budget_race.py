@@ -18,8 +18,8 @@ from typing import Any
 import aiohttp
 import orjson
 
+from benchmarks.budget_race import fire_together, limit_bound, metered
 from tests.support.processes import AdminClient, GatewaySettings, running_cluster
-from tidegate.bench.budget_race import fire_together, limit_bound, metered
 
 MODEL = "fake-model"
 

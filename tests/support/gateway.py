@@ -20,7 +20,7 @@ from opentelemetry.sdk.trace.export import SpanExporter
 from tidegate.app import build_app
 from tidegate.config import Config
 from tidegate.observability.access_log import AccessLog
-from tidegate.upstream.fake_server import FakeUpstream
+from tidegate_testing.fake_server import FakeUpstream
 
 ADMIN_KEY = "tg-test-admin-key-0123456789abcdef"
 

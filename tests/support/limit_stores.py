@@ -13,8 +13,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from tidegate.config import ModelPrice
-from tidegate.gateway.limits import Limiter, MemoryLimitStore, RedisLimitStore
-from tidegate.gateway.pricing import PriceTable
+from tidegate.pipeline.limits import Limiter, MemoryLimitStore, RedisLimitStore
+from tidegate.pipeline.pricing import PriceTable
 
 REDIS_URL = os.environ.get("TIDEGATE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 StoreKind = Literal["memory", "redis"]

@@ -147,7 +147,7 @@ def fake_upstream_process(
     argv = [
         sys.executable,
         "-m",
-        "tidegate.upstream.fake_server",
+        "tidegate_testing.fake_server",
         "--port",
         str(port),
         "--model",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tidegate.gateway.redaction import Redactor, scan_for_secrets
+from tidegate.pipeline.redaction import Redactor, scan_for_secrets
 from tidegate.protocol.requests import BodyCaps, RequestValidationFailure, check_chat
 from tidegate.protocol.sse import SSESplitter, event_data
 

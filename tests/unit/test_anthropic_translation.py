@@ -22,7 +22,7 @@ from tidegate.protocol.anthropic import (
 )
 from tidegate.protocol.anthropic_stream import ChunkTranslator
 from tidegate.protocol.sse import DONE_PAYLOAD, SSESplitter, event_data
-from tidegate.upstream.fake_anthropic import request_problem
+from tidegate_testing.fake_anthropic import request_problem
 
 WEATHER_TOOL: dict[str, Any] = {
     "type": "function",

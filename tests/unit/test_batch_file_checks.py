@@ -15,7 +15,7 @@ from tidegate.batch.files import FileLimits, FileService, check_batch_input
 from tidegate.batch.storage import LocalFileStorage
 from tidegate.config import BatchConfig
 from tidegate.errors import InvalidRequestError
-from tidegate.gateway.tenants import TenantService
+from tidegate.tenancy.tenants import TenantService
 
 LINE = b'{"custom_id": "a", "method": "POST", "url": "/v1/chat/completions", "body": {}}\n'
 LIMITS = FileLimits(max_bytes=10 << 20, max_lines=100, max_line_bytes=1000)

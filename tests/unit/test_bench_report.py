@@ -12,8 +12,8 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from tidegate.bench.reporting import ResultError, load_result, write_report
-from tidegate.commands.bench_report import bench_report
+from tidegate_bench.report_cli import bench_report
+from tidegate_bench.reporting import ResultError, load_result, write_report
 
 SAMPLE_DIR = Path(__file__).parents[1] / "data" / "bench"
 SAMPLE = SAMPLE_DIR / "result.json"

@@ -11,9 +11,9 @@ import orjson
 import pytest
 from matplotlib import image
 
-from tidegate.bench.reporting import load_result, parse_result, write_report
-from tidegate.bench.reporting.plots import FIG_SIZE_PX, latency_vs_load, throughput_over_time
-from tidegate.bench.reporting.samples import read_latencies
+from tidegate_bench.reporting import load_result, parse_result, write_report
+from tidegate_bench.reporting.plots import FIG_SIZE_PX, latency_vs_load, throughput_over_time
+from tidegate_bench.reporting.samples import read_latencies
 
 SAMPLE = Path(__file__).parents[1] / "data" / "bench" / "result.json"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

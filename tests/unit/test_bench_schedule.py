@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from tidegate.bench.schedule import ArrivalProcess, arrival_times
+from tidegate_bench.schedule import ArrivalProcess, arrival_times
 
 
 def _ks_exponential(gaps: np.ndarray, rate: float) -> float:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from tidegate.bench.console import client_line
-from tidegate.bench.selfcheck import ClientHealth
+from tidegate_bench.console import client_line
+from tidegate_bench.selfcheck import ClientHealth
 
 
 def _health(cpu: float, lag: float, median: float | None) -> ClientHealth:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tidegate.bench.cost import cost_block, total_cost
-from tidegate.bench.metrics import is_good, target_figures
-from tidegate.bench.records import RequestRecord
-from tidegate.bench.spec import Prices, Slo, Target, parse_target, parse_tenant
-from tidegate.bench.stats import paired_difference, summarize
+from tidegate_bench.cost import cost_block, total_cost
+from tidegate_bench.metrics import is_good, target_figures
+from tidegate_bench.records import RequestRecord
+from tidegate_bench.spec import Prices, Slo, Target, parse_target, parse_tenant
+from tidegate_bench.stats import paired_difference, summarize
 
 
 def _record(index: int = 0, *, start: float = 1.0, chunks: tuple[float, ...] = (1.1, 1.2, 1.3),

@@ -20,7 +20,7 @@ from tidegate.config import Config, UpstreamServer
 from tidegate.observability.metrics import GatewayMetrics
 from tidegate.routing.discovery import DnsDiscovery, DnsTarget, resolve_host
 from tidegate.routing.replicas import ReplicaState, RoutingTable
-from tidegate.upstream.fake_server import FakeBehaviour, FakeUpstream
+from tidegate_testing.fake_server import FakeBehaviour, FakeUpstream
 
 MODEL = "pool-model"
 

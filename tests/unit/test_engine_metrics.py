@@ -13,7 +13,7 @@ from tidegate.engines.engine_metrics import (
 )
 from tidegate.observability.metrics import GatewayMetrics
 from tidegate.routing.replicas import Replica, ReplicaState
-from tidegate.upstream.fake_server import FakeUpstream
+from tidegate_testing.fake_server import FakeUpstream
 
 # vLLM 0.10+ (V1 engine; 0.32 exports the same names): counters carry _total and _created.
 V1_CURRENT = """\

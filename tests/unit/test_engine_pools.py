@@ -33,8 +33,8 @@ from tidegate.engines.cpu_binding import split_cores
 from tidegate.engines.pools import plan_replicas, replica_count
 from tidegate.engines.state_file import STATE_FILE_NAME, read_state
 from tidegate.engines.supervisor import EngineSupervisor
-from tidegate.gateway.model_limits import model_limits
 from tidegate.observability.metrics import GatewayMetrics
+from tidegate.pipeline.model_limits import model_limits
 from tidegate.routing.build import build_routing
 from tidegate.routing.replicas import ReplicaState, RoutingTable
 
@@ -211,7 +211,7 @@ _STAND_IN = """#!{python}
 # Stands in for the engine venv's python: serves the fake vLLM-shaped server under the name
 # vLLM would serve (--served-model-name).
 import argparse
-from tidegate.upstream.fake_server import main
+from tidegate_testing.fake_server import main
 parser = argparse.ArgumentParser(allow_abbrev=False)
 parser.add_argument("--port")
 parser.add_argument("--served-model-name")

@@ -25,7 +25,7 @@ from tidegate.engines.probes import is_ready
 from tidegate.engines.profile import EngineCommand
 from tidegate.engines.replica_runner import ReplicaRunner
 from tidegate.routing.replicas import Replica, ReplicaState
-from tidegate.upstream.fake_server import FakeUpstream
+from tidegate_testing.fake_server import FakeUpstream
 
 SETTINGS = EnginesConfig(
     ready_timeout_s=20,
@@ -37,7 +37,7 @@ SETTINGS = EnginesConfig(
 
 
 def fake_engine(port: int, model: str = "fake") -> EngineCommand:
-    argv = (sys.executable, "-m", "tidegate.upstream.fake_server", "--port", str(port))
+    argv = (sys.executable, "-m", "tidegate_testing.fake_server", "--port", str(port))
     return EngineCommand(argv=(*argv, "--model", model))
 
 

@@ -9,9 +9,9 @@ from pydantic import ValidationError
 
 from tidegate.config import ValidationConfig
 from tidegate.errors import InvalidRequestError
-from tidegate.gateway.extensions import EXTENSION_FIELDS, EXTENSIONS, check_extensions
-from tidegate.gateway.policy import KeySettings, TenantSettings
-from tidegate.gateway.validation import RequestValidator
+from tidegate.pipeline.extensions import EXTENSION_FIELDS, EXTENSIONS, check_extensions
+from tidegate.pipeline.validation import RequestValidator
+from tidegate.tenancy.policy import KeySettings, TenantSettings
 
 
 def chat(content: Any, **fields: Any) -> dict[str, Any]:

@@ -13,9 +13,9 @@ from tidegate.batch.files import FileLimits, FileService, check_batch_input
 from tidegate.batch.storage import FileStorageError, LocalFileStorage
 from tidegate.config import BatchConfig
 from tidegate.errors import InvalidRequestError, NotFoundError, PayloadTooLargeError
-from tidegate.gateway.tenants import TenantService
 from tidegate.protocol.files import FileOrder
 from tidegate.store.models import StoredFile
+from tidegate.tenancy.tenants import TenantService
 
 Sessions = async_sessionmaker[AsyncSession]
 LINE = b'{"custom_id": "a", "method": "POST", "url": "/v1/chat/completions", "body": {}}\n'

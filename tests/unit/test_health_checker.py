@@ -12,7 +12,7 @@ from tidegate.config import HealthConfig
 from tidegate.observability.metrics import GatewayMetrics
 from tidegate.routing.health import HealthChecker
 from tidegate.routing.replicas import Replica, ReplicaState, RoutingTable
-from tidegate.upstream.fake_server import FakeUpstream
+from tidegate_testing.fake_server import FakeUpstream
 
 
 @pytest.fixture

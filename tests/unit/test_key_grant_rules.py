@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from tidegate.errors import PermissionDeniedError
-from tidegate.gateway.key_grants import Grant, check_within_grant
-from tidegate.gateway.policy import KeySettings, TenantSettings, Tier
+from tidegate.tenancy.key_grants import Grant, check_within_grant
+from tidegate.tenancy.policy import KeySettings, TenantSettings, Tier
 
 SOON = datetime(2030, 1, 1, tzinfo=UTC)
 

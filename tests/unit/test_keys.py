@@ -13,11 +13,11 @@ from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tidegate.errors import AuthenticationError, InvalidRequestError, NotFoundError
-from tidegate.gateway.key_cache import RefusedKeys
-from tidegate.gateway.keys import KeyService, Principal
-from tidegate.gateway.policy import KeySettings, TenantSettings
 from tidegate.store import StoreUnavailableError, create_engine, create_sessionmaker
 from tidegate.store.models import SYSTEM_TENANT_ID
+from tidegate.tenancy.key_cache import RefusedKeys
+from tidegate.tenancy.keys import KeyService, Principal
+from tidegate.tenancy.policy import KeySettings, TenantSettings
 
 Sessions = async_sessionmaker[AsyncSession]
 

@@ -11,8 +11,8 @@ from typer.testing import CliRunner, Result
 
 from tidegate.commands.keys import keys_app
 from tidegate.errors import AuthenticationError
-from tidegate.gateway.keys import KeyService, Principal
 from tidegate.store import create_engine, create_sessionmaker
+from tidegate.tenancy.keys import KeyService, Principal
 
 
 def invoke(home: Path, *args: str, store_url: str | None = None) -> Result:

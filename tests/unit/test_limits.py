@@ -7,10 +7,10 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from tidegate.errors import LimitExceededError
-from tidegate.gateway.limits import Admission, Limiter, LimiterMetrics, MemoryLimitStore
-from tidegate.gateway.limits.headers import format_duration
-from tidegate.gateway.policy import Budgets, RateLimits
-from tidegate.gateway.pricing import PriceTable
+from tidegate.pipeline.limits import Admission, Limiter, LimiterMetrics, MemoryLimitStore
+from tidegate.pipeline.limits.headers import format_duration
+from tidegate.pipeline.pricing import PriceTable
+from tidegate.tenancy.policy import Budgets, RateLimits
 
 NOON = 1_790_000_000.0  # 2026-09-21 (a UTC midday-ish moment; the exact date does not matter)
 

@@ -10,10 +10,10 @@ import pytest
 
 from tidegate.config import ModelPrice
 from tidegate.errors import LimitExceededError
-from tidegate.gateway.limits import Admission, Limiter, MemoryLimitStore
-from tidegate.gateway.limits.periods import PeriodClock, day_period, month_period
-from tidegate.gateway.policy import Budgets, RateLimits
-from tidegate.gateway.pricing import PriceTable
+from tidegate.pipeline.limits import Admission, Limiter, MemoryLimitStore
+from tidegate.pipeline.limits.periods import PeriodClock, day_period, month_period
+from tidegate.pipeline.pricing import PriceTable
+from tidegate.tenancy.policy import Budgets, RateLimits
 
 PRICES = {
     # $1 per million input tokens (1000 nano-USD each), $0.25 cached, $2 output.

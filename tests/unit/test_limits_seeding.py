@@ -12,11 +12,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tests.support.usage_events import usage_event
 from tidegate.errors import LimitExceededError
-from tidegate.gateway.limits import Admission, Limiter, MemoryLimitStore
-from tidegate.gateway.limits.seeding import has_budgets, seed_budget_spend
-from tidegate.gateway.policy import Budgets, RateLimits
-from tidegate.gateway.pricing import PriceTable
 from tidegate.metering import UsageMeter, UsageQueries
+from tidegate.pipeline.limits import Admission, Limiter, MemoryLimitStore
+from tidegate.pipeline.limits.seeding import has_budgets, seed_budget_spend
+from tidegate.pipeline.pricing import PriceTable
+from tidegate.tenancy.policy import Budgets, RateLimits
 
 Sessions = async_sessionmaker[AsyncSession]
 

@@ -22,6 +22,8 @@ def mounted(tmp_path: Path) -> set[tuple[str, str]]:
     found: set[tuple[str, str]] = set()
     for route in app.routes:
         assert isinstance(route, Route), f"{route!r}: describe mounts and hosts in the document"
+        if not route.include_in_schema:  # the web console's page and assets, not the API
+            continue
         methods = set(route.methods or ()) - {"HEAD"}  # Starlette adds HEAD to every GET
         assert methods, route.path
         found |= {(method, _CONVERTOR.sub(r"{\1}", route.path)) for method in methods}

@@ -15,10 +15,10 @@ from hypothesis import strategies as st
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from tidegate.config import ValidationConfig, load_config
-from tidegate.gateway.policy import KeySettings, TenantSettings
-from tidegate.gateway.prompt_bound import PER_MESSAGE, PER_PROMPT, PER_REQUEST, prompt_token_bound
-from tidegate.gateway.tokens import PromptCounter
-from tidegate.gateway.validation import ModelLimits, RequestValidator
+from tidegate.pipeline.prompt_bound import PER_MESSAGE, PER_PROMPT, PER_REQUEST, prompt_token_bound
+from tidegate.pipeline.tokens import PromptCounter
+from tidegate.pipeline.validation import ModelLimits, RequestValidator
+from tidegate.tenancy.policy import KeySettings, TenantSettings
 
 CORPUS = [
     "hello world, how are you? Fine, thanks.",

@@ -4,8 +4,8 @@ import time
 
 import pytest
 
-from tidegate.gateway.redaction import Redactor, scan_for_secrets
-from tidegate.gateway.redaction_patterns import luhn_valid
+from tidegate.pipeline.redaction import Redactor, scan_for_secrets
+from tidegate.pipeline.redaction_patterns import luhn_valid
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tidegate.gateway.redaction import FAMILIES, Redactor
+from tidegate.pipeline.redaction import FAMILIES, Redactor
 
 CORPUS = Path(__file__).parent.parent / "data" / "redaction_corpus.jsonl"
 MIN_RECALL = 0.99

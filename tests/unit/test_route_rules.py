@@ -13,7 +13,7 @@ import pytest
 from tests.support.tiny_model import write_tiny_model
 from tidegate.config import Config, ModelRoute, RouteRule
 from tidegate.errors import ModelNotFoundError
-from tidegate.gateway.model_limits import model_limits
+from tidegate.pipeline.model_limits import model_limits
 from tidegate.routing.build import build_routing
 from tidegate.routing.replicas import Replica, RoutingTable
 from tidegate.routing.rules import RequestTraits, Route, response_format_type

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from tidegate.bench.priority import (
+from benchmarks.priority import (
     Options,
     PhaseResult,
     _longest_pause,

@@ -9,8 +9,8 @@ import pytest
 from tidegate.config import Config
 from tidegate.engines.profile import build_engine_command
 from tidegate.errors import InvalidRequestError
-from tidegate.gateway.policy import KeySettings
 from tidegate.scheduling import parse_deadline_ms, resolve_class
+from tidegate.tenancy.policy import KeySettings
 
 
 @pytest.mark.parametrize(

@@ -12,12 +12,6 @@ from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tidegate.errors import InvalidRequestError, NotFoundError, PermissionDeniedError
-from tidegate.gateway.actors import Actor
-from tidegate.gateway.audit import AuditLog
-from tidegate.gateway.key_records import generate_key, new_row
-from tidegate.gateway.keys import KeyService
-from tidegate.gateway.policy import Budgets, RateLimits, TenantSettings
-from tidegate.gateway.tenants import TenantService, merge_patch
 from tidegate.store.models import (
     SYSTEM_TENANT_ID,
     ApiKey,
@@ -26,6 +20,12 @@ from tidegate.store.models import (
     BatchLine,
     StoredFile,
 )
+from tidegate.tenancy.actors import Actor
+from tidegate.tenancy.audit import AuditLog
+from tidegate.tenancy.key_records import generate_key, new_row
+from tidegate.tenancy.keys import KeyService
+from tidegate.tenancy.policy import Budgets, RateLimits, TenantSettings
+from tidegate.tenancy.tenants import TenantService, merge_patch
 
 Sessions = async_sessionmaker[AsyncSession]
 OPERATOR = Actor(name="ops", key_id="key_ops", tenant_id=None)

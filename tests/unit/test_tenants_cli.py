@@ -12,9 +12,9 @@ from typer.testing import CliRunner, Result
 
 from tidegate.commands.keys import keys_app
 from tidegate.commands.tenants import tenants_app
-from tidegate.gateway.keys import KeyService, Principal
 from tidegate.store import create_engine, create_sessionmaker
 from tidegate.store.models import AuditEvent
+from tidegate.tenancy.keys import KeyService, Principal
 
 
 def invoke(app: object, home: Path, store_url: str, *args: str) -> Result:

@@ -11,7 +11,7 @@ from pathlib import Path
 from tokenizers import AddedToken, Tokenizer, models, normalizers, pre_tokenizers, trainers
 
 from tests.support.tiny_model import write_tiny_model
-from tidegate.gateway.token_pieces import PieceCounter
+from tidegate.pipeline.token_pieces import PieceCounter
 
 SPECIALS = ["<|im_start|>", "<|im_end|>", "<|endoftext|>", "<|im"]
 CORPUS = [

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from tests.support.tiny_model import write_tiny_model
-from tidegate.gateway.chat_template import ChatTemplate, ChatTemplateError
-from tidegate.gateway.tokens import NoChatTemplateError, PromptCounter
+from tidegate.pipeline.chat_template import ChatTemplate, ChatTemplateError
+from tidegate.pipeline.tokens import NoChatTemplateError, PromptCounter
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from tidegate.config import load_config
-from tidegate.gateway.tokens import PromptCounter
+from tidegate.pipeline.tokens import PromptCounter
 
 MODEL = "smollm2-135m-instruct"
 

@@ -10,10 +10,10 @@ import pytest
 from tests.support.tiny_model import write_tiny_model
 from tidegate.config import ValidationConfig
 from tidegate.errors import InvalidRequestError, PermissionDeniedError, TidegateError
-from tidegate.gateway.policy import KeySettings, TenantSettings
-from tidegate.gateway.request_checks import check_json_depth, json_depth_exceeds
-from tidegate.gateway.tokens import PromptCounter
-from tidegate.gateway.validation import ModelLimits, RequestValidator, ValidatedRequest
+from tidegate.pipeline.request_checks import check_json_depth, json_depth_exceeds
+from tidegate.pipeline.tokens import PromptCounter
+from tidegate.pipeline.validation import ModelLimits, RequestValidator, ValidatedRequest
+from tidegate.tenancy.policy import KeySettings, TenantSettings
 
 MODEL = "tiny"
 CONTEXT = 64
@@ -215,7 +215,7 @@ async def test_unsupported_params_are_dropped_or_rejected_and_logged_once(
     validator = make_validator(
         counter, unsupported_params={"logit_bias": "drop", "suffix": "reject"}
     )
-    with caplog.at_level(logging.INFO, logger="tidegate.gateway.request_checks"):
+    with caplog.at_level(logging.INFO, logger="tidegate.pipeline.request_checks"):
         for _ in range(3):
             result = await check(validator, chat("hello", logit_bias={"5": 1}))
             assert "logit_bias" not in result.payload

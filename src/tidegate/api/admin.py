@@ -1,7 +1,7 @@
 """The /admin API: tenants, keys and the audit log, for admin keys only.
 
 HTTP only: every handler authenticates the bearer key, turns it into an
-:class:`~tidegate.gateway.actors.Actor` (403 for member keys) and calls a gateway service,
+:class:`~tidegate.tenancy.actors.Actor` (403 for member keys) and calls a gateway service,
 which enforces the tenant scope and audits the change. Errors are TidegateErrors, rendered by
 the app's one error table. Lists take ``limit`` (1-100, default 20) and ``after`` (the
 ``last_id`` of the previous page).
@@ -38,8 +38,7 @@ from tidegate.api.input_guard import read_control_json
 from tidegate.api.params import int_param, page_limit
 from tidegate.api.services import ApiServices, ServicesSlot
 from tidegate.errors import InvalidRequestError, NotFoundError
-from tidegate.gateway.actors import Actor
-from tidegate.gateway.limits.seeding import seed_budget_spend
+from tidegate.pipeline.limits.seeding import seed_budget_spend
 from tidegate.protocol.admin import (
     Body,
     KeyCreate,
@@ -50,6 +49,7 @@ from tidegate.protocol.admin import (
 from tidegate.protocol.requests import RequestValidationFailure
 from tidegate.rollout.traffic_checks import operator_only
 from tidegate.rollout.wiring import RolloutServices
+from tidegate.tenancy.actors import Actor
 
 
 class AdminRoutes:

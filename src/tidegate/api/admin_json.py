@@ -10,9 +10,9 @@ from typing import Any, TypeVar
 import orjson
 from starlette.responses import Response
 
-from tidegate.gateway.audit import AuditEntry
-from tidegate.gateway.keys import ApiKeyInfo
-from tidegate.gateway.tenants import TenantInfo
+from tidegate.tenancy.audit import AuditEntry
+from tidegate.tenancy.keys import ApiKeyInfo
+from tidegate.tenancy.tenants import TenantInfo
 
 T = TypeVar("T")
 

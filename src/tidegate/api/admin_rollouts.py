@@ -27,10 +27,10 @@ from tidegate.api.input_guard import read_control_json
 from tidegate.api.params import int_param
 from tidegate.api.services import ServicesSlot
 from tidegate.errors import InvalidRequestError
-from tidegate.gateway.actors import Actor
 from tidegate.rollout.gates import GateResult
 from tidegate.rollout.report import REPORT_FORMATS
 from tidegate.rollout.rollouts import OPERATIONS, Operation, RolloutService, RolloutStatus
+from tidegate.tenancy.actors import Actor
 
 MAX_PAGE = 100
 _BODY_FIELDS = frozenset({"model", "candidate_pool", "steps", "hold_s", "gates"})

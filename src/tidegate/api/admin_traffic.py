@@ -27,12 +27,12 @@ from tidegate.api.admin_json import json_response, unix
 from tidegate.api.input_guard import read_control_json
 from tidegate.api.services import ApiServices, ServicesSlot
 from tidegate.errors import InvalidRequestError
-from tidegate.gateway.actors import Actor
 from tidegate.protocol.requests import RequestValidationFailure
 from tidegate.protocol.traffic import parse_traffic, parse_version
 from tidegate.rollout.policies import ShadowChange, SplitChange, TrafficInfo
 from tidegate.rollout.versions import VersionInfo
 from tidegate.rollout.wiring import RolloutServices
+from tidegate.tenancy.actors import Actor
 
 
 def build_traffic_routes(slot: ServicesSlot) -> list[BaseRoute]:

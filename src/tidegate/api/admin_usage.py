@@ -18,9 +18,9 @@ from tidegate.api.services import ServicesSlot
 from tidegate.errors import (
     InvalidRequestError,
 )
-from tidegate.gateway.actors import Actor
 from tidegate.metering.periods import parse_bound
 from tidegate.metering.queries import GroupBy, UsageQueries
+from tidegate.tenancy.actors import Actor
 
 _GROUPS: tuple[GroupBy, ...] = ("day", "model")
 

@@ -15,8 +15,8 @@ from tidegate.api.input_guard import read_control_json
 from tidegate.api.params import int_param
 from tidegate.api.services import ApiServices, ServicesSlot
 from tidegate.errors import NotFoundError
-from tidegate.gateway.keys import Principal
 from tidegate.protocol.batches import parse_create
+from tidegate.tenancy.keys import Principal
 
 
 def _json(data: object) -> Response:

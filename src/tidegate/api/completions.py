@@ -31,10 +31,10 @@ from tidegate.api.asgi import (
 from tidegate.api.errors import error_response, internal_error_response
 from tidegate.api.services import ApiServices, ServicesSlot
 from tidegate.errors import TidegateError
-from tidegate.gateway.accounting import rejection_reason
-from tidegate.gateway.completions import PreparedRequest, RoutingHints
 from tidegate.observability.metrics import Route
 from tidegate.observability.records import RequestRecord
+from tidegate.pipeline.accounting import rejection_reason
+from tidegate.pipeline.completions import PreparedRequest, RoutingHints
 from tidegate.protocol.sse import DONE_EVENT
 from tidegate.scheduling.classes import DEADLINE_HEADER, PRIORITY_HEADER
 

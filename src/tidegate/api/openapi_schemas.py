@@ -13,9 +13,9 @@ from typing import Any
 
 from pydantic.json_schema import models_json_schema
 
-from tidegate.gateway.policy import TIERS, KeySettings, TenantSettings
 from tidegate.protocol.admin import KeyCreate, TenantCreate, TenantUpdate
 from tidegate.protocol.batches import ENDPOINTS
+from tidegate.tenancy.policy import TIERS, KeySettings, TenantSettings
 
 __all__ = ["component_schemas", "ref"]
 

@@ -7,18 +7,18 @@ from dataclasses import dataclass
 from tidegate.batch.files import FileService
 from tidegate.batch.service import BatchService
 from tidegate.errors import NoReadyReplicaError
-from tidegate.gateway.accounting import RequestAccounting
-from tidegate.gateway.audit import AuditLog
-from tidegate.gateway.completions import CompletionService
-from tidegate.gateway.keys import KeyService
-from tidegate.gateway.limits import Limiter
-from tidegate.gateway.tenants import TenantService
 from tidegate.metering.queries import UsageQueries
 from tidegate.observability.dependencies import Dependencies
 from tidegate.observability.metrics import GatewayMetrics
 from tidegate.observability.tracing import Tracing
+from tidegate.pipeline.accounting import RequestAccounting
+from tidegate.pipeline.completions import CompletionService
+from tidegate.pipeline.limits import Limiter
 from tidegate.rollout.wiring import RolloutServices
 from tidegate.routing.replicas import RoutingTable
+from tidegate.tenancy.audit import AuditLog
+from tidegate.tenancy.keys import KeyService
+from tidegate.tenancy.tenants import TenantService
 
 
 @dataclass(frozen=True, slots=True)

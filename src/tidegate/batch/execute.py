@@ -24,11 +24,11 @@ from tidegate.errors import (
     QueueTimeoutError,
     TidegateError,
 )
-from tidegate.gateway.accounting import RequestAccounting, rejection_reason
-from tidegate.gateway.completions import CompletionService, PreparedRequest, RoutingHints
-from tidegate.gateway.keys import Principal
 from tidegate.observability.metrics import Route
 from tidegate.observability.records import RequestRecord
+from tidegate.pipeline.accounting import RequestAccounting, rejection_reason
+from tidegate.pipeline.completions import CompletionService, PreparedRequest, RoutingHints
+from tidegate.tenancy.keys import Principal
 
 log = logging.getLogger(__name__)
 

@@ -30,10 +30,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from tidegate.batch.storage import FileStorage
 from tidegate.config import BatchConfig
 from tidegate.errors import InvalidRequestError, NotFoundError, PayloadTooLargeError
-from tidegate.gateway.policy import TenantSettings
 from tidegate.protocol.files import UPLOAD_PURPOSES, FileOrder
 from tidegate.store.db import transaction
 from tidegate.store.models import StoredFile, Tenant
+from tidegate.tenancy.policy import TenantSettings
 
 __all__ = ["FileLimits", "FilePage", "FileService", "MAX_LIST_LIMIT", "file_not_found"]
 

@@ -18,10 +18,10 @@ from tidegate.batch.claims import Sessions, held_update, now
 from tidegate.batch.ports import BatchFiles
 from tidegate.batch.validate import LineChecker, line_body
 from tidegate.errors import TidegateError
-from tidegate.gateway.keys import KeyService
 from tidegate.protocol.batches import line_error
 from tidegate.store.db import transaction
 from tidegate.store.models import Batch, BatchLine
+from tidegate.tenancy.keys import KeyService
 
 _VALIDATING = ("validating",)
 _INSERT_ROWS = 250

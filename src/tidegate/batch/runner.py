@@ -44,11 +44,11 @@ from tidegate.batch.ports import BatchFiles
 from tidegate.batch.validate import ROUTES, LineChecker
 from tidegate.config import BatchConfig
 from tidegate.errors import TidegateError
-from tidegate.gateway.keys import KeyService, Principal
 from tidegate.metering.periodic import Periodic
 from tidegate.observability.metrics import Route
 from tidegate.store.db import transaction
 from tidegate.store.models import Batch
+from tidegate.tenancy.keys import KeyService, Principal
 
 log = logging.getLogger(__name__)
 

@@ -17,10 +17,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from tidegate.batch.claims import Sessions, line_counts, now
 from tidegate.batch.ports import BatchFiles
 from tidegate.errors import InvalidRequestError, NotFoundError
-from tidegate.gateway.keys import Principal
 from tidegate.protocol.batches import TERMINAL, BatchCreate, batch_object
 from tidegate.store.db import transaction
 from tidegate.store.models import Batch
+from tidegate.tenancy.keys import Principal
 
 DEFAULT_PAGE = 20
 MAX_PAGE = 100

@@ -21,12 +21,12 @@ from typing import Any
 import orjson
 
 from tidegate.errors import TidegateError
-from tidegate.gateway.keys import Principal
-from tidegate.gateway.validation import RequestValidator
 from tidegate.observability.metrics import Route
+from tidegate.pipeline.validation import RequestValidator
 from tidegate.protocol.batches import line_error
 from tidegate.protocol.requests import RequestValidationFailure, check_body
 from tidegate.routing.replicas import RoutingTable
+from tidegate.tenancy.keys import Principal
 
 MAX_REPORTED_ERRORS = 100
 """A file with thousands of bad lines reports the first ones; that is enough to fix it."""

@@ -9,11 +9,11 @@ from tidegate.batch.ports import BatchFiles
 from tidegate.batch.runner import BatchRunner
 from tidegate.batch.validate import LineChecker
 from tidegate.config import BatchConfig
-from tidegate.gateway.accounting import RequestAccounting
-from tidegate.gateway.completions import CompletionService
-from tidegate.gateway.keys import KeyService
-from tidegate.gateway.validation import RequestValidator
+from tidegate.pipeline.accounting import RequestAccounting
+from tidegate.pipeline.completions import CompletionService
+from tidegate.pipeline.validation import RequestValidator
 from tidegate.routing.replicas import RoutingTable
+from tidegate.tenancy.keys import KeyService
 
 
 def build_runner(

@@ -26,10 +26,10 @@ from tidegate.commands.store_cli import (
     table_console,
     when,
 )
-from tidegate.gateway.actors import Actor
-from tidegate.gateway.keys import ApiKeyInfo, KeyService
-from tidegate.gateway.tenants import merge_patch
 from tidegate.store.models import SYSTEM_TENANT_ID
+from tidegate.tenancy.actors import Actor
+from tidegate.tenancy.keys import ApiKeyInfo, KeyService
+from tidegate.tenancy.tenants import merge_patch
 
 keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
 

@@ -22,13 +22,13 @@ from rich.table import Table
 from tidegate.commands.listing import JsonOption, print_json
 from tidegate.commands.store_cli import ConfigOption, open_store, run_command, table_console, when
 from tidegate.errors import InvalidRequestError
-from tidegate.gateway.actors import Actor
 from tidegate.rollout.gates import GateResult, Gates
 from tidegate.rollout.report import ReportFormat
 from tidegate.rollout.rollouts import Operation, RolloutService, RolloutStatus
 from tidegate.rollout.shadow_reports import ShadowReports
 from tidegate.rollout.transitions import ACTIVE_STATES, RolloutInfo
 from tidegate.routing.build import build_routing
+from tidegate.tenancy.actors import Actor
 
 rollout_app = typer.Typer(
     help="Start, watch and steer staged model rollouts.", no_args_is_help=True

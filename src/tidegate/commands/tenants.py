@@ -30,9 +30,9 @@ from tidegate.commands.policy_options import (
     tenant_settings_patch,
 )
 from tidegate.commands.store_cli import ConfigOption, day, open_store, run_command, table_console
-from tidegate.gateway.actors import Actor
-from tidegate.gateway.policy import TenantSettings
-from tidegate.gateway.tenants import DEFAULT_TIER, TenantInfo, TenantService, merge_patch
+from tidegate.tenancy.actors import Actor
+from tidegate.tenancy.policy import TenantSettings
+from tidegate.tenancy.tenants import DEFAULT_TIER, TenantInfo, TenantService, merge_patch
 
 tenants_app = typer.Typer(help="Create, list, update and delete tenants.", no_args_is_help=True)
 

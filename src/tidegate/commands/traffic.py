@@ -22,10 +22,10 @@ from tidegate.commands.listing import JsonOption, print_json
 from tidegate.commands.store_cli import ConfigOption, open_store, run_command, table_console, when
 from tidegate.config import Config
 from tidegate.errors import InvalidRequestError
-from tidegate.gateway.actors import Actor
 from tidegate.rollout.policies import RollbackResult, TrafficInfo, TrafficPolicies
 from tidegate.rollout.versions import VersionInfo, VersionService
 from tidegate.routing.build import build_routing
+from tidegate.tenancy.actors import Actor
 
 traffic_app = typer.Typer(
     help="Show and change traffic splits and shadows, roll back, list versions.",

@@ -28,7 +28,6 @@ from datetime import UTC, datetime
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from tidegate.gateway.actors import Actor
 from tidegate.metering.periodic import Periodic
 from tidegate.rollout import lease
 from tidegate.rollout.gates import GateResult
@@ -39,6 +38,7 @@ from tidegate.rollout.transitions import ACTIVE_STATES, Move, RolloutInfo, apply
 from tidegate.store.db import transaction
 from tidegate.store.errors import StoreError
 from tidegate.store.models import Rollout
+from tidegate.tenancy.actors import Actor
 
 log = logging.getLogger(__name__)
 

@@ -16,8 +16,6 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tidegate.errors import InvalidRequestError, TidegateError
-from tidegate.gateway import audit
-from tidegate.gateway.actors import Actor
 from tidegate.rollout.split_writes import write_split
 from tidegate.rollout.sync import ACTIVE_STATES, ActiveRollout, PolicySync, active_rollout
 from tidegate.rollout.traffic_checks import (
@@ -32,6 +30,8 @@ from tidegate.routing.replicas import RoutingTable
 from tidegate.routing.split import StickyBy
 from tidegate.store.db import transaction
 from tidegate.store.models import SYSTEM_TENANT_ID, Rollout, TrafficPolicy
+from tidegate.tenancy import audit
+from tidegate.tenancy.actors import Actor
 
 log = logging.getLogger(__name__)
 

@@ -21,8 +21,6 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tidegate.errors import InvalidRequestError
-from tidegate.gateway import audit
-from tidegate.gateway.actors import Actor
 from tidegate.rollout.gates import GateResult, Gates
 from tidegate.rollout.metrics import RolloutState
 from tidegate.rollout.report import ReportFormat, render_report
@@ -43,6 +41,8 @@ from tidegate.routing.replicas import RoutingTable
 from tidegate.store.db import transaction
 from tidegate.store.errors import StoreError
 from tidegate.store.models import Rollout, TrafficPolicy
+from tidegate.tenancy import audit
+from tidegate.tenancy.actors import Actor
 
 log = logging.getLogger(__name__)
 

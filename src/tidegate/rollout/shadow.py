@@ -24,11 +24,11 @@ from typing import Any
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from tidegate.gateway.completions import PreparedRequest
 from tidegate.metering import UsageEvent, UsageMeter
 from tidegate.metering.periodic import Periodic
 from tidegate.observability.metrics import Route
 from tidegate.observability.records import RequestRecord
+from tidegate.pipeline.completions import PreparedRequest
 from tidegate.rollout.compare import Side, compare, expectations, primary_side
 from tidegate.rollout.metrics import RolloutMetrics
 from tidegate.rollout.shadow_call import ShadowResult, call_shadow

@@ -18,9 +18,9 @@ import aiohttp
 import orjson
 
 from tidegate.errors import NoReadyReplicaError, UpstreamError
-from tidegate.gateway.relay import has_content
 from tidegate.observability.capture import ResponseCapture
 from tidegate.observability.metrics import Route
+from tidegate.pipeline.relay import has_content
 from tidegate.protocol.sse import DONE_PAYLOAD, SSESplitter, event_data
 from tidegate.rollout.compare import Side
 from tidegate.routing.replicas import Pool, Replica

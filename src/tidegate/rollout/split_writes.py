@@ -9,9 +9,9 @@ from datetime import UTC, datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from tidegate.gateway import audit
-from tidegate.gateway.actors import Actor
 from tidegate.store.models import SYSTEM_TENANT_ID, TrafficPolicy
+from tidegate.tenancy import audit
+from tidegate.tenancy.actors import Actor
 
 
 async def write_split(

@@ -34,9 +34,9 @@ import orjson
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from tidegate.gateway.completions import PreparedRequest
 from tidegate.metering.periodic import Periodic
 from tidegate.observability.records import RequestRecord
+from tidegate.pipeline.completions import PreparedRequest
 from tidegate.rollout.sync import ActiveRollout, PolicySync
 from tidegate.store.db import transaction
 from tidegate.store.errors import StoreError

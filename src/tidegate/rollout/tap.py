@@ -6,9 +6,9 @@ from __future__ import annotations
 from collections.abc import Set
 from typing import Any
 
-from tidegate.gateway.completions import PreparedRequest
 from tidegate.observability.capture import ResponseCapture
 from tidegate.observability.records import RequestRecord
+from tidegate.pipeline.completions import PreparedRequest
 from tidegate.rollout.shadow import ShadowMirror
 from tidegate.rollout.stats import StepStats
 from tidegate.rollout.sync import PolicySync

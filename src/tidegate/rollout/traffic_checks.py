@@ -10,8 +10,8 @@ import math
 from collections.abc import Sequence
 
 from tidegate.errors import InvalidRequestError, PermissionDeniedError
-from tidegate.gateway.actors import Actor
 from tidegate.routing.split import StickyBy
+from tidegate.tenancy.actors import Actor
 
 STICKY_BY: tuple[StickyBy, ...] = ("session", "tenant")
 

@@ -20,13 +20,13 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tidegate.errors import InvalidRequestError, NotFoundError
-from tidegate.gateway import audit
-from tidegate.gateway.actors import Actor
 from tidegate.rollout.gates import GateResult, Gates, evaluate
 from tidegate.rollout.metrics import RolloutState
 from tidegate.rollout.split_writes import write_split
 from tidegate.rollout.stats import PoolTotals
 from tidegate.store.models import SYSTEM_TENANT_ID, Rollout
+from tidegate.tenancy import audit
+from tidegate.tenancy.actors import Actor
 
 ACTIVE_STATES: tuple[RolloutState, ...] = ("running", "paused")
 FINAL_STATES: tuple[RolloutState, ...] = ("promoted", "rolled_back", "aborted")

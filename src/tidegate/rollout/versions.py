@@ -25,12 +25,12 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from tidegate.config import Config, EngineProfile
 from tidegate.engines.model_prepare import bundled_name, looks_like_path, prepared_dir
 from tidegate.errors import TidegateError
-from tidegate.gateway import audit
-from tidegate.gateway.actors import Actor
 from tidegate.rollout.traffic_checks import check_pool, check_text, operator_only
 from tidegate.routing.replicas import RoutingTable
 from tidegate.store.db import lock, transaction
 from tidegate.store.models import SYSTEM_TENANT_ID, ModelVersion
+from tidegate.tenancy import audit
+from tidegate.tenancy.actors import Actor
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """The database: typed models, engines and sessions, Alembic migrations.
 
 The same code runs on a SQLite file (the embedded default) and on PostgreSQL (a URL). Nothing
-here imports the request path; services in ``tidegate.gateway`` and elsewhere take an
+here imports the request path; services in ``tidegate.pipeline`` and elsewhere take an
 ``async_sessionmaker`` built by :func:`create_sessionmaker` and open transactions with
 :func:`transaction`, which turns driver errors into tidegate errors.
 """

@@ -1,0 +1,1 @@
+"""The project's own benchmarks (`make bench-*`): each prints a table and writes JSON."""

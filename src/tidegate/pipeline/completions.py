@@ -1,0 +1,581 @@
+"""The completion routes' logic: parse, validate, admit, route, call the upstream, relay.
+
+No HTTP framework here: ``api/completions.py`` hands in the raw body, the caller's principal and
+a ``RequestRecord`` and turns the results (bytes, or an event stream) and the tidegate errors
+into responses. Order matters: the prompt is counted (validation) before anything is reserved
+(limits and budgets), and nothing refused here ever reaches an engine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import orjson
+from opentelemetry.trace import Span
+
+from tidegate.errors import (
+    InvalidRequestError,
+    NoReadyReplicaError,
+    QueueFullError,
+    UpstreamError,
+)
+from tidegate.observability.capture import ResponseCapture
+from tidegate.observability.metrics import GatewayMetrics, Route
+from tidegate.observability.records import RequestRecord
+from tidegate.observability.tracing import Tracing
+from tidegate.pipeline.limits import Admission, Limiter
+from tidegate.pipeline.relay import StreamFailure, read_usage, relay_events
+from tidegate.pipeline.taps import RequestTap
+from tidegate.pipeline.validation import RequestValidator
+from tidegate.protocol.requests import RequestValidationFailure, check_body, check_counts_raw
+from tidegate.routing.affinity import affinity_key
+from tidegate.routing.metrics import RoutingMetrics
+from tidegate.routing.outlier import OutlierDetector
+from tidegate.routing.replicas import Pool, Replica, RoutingTable
+from tidegate.routing.retry_budget import RetryBudget
+from tidegate.routing.rules import RequestTraits, response_format_type
+from tidegate.scheduling import (
+    ENGINE_PRIORITY,
+    PriorityClass,
+    Scheduler,
+    Slot,
+    parse_deadline_ms,
+    resolve_class,
+)
+from tidegate.tenancy.keys import Principal
+from tidegate.upstream.client import Provider
+
+log = logging.getLogger(__name__)
+
+_PATHS: dict[Route, str] = {"chat": "/chat/completions", "completions": "/completions"}
+# The scheduler's cost of a request whose max_tokens is unbounded (no default, no context known).
+_UNBOUNDED_COMPLETION_COST = 1024
+
+
+def tenant_session(tenant_id: str, session_id: str | None) -> str | None:
+    """The x-tidegate-session-id within its tenant's namespace: a session id is the client's
+    choice, so two tenants picking the same one must not share a replica pin or a split arm."""
+    return None if not session_id else f"{tenant_id}:{session_id}"
+
+
+@dataclass(slots=True)
+class RoutingHints:
+    """Request headers that steer routing (x-tidegate-*), as sent."""
+
+    priority: str | None = None
+    deadline_ms: str | None = None
+    quality: str | None = None
+    session_id: str | None = None
+
+
+@dataclass(slots=True)
+class PreparedRequest:
+    route: Route
+    chain: tuple[Pool, ...]
+    """The pools to try, in order (the route's rules chose them)."""
+    payload: dict[str, Any]
+    stream: bool
+    client_wants_usage: bool
+    admission: Admission
+    span: Span | None
+    klass: PriorityClass = "interactive"
+    """The scheduling class."""
+    tenant: str = ""
+    """Whose fair share the request counts against (the tenant's name)."""
+    cost: int = 1
+    """Estimated tokens (prompt + max_tokens), for fair sharing."""
+    deadline_s: float | None = None
+    """How long after arrival the request may still wait for a slot (x-tidegate-deadline-ms)."""
+    spillover: bool = False
+    """Move on to the next pool when the predicted queue wait breaks the class's TTFT target."""
+    session_id: str | None = None
+    """x-tidegate-session-id scoped by tenant (``tenant_session``), the explicit affinity key."""
+    backend: bytes = b""
+    """The x-tidegate-backend value once a replica took the request: POOL/REPLICA."""
+
+    def body_for(self, replica: Replica) -> bytes:
+        payload = self.payload
+        if payload["model"] != replica.upstream_model:
+            payload = {**payload, "model": replica.upstream_model}
+        if replica.priority_scheduling:
+            payload = {**payload, "priority": ENGINE_PRIORITY[self.klass]}
+        return orjson.dumps(payload)
+
+
+class _Exchange:
+    """One upstream exchange's resources; ``end`` gives them all back, exactly once."""
+
+    __slots__ = ("replica", "response", "slot", "pool", "_ended")
+
+    def __init__(
+        self, replica: Replica, response: aiohttp.ClientResponse, slot: Slot | None, pool: Pool
+    ):
+        self.replica = replica
+        self.response = response
+        self.slot = slot
+        self.pool = pool
+        self._ended = False
+
+    def end(self, *, reuse: bool = False) -> None:
+        """``reuse``: the body was read whole, so the connection may serve another request."""
+        if self._ended:
+            return
+        self._ended = True
+        if reuse:
+            self.response.release()
+        else:
+            # close() rather than release(): an unfinished upstream stream must be torn down so
+            # the engine aborts the request instead of generating for nobody.
+            self.response.close()
+        self.replica.outstanding -= 1
+        if self.slot is not None:
+            self.slot.release()
+
+
+class UpstreamStream:
+    """The relayed events of one streamed exchange. ``aclose`` ends the exchange even when the
+    events were never iterated (the client went before the response started)."""
+
+    __slots__ = ("_events", "_exchange")
+
+    def __init__(self, events: AsyncGenerator[bytes, None], exchange: _Exchange) -> None:
+        self._events = events
+        self._exchange = exchange
+
+    def __aiter__(self) -> AsyncGenerator[bytes, None]:
+        return self._events
+
+    async def aclose(self) -> None:
+        try:
+            await self._events.aclose()
+        finally:
+            self._exchange.end()
+
+
+def parse_json_object(body: bytes) -> dict[str, Any]:
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as error:
+        raise InvalidRequestError(
+            f"The request body is not valid JSON ({error}). Send a JSON object with "
+            "Content-Type: application/json."
+        ) from None
+    if not isinstance(data, dict):
+        raise InvalidRequestError(
+            f"The request body must be a JSON object, not a JSON {type(data).__name__}."
+        )
+    return data
+
+
+class CompletionService:
+    def __init__(
+        self,
+        *,
+        routing: RoutingTable,
+        providers: dict[str, Provider],
+        metrics: GatewayMetrics,
+        routing_metrics: RoutingMetrics,
+        validator: RequestValidator,
+        limiter: Limiter,
+        tracing: Tracing,
+        outliers: OutlierDetector,
+        retry_budget: RetryBudget,
+        ttft_targets: dict[PriorityClass, float | None],
+        scheduler: Scheduler | None = None,
+        tap: RequestTap | None = None,
+    ) -> None:
+        """``providers``: the transport per replica provider (openai, anthropic). ``scheduler``:
+        per-pool admission and queueing; None sends every request straight to a replica.
+        ``ttft_targets``: per class, the predicted queue wait above which a route with
+        spillover moves on to its next pool. ``tap``: sees the requests for the models it
+        watches (rollout statistics, shadow traffic)."""
+        self._scheduler = scheduler
+        self._tap = tap
+        self._routing = routing
+        self._providers = providers
+        self._metrics = metrics
+        self._routing_metrics = routing_metrics
+        self._validator = validator
+        self._limiter = limiter
+        self._tracing = tracing
+        self._outliers = outliers
+        self._retry_budget = retry_budget
+        self._ttft_targets = ttft_targets
+        self._uncapped_models: set[str] = set()
+        """Models already warned about: no context length to cap a request without max_tokens."""
+
+    async def admit(
+        self,
+        route: Route,
+        body: bytes,
+        principal: Principal,
+        record: RequestRecord,
+        span: Span | None,
+        hints: RoutingHints | None = None,
+    ) -> PreparedRequest:
+        """Everything before the upstream: raises the error the client gets, if any."""
+        caps = self._validator.body_caps
+        try:
+            # The count caps come first: on a large body's bytes, then on the parsed JSON,
+            # before any per-message work.
+            check_counts_raw(route, body, caps)
+            data = parse_json_object(body)
+            check_body(route, data, caps)
+        except RequestValidationFailure as failure:
+            raise InvalidRequestError(
+                failure.message, param=failure.param, code=failure.code
+            ) from None
+        hints = hints or _NO_HINTS
+        klass = resolve_class(principal.tier, principal.key.priority, hints.priority)
+        deadline_s = parse_deadline_ms(hints.deadline_ms)
+        model_route = self._routing.route(data["model"])
+        model = record.model = model_route.model
+        stream = bool(data.get("stream"))
+        record.stream = stream
+        tenant = principal.tenant
+        with self._tracing.stage(span, "validation"):
+            checked = await self._validator.check(route, data, tenant, principal.key, model)
+        # The prompt reserved is its count, or an upper bound on it where there is no tokenizer.
+        prompt_tokens = checked.prompt_bound
+        with self._tracing.stage(span, "limits"):
+            admission = await self._limiter.admit(
+                tenant_id=principal.tenant_id,
+                key_id=principal.key_id,
+                tenant_limits=tenant.limits,
+                key_limits=principal.key.limits,
+                budgets=tenant.budgets,
+                model=model,
+                prompt_tokens=prompt_tokens,
+                # A request without its own limit reserves up to reservation_default, less
+                # where a budget or token bucket has less left.
+                max_tokens=None if checked.reservation_default else checked.max_tokens,
+                sequences=checked.sequences,
+                prompt_is_bound=checked.prompt_tokens is None,
+                failure_mode=tenant.on_limiter_unavailable,
+                default_max_tokens=checked.reservation_default,
+            )
+        # Only now: a refused request used nothing, so it is metered with no tokens.
+        record.prompt_tokens = prompt_tokens  # the engine's usage replaces this estimate
+        allowance = admission.completion_allowance
+        # Equal to max_tokens: the engine stops there already (the client's or the tenant's
+        # limit, or the context's room, vLLM's default), so the request goes as it came.
+        if allowance is not None and allowance != checked.max_tokens:
+            # What the reservation covers, per sequence, for streams and whole bodies alike:
+            # the engine generates no more than the budget has left.
+            _cap_completion(data, allowance, chat=route == "chat")
+            if checked.max_tokens is None and model not in self._uncapped_models:
+                self._uncapped_models.add(model)
+                log.warning(
+                    "model %s has no known context length (no context_length, and its engine's "
+                    "/v1/models lists no max_model_len): requests without max_tokens from "
+                    "tenants with budgets or token limits are sent with max_tokens of at most "
+                    "validation.default_completion_reservation (%d here); set the upstream's "
+                    "context_length or the tenant's default_max_tokens",
+                    model,
+                    allowance,
+                )
+        client_wants_usage = False
+        if stream:
+            options = data.get("stream_options") or {}
+            client_wants_usage = bool(options.get("include_usage"))
+            # Always ask for usage, so every stream can be metered.
+            data["stream_options"] = {**options, "include_usage": True}
+        if tenant.log_prompts:
+            record.log_prompt = True
+            record.prompt_retention_days = tenant.prompt_retention_days
+            record.capture = ResponseCapture()
+        reserved = checked.reserved_tokens
+        cost = reserved if reserved is not None else prompt_tokens + _UNBOUNDED_COMPLETION_COST
+        traits = (
+            RequestTraits(
+                tier=principal.tier,
+                prompt_tokens=checked.prompt_tokens,
+                response_format=response_format_type(data),
+                quality=hints.quality,
+            )
+            if model_route.rules
+            else None  # nothing to match: spare the allocation
+        )
+        session_id = tenant_session(principal.tenant_id, hints.session_id)
+        split = model_route.split
+        split_pool = record.split_pool = (
+            None
+            if split is None
+            else split.pick(tenant=principal.tenant_name, session_id=session_id, payload=data)
+        )
+        prepared = PreparedRequest(
+            route,
+            self._routing.chain(model_route, traits, split_pool=split_pool),
+            data,
+            stream,
+            client_wants_usage,
+            admission,
+            span,
+            klass=klass,
+            tenant=principal.tenant_name,
+            cost=cost,
+            deadline_s=deadline_s,
+            spillover=model_route.spillover,
+            session_id=session_id,
+        )
+        tap = self._tap
+        if tap is not None and model in tap.watched:
+            record.tapped = True
+            tap.admitted(prepared, record)
+        return prepared
+
+    async def _acquire(
+        self, request: PreparedRequest, record: RequestRecord, pool: Pool, *, may_spill: bool
+    ) -> Slot | None | _Spill:
+        """A slot in ``pool`` (None without a scheduler), or ``SPILL`` when the request should
+        rather go to the next pool of its chain than wait here past its TTFT target."""
+        scheduler = self._scheduler
+        if scheduler is None:
+            return None
+        slot = scheduler.try_acquire(pool, request.klass)
+        if slot is not None:
+            return slot  # the fast path: no span, no future, no timer
+        if may_spill:
+            target = self._ttft_targets.get(request.klass)
+            if target is not None and scheduler.predicted_wait_s(pool, request.klass) > target:
+                return SPILL
+        deadline_s = request.deadline_s
+        if deadline_s is not None:
+            deadline_s -= time.perf_counter() - record.started
+        with self._tracing.stage(request.span, "queue"):
+            return await scheduler.wait(
+                pool,
+                request.klass,
+                tenant=request.tenant,
+                cost=request.cost,
+                deadline_s=deadline_s,
+            )
+
+    async def _open(self, request: PreparedRequest, record: RequestRecord) -> _Exchange:
+        """Walk the request's pool chain: take a slot in a pool, then post to one of its
+        replicas. A pool is passed over, for the next one, when it has no healthy replica, its
+        breaker is open, its queue is full, its predicted wait breaks the TTFT target (routes
+        with spillover), or it failed before the first byte (within the retry budget). The
+        last pool's error is the client's."""
+        chain = request.chain
+        last = len(chain) - 1
+        self._retry_budget.on_request()
+        for index, pool in enumerate(chain):
+            final = index == last
+            if not final and not pool.available(time.monotonic()):
+                self._routing_metrics.fallback(pool.name, "unavailable")
+                continue
+            try:
+                slot = await self._acquire(
+                    request, record, pool, may_spill=request.spillover and not final
+                )
+            except (QueueFullError, NoReadyReplicaError):
+                if final:
+                    raise
+                self._routing_metrics.fallback(pool.name, "overloaded")
+                continue
+            if slot is SPILL:
+                self._routing_metrics.fallback(pool.name, "spillover")
+                continue
+            assert not isinstance(slot, _Spill)
+            try:
+                replica, response = await self._post(request, record, pool)
+            except NoReadyReplicaError:
+                # Its breaker is half-open with the probe out, or its last candidate was just
+                # ejected: like an unavailable pool, the next one of the chain takes it.
+                if slot is not None:
+                    slot.release()
+                if final:
+                    raise
+                self._routing_metrics.fallback(pool.name, "unavailable")
+                continue
+            except UpstreamError as error:
+                if slot is not None:
+                    slot.release()
+                if final or not _retryable(error) or not self._may_retry(error):
+                    raise
+                self._routing_metrics.fallback(pool.name, "error")
+                continue
+            except BaseException:
+                if slot is not None:
+                    slot.release()
+                raise
+            request.backend = replica.backend
+            record.pool = pool.name
+            return _Exchange(replica, response, slot, pool)
+        raise AssertionError("unreachable: the last pool either returns or raises")
+
+    async def _post(
+        self, request: PreparedRequest, record: RequestRecord, pool: Pool
+    ) -> tuple[Replica, aiohttp.ClientResponse]:
+        """Post to one of the pool's replicas; a failure before the first byte is retried once
+        on another replica of the pool, within the retry budget."""
+        breaker = pool.breaker
+        if breaker is not None and not breaker.allow():
+            raise _circuit_open(pool)
+        key = (
+            affinity_key(
+                request.payload,
+                session_id=request.session_id,
+                prefix_chars=pool.affinity_prefix_chars,
+            )
+            if pool.affinity_prefix_chars
+            else None
+        )
+        tried: Replica | None = None
+        while True:
+            replica = pool.pick(avoid=tried, affinity=key)
+            record.replica = replica.id
+            replica.outstanding += 1
+            try:
+                with self._tracing.stage(request.span, "upstream", replica=replica.id) as span:
+                    trace_headers: dict[str, str] = {}
+                    self._tracing.inject(span, trace_headers)
+                    response = await self._providers[replica.provider].post(
+                        replica,
+                        _PATHS[request.route],
+                        request.body_for(replica),
+                        request_id=record.request_id,
+                        extra_headers=trace_headers,
+                    )
+            except UpstreamError as error:
+                replica.outstanding -= 1
+                self._metrics.upstream_errors.labels(record.model, error.kind).inc()
+                if not _is_failure(error):
+                    raise  # the upstream refused the request itself: the client's error
+                self._failed(pool, replica, decisive=error.kind == "connect")
+                if (
+                    tried is not None
+                    or not _retryable(error)
+                    or all(r is replica for r in pool.candidates())
+                    or not self._may_retry(error)
+                ):
+                    raise
+                self._routing_metrics.retry(pool.name)
+                tried = replica
+                continue
+            except BaseException:
+                replica.outstanding -= 1
+                raise
+            if replica.consecutive_failures or replica.ejections:
+                OutlierDetector.record_success(replica)
+            if breaker is not None:
+                breaker.record_success()
+            return replica, response
+
+    def _may_retry(self, error: UpstreamError) -> bool:
+        """A refused connection reached no server, so sending the request elsewhere adds no
+        upstream load and is free; any other retry spends from the retry budget."""
+        return error.kind == "connect" or self._retry_budget.try_retry()
+
+    def _failed(self, pool: Pool, replica: Replica, *, decisive: bool) -> None:
+        """Count a replica's failure towards outlier ejection and the pool's breaker."""
+        self._outliers.record_failure(pool.name, pool.replicas, replica, decisive=decisive)
+        if pool.breaker is not None:
+            pool.breaker.record_failure()
+
+    async def complete(self, request: PreparedRequest, record: RequestRecord) -> bytes:
+        """A non-streaming exchange: the upstream's JSON body (OpenAI format)."""
+        exchange = await self._open(request, record)
+        replica = exchange.replica
+        try:
+            body = await self._providers[replica.provider].read(replica, exchange.response)
+        except UpstreamError as error:
+            self._metrics.upstream_errors.labels(record.model, error.kind).inc()
+            self._failed(exchange.pool, replica, decisive=False)
+            raise
+        finally:
+            exchange.end(reuse=True)
+        _read_body_usage(body, record)
+        return body
+
+    async def open_stream(self, request: PreparedRequest, record: RequestRecord) -> UpstreamStream:
+        """Open the upstream stream (errors here are still plain error responses). The caller
+        must ``aclose`` what it gets, whether it iterated it or not."""
+        exchange = await self._open(request, record)
+        return UpstreamStream(self._stream(exchange, request, record), exchange)
+
+    async def _stream(
+        self, exchange: _Exchange, request: PreparedRequest, record: RequestRecord
+    ) -> AsyncGenerator[bytes, None]:
+        replica = exchange.replica
+        events = relay_events(
+            replica=replica,
+            chunks=self._providers[replica.provider].iter_chunks(replica, exchange.response),
+            record=record,
+            client_wants_usage=request.client_wants_usage,
+            itl=self._metrics.itl,
+            completion_limit=request.admission.completion_limit,
+        )
+        try:
+            async for event in events:
+                yield event
+        except StreamFailure as failure:  # the relay has set the outcome and sent the error
+            if failure.kind is not None:
+                self._metrics.upstream_errors.labels(record.model, failure.kind).inc()
+                self._failed(exchange.pool, replica, decisive=False)
+        finally:
+            with contextlib.suppress(BaseException):
+                await events.aclose()
+            exchange.end()
+
+
+class _Spill:
+    """The request should go to the next pool of its chain (see ``_acquire``)."""
+
+
+SPILL = _Spill()
+_NO_HINTS = RoutingHints()
+
+
+def _is_failure(error: UpstreamError) -> bool:
+    """A replica failure (counts towards ejection), not the upstream refusing the request."""
+    return error.status >= 500
+
+
+def _retryable(error: UpstreamError) -> bool:
+    """Safe and useful to send again elsewhere: a refused connection or a 5xx status. Not a
+    timeout: the request may still be running there, and a second one doubles the load."""
+    return error.kind in ("connect", "status") and error.status >= 500
+
+
+def _circuit_open(pool: Pool) -> NoReadyReplicaError:
+    return NoReadyReplicaError(
+        f"Pool '{pool.name}' is failing and its circuit breaker is open. Retry after the "
+        "Retry-After interval.",
+        retry_after_s=5.0,
+    )
+
+
+def _cap_completion(data: dict[str, Any], allowance: int, *, chat: bool) -> None:
+    """Write ``allowance`` as the request's completion limit. On the chat route vLLM and the
+    Anthropic translation read max_completion_tokens before max_tokens, older servers only
+    max_tokens, so every field the client set is lowered and an absent limit is added."""
+    fields = ("max_completion_tokens", "max_tokens") if chat else ("max_tokens",)
+    present = [name for name in fields if data.get(name) is not None]
+    for name in present or fields[:1]:
+        value = data.get(name)
+        data[name] = allowance if not isinstance(value, int) else min(value, allowance)
+
+
+def _read_body_usage(body: bytes, record: RequestRecord) -> None:
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return
+    if not isinstance(data, dict):
+        return
+    usage = data.get("usage")
+    if isinstance(usage, dict):
+        read_usage(usage, record)
+    capture = record.capture
+    if capture is not None:
+        choices = data.get("choices")
+        if isinstance(choices, list):
+            capture.add_body_choices(choices)

@@ -1,0 +1,64 @@
+"""Seeding budgets with what a tenant already spent in the current day and month.
+
+A store counts a tenant's spend only while the tenant has budgets: the in-process store starts
+empty at every gateway start, and neither store counted a tenant that had no budgets until an
+operator gave it some. Both cases start the tenant's current day and month from its usage
+records. ``Limiter.seed_spend`` keeps a count the store already has (it includes requests still
+in flight), so seeding a tenant twice changes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Protocol
+
+from tidegate.metering.queries import Period as SpendPeriod
+from tidegate.metering.queries import Spend
+from tidegate.pipeline.limits.limiter import Limiter
+from tidegate.pipeline.limits.model import LimitStoreUnavailable
+from tidegate.tenancy.policy import Budgets
+
+__all__ = ["SpendSource", "has_budgets", "seed_budget_spend"]
+
+log = logging.getLogger(__name__)
+
+
+class SpendSource(Protocol):
+    """What a tenant used so far in the current UTC day or month (``UsageQueries``)."""
+
+    async def spend_so_far(self, tenant_id: str, period: SpendPeriod) -> Spend: ...
+
+
+def has_budgets(budgets: Budgets) -> bool:
+    return any(
+        value is not None
+        for value in (
+            budgets.daily_tokens,
+            budgets.daily_cost_usd,
+            budgets.monthly_tokens,
+            budgets.monthly_cost_usd,
+        )
+    )
+
+
+async def seed_budget_spend(
+    limiter: Limiter, usage: SpendSource, *, tenant_id: str, budgets: Budgets
+) -> bool:
+    """Seed ``tenant_id``'s day and month when it has budgets; whether it did."""
+    if not has_budgets(budgets):
+        return False
+    day = await usage.spend_so_far(tenant_id, "day")
+    month = await usage.spend_so_far(tenant_id, "month")
+    try:
+        await limiter.seed_spend(
+            tenant_id=tenant_id,
+            day_tokens=day.tokens,
+            day_cost_usd=day.cost_usd,
+            month_tokens=month.tokens,
+            month_cost_usd=month.cost_usd,
+        )
+    except LimitStoreUnavailable as error:
+        # The change itself is stored; only the head start is missing (Redis down).
+        log.warning("could not seed the budgets of tenant %s: %s", tenant_id, error)
+        return False
+    return True

@@ -1,0 +1,90 @@
+"""What a tenant and a key are allowed to do: the JSON documents stored in ``tenants.settings``
+and ``api_keys.settings``, validated here.
+
+Every knob has a default that means "no extra restriction", so a tenant created with no settings
+behaves like the single-tenant gateway of the foundation.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from tidegate.protocol.extension_names import ForwardedExtension
+
+Tier = Literal["interactive", "batch", "internal"]
+TIERS: tuple[Tier, ...] = ("interactive", "batch", "internal")
+Role = Literal["admin", "member"]
+ROLES: tuple[Role, ...] = ("admin", "member")
+LimiterFailureMode = Literal["closed", "open"]
+MAX_COUNT = 2**53 - 1
+"""The largest count a setting may hold: exact as a double, as Redis' Lua scripts and JSON
+readers hold numbers (larger ones were stored, then failed where they were used)."""
+
+
+class _Doc(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+
+class RateLimits(_Doc):
+    requests_per_minute: int | None = Field(default=None, ge=1, le=MAX_COUNT)
+    """Requests admitted per minute (token bucket, refilled continuously). None: unlimited."""
+    tokens_per_minute: int | None = Field(default=None, ge=1, le=MAX_COUNT)
+    """Prompt plus completion tokens per minute (reserved as prompt + max_tokens at admission,
+    settled to the real count at the end). None: unlimited."""
+    concurrent_requests: int | None = Field(default=None, ge=1, le=MAX_COUNT)
+    """Requests in flight at once. None: unlimited."""
+
+
+class Budgets(_Doc):
+    daily_tokens: int | None = Field(default=None, ge=1, le=MAX_COUNT)
+    """Tokens per UTC day. None: unlimited."""
+    monthly_tokens: int | None = Field(default=None, ge=1, le=MAX_COUNT)
+    """Tokens per UTC calendar month. None: unlimited."""
+    daily_cost_usd: float | None = Field(default=None, gt=0)
+    """Spend per UTC day, priced with the `pricing` table. None: unlimited."""
+    monthly_cost_usd: float | None = Field(default=None, gt=0)
+    """Spend per UTC calendar month. None: unlimited."""
+
+
+class TenantSettings(_Doc):
+    limits: RateLimits = Field(default_factory=RateLimits)
+    """Rate limits shared by all of the tenant's keys."""
+    budgets: Budgets = Field(default_factory=Budgets)
+    """Token and cost budgets."""
+    allowed_models: list[str] | None = None
+    """Public model names the tenant may use. None: every model."""
+    max_prompt_tokens: int | None = Field(default=None, ge=1, le=MAX_COUNT)
+    """Longest prompt accepted, counted with the model's tokenizer. None: the context length."""
+    default_max_tokens: int | None = Field(default=None, ge=1, le=MAX_COUNT)
+    """max_tokens applied when a request gives none."""
+    max_tokens_limit: int | None = Field(default=None, ge=1, le=MAX_COUNT)
+    """Largest max_tokens accepted."""
+    log_prompts: bool = False
+    """Keep redacted prompt and completion text for this tenant's requests."""
+    prompt_retention_days: int = Field(default=30, ge=1, le=36_500)
+    """Days logged prompts are kept before the purge job deletes them."""
+    on_limiter_unavailable: LimiterFailureMode = "closed"
+    """When the shared limit store (Redis) is unreachable: refuse requests (closed) or admit them
+    unlimited (open). Either way it is logged and counted."""
+    max_batch_file_bytes: int | None = Field(default=None, ge=1, le=MAX_COUNT)
+    """Largest batch input file this tenant may upload. None: batch.max_file_bytes."""
+    max_batch_file_lines: int | None = Field(default=None, ge=1, le=MAX_COUNT)
+    """Most lines (requests) in one of this tenant's batch input files. None:
+    batch.max_file_lines."""
+    allowed_extensions: list[ForwardedExtension] = Field(default_factory=list)
+    """Engine extensions forwarded for this tenant (README, "Engine extensions"): e.g.
+    remote_media_urls (http(s) URLs in content parts, which the engine fetches), chat_template,
+    chat_template_kwargs, guided_decoding. Empty: none; content parts must use data: URLs.
+    Operator-owned, like every tenant setting."""
+
+
+class KeySettings(_Doc):
+    limits: RateLimits = Field(default_factory=RateLimits)
+    """Rate limits of this key alone (on top of its tenant's)."""
+    allowed_models: list[str] | None = None
+    """Public model names this key may use (within its tenant's). None: the tenant's."""
+    priority: Literal["interactive", "batch"] | None = None
+    """The scheduling class of this key's requests. None: from the tenant's tier (interactive
+    and internal: interactive; batch: batch)."""
