@@ -578,6 +578,13 @@ class RolloutConfig(_Section):
     """A mirrored request taking longer is abandoned and recorded as an error."""
 
 
+class ConsoleConfig(_Section):
+    """The web console at /console (a page that calls the admin API with the key signed in)."""
+
+    enabled: bool = True
+    """Serve the console at /console. False: /console is a 404 (the API is unchanged)."""
+
+
 class TelemetryConfig(_Section):
     otlp_endpoint: str = ""
     """OTLP/HTTP traces endpoint (for example http://otel-collector:4318/v1/traces). Empty: spans
@@ -627,6 +634,8 @@ class Config(BaseSettings):
     """The OpenAI Files and Batch APIs."""
     rollouts: RolloutConfig = Field(default_factory=RolloutConfig)
     """Model versions, traffic splits, shadow traffic and staged rollouts."""
+    console: ConsoleConfig = Field(default_factory=ConsoleConfig)
+    """The web console for operators and tenant admins."""
 
     @classmethod
     def settings_customise_sources(

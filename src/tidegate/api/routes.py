@@ -27,10 +27,14 @@ from tidegate.api.files import build_file_routes
 from tidegate.api.openapi import OpenApiRoute
 from tidegate.api.services import ServicesSlot
 from tidegate.api.system import SystemRoutes
+from tidegate.console.routes import build_console_routes
 from tidegate.errors import TidegateError
 
 
-def build_routes(services: ServicesSlot, ids: RequestIds) -> list[BaseRoute]:
+def build_routes(
+    services: ServicesSlot, ids: RequestIds, *, console: bool = True
+) -> list[BaseRoute]:
+    """``console``: serve the web console at /console (``console.enabled``)."""
     system = SystemRoutes(services=services)
     return [
         Route(
@@ -55,6 +59,7 @@ def build_routes(services: ServicesSlot, ids: RequestIds) -> list[BaseRoute]:
         *build_traffic_routes(services),
         *build_shadow_routes(services),
         *build_rollout_routes(services),
+        *build_console_routes(enabled=console),
     ]
 
 
