@@ -64,14 +64,27 @@ def test_scan_for_secrets() -> None:
     assert not scan_for_secrets("a normal log line with tokens=512 and 10.0.0.1")
 
 
-def test_a_megabyte_of_text_is_redacted_quickly(redactor: Redactor) -> None:
+def test_redaction_time_grows_linearly_with_the_text(redactor: Redactor) -> None:
+    """No pattern backtracks catastrophically: 4x the text costs about 4x the time, not 16x.
+
+    A ratio within one test, best of three, rather than a wall-clock bound that a loaded
+    machine breaks.
+    """
     paragraph = (
         "The assistant explained: serving at scale needs tokens, keys and limits; "
         "contact ops@example.com or +1 (555) 010-0199 from 192.0.2.10. "
     )
-    text = paragraph * (1_000_000 // len(paragraph))
-    started = time.perf_counter()
-    redacted = redactor.redact(text)
-    elapsed = time.perf_counter() - started
-    assert redacted.count("[EMAIL]") == text.count("ops@example.com")
-    assert elapsed < 2.0, f"{elapsed:.2f} s for 1 MB"
+    small = paragraph * (250_000 // len(paragraph))
+    large = small * 4
+
+    def best_of_three(text: str) -> float:
+        timings = []
+        for _ in range(3):
+            started = time.perf_counter()
+            redacted = redactor.redact(text)
+            timings.append(time.perf_counter() - started)
+        assert redacted.count("[EMAIL]") == text.count("ops@example.com")
+        return min(timings)
+
+    ratio = best_of_three(large) / best_of_three(small)
+    assert ratio < 8, f"1 MB took {ratio:.1f}x as long as 250 KB (linear: ~4x)"
