@@ -45,6 +45,7 @@ from tidegate.heap import freeze_startup_heap
 from tidegate.metering import PromptLogWriter, RetentionPurger, UsageMeter, UsageQueries
 from tidegate.observability.access_log import AccessLog
 from tidegate.observability.dependencies import Dependencies
+from tidegate.observability.loop_stalls import watch_loop_stalls
 from tidegate.observability.metrics import GatewayMetrics
 from tidegate.observability.metrics_listener import MetricsListener
 from tidegate.observability.recorder import RequestRecorder
@@ -422,6 +423,7 @@ def build_app(
                 runner.start()
                 stack.push_async_callback(runner.stop)
             freeze_startup_heap()  # full collections then skip the start-up heap
+            await stack.enter_async_context(watch_loop_stalls(metrics.registry))
             yield
 
     ids = RequestIds()
