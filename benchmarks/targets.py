@@ -32,6 +32,8 @@ class Target:
     base_url: str
     """Ends in /v1."""
     headers: tuple[tuple[str, str], ...] = ()
+    metrics_headers: tuple[tuple[str, str], ...] = ()
+    """What opens the target's /metrics (a tidegate's admin key); empty for the others."""
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,8 @@ class LoadSpec:
     concurrency: int = 1
     warmup_s: float = 2.0
     duration_s: float = 8.0
+    max_requests: int = 0
+    """Stop once this many requests are measured (0: run the whole duration)."""
 
 
 @dataclass
@@ -45,6 +47,8 @@ class LoadResult:
     latencies_ms: list[float] = field(default_factory=list)
     ttft_ms: list[float] = field(default_factory=list)
     chunk_gap_ms: list[float] = field(default_factory=list)
+    stopped_at: float = 0.0
+    """When ``max_requests`` was reached (perf_counter), 0 if it was not."""
 
 
 class _Exchange:
@@ -130,7 +134,7 @@ async def _worker(spec: LoadSpec, result: LoadResult, window: tuple[float, float
     host, port, request = _request_bytes(spec)
     measure_from, end = window
     conn: _Connection | None = None
-    while time.perf_counter() < end:
+    while time.perf_counter() < end and not result.stopped_at:
         if conn is None or conn.closed:
             try:
                 _, conn = await loop.create_connection(_Connection, host, port)
@@ -155,6 +159,8 @@ async def _worker(spec: LoadSpec, result: LoadResult, window: tuple[float, float
             continue
         result.requests += 1
         result.latencies_ms.append((finished - start) * 1000)
+        if result.requests == spec.max_requests:
+            result.stopped_at = finished
         if exchange.events:
             result.ttft_ms.append((exchange.first_event - start) * 1000)
         if exchange.events > 1:
@@ -173,7 +179,7 @@ async def run_load(spec: LoadSpec) -> LoadResult:
     # A server that stops answering must not hang the benchmark: what was measured still counts.
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(workers, spec.warmup_s + spec.duration_s + 10)
-    result.elapsed_s = spec.duration_s
+    result.elapsed_s = result.stopped_at - window[0] if result.stopped_at else spec.duration_s
     return result
 
 
@@ -185,6 +191,7 @@ def _parse_args(argv: list[str] | None) -> LoadSpec:
     parser.add_argument("--concurrency", type=int, default=1)
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--duration", type=float, default=8.0)
+    parser.add_argument("--requests", type=int, default=0, help="stop after this many measured")
     args = parser.parse_args(argv)
     headers = tuple(
         (name.strip(), value.strip()) for name, _, value in (h.partition(":") for h in args.header)
@@ -196,6 +203,7 @@ def _parse_args(argv: list[str] | None) -> LoadSpec:
         concurrency=args.concurrency,
         warmup_s=args.warmup,
         duration_s=args.duration,
+        max_requests=args.requests,
     )
 
 

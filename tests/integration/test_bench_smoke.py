@@ -38,3 +38,13 @@ def test_quick_overhead_run_against_direct_and_passthrough(tmp_path: Path) -> No
     assert stream["chunk_added_p50_ms"] is not None
     assert [c["name"] for c in stream["checks"]] == ["chunk added p50 ms"]
     assert "Overhead vs direct upstream" in done.stdout.decode()
+
+    # Streams sustained: a short search (up to 4 streams) against the paced upstream.
+    capacity = {c["target"]: c for c in report["streams_sustained"]}
+    assert set(capacity) == {"direct", "passthrough"}
+    for row in capacity.values():
+        assert row["expected_events"] >= 64  # one per paced chunk, plus the role and the end
+        assert row["probes"] and row["probes"][0]["streams"] == 2
+        assert 0 <= row["sustained"] <= 4
+    assert report["event_loop"] == []  # no tidegate among these targets
+    assert "Streams sustained" in done.stdout.decode()
