@@ -57,6 +57,7 @@ class Console:
     http: httpx.AsyncClient
     browser: Browser
     shots: Path
+    fakes: dict[str, FakeUpstream]
     dialogs: list[str] = field(default_factory=list)
     page_errors: list[str] = field(default_factory=list)
     foreign_requests: list[str] = field(default_factory=list)
@@ -107,10 +108,11 @@ class Console:
         await page.screenshot(path=str(path), full_page=True)
         return path
 
-    async def chat(self, key: str, session: str = "s") -> httpx.Response:
+    async def chat(self, key: str, session: str = "s", stream: bool = False) -> httpx.Response:
+        body = {"model": MODEL, "messages": [{"role": "user", "content": "hello"}]}
         response = await self.http.post(
             "/v1/chat/completions",
-            json={"model": MODEL, "messages": [{"role": "user", "content": "hello"}]},
+            json={**body, "stream": stream},
             headers={**auth(key), "x-tidegate-session-id": session},
         )
         assert response.status_code == 200, response.text
@@ -155,7 +157,7 @@ async def console_environment(tmp_path: Path) -> AsyncIterator[Console]:
         playwright = await stack.enter_async_context(async_playwright())
         browser = await playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
         stack.push_async_callback(browser.close)
-        yield Console(gateway, http, browser, shots)
+        yield Console(gateway, http, browser, shots, fakes)
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], timeout_s: float = 15.0) -> None:

@@ -47,9 +47,12 @@ function axes(g, maxY, format) {
   }
 }
 
+/** The smallest 1, 2 or 5 × 10^k at or above the largest value (1 when all are 0). */
 function niceMax(values) {
   const max = Math.max(0, ...values.filter((v) => isFinite(v)));
-  return max > 0 ? max * 1.1 : 1;
+  if (max <= 0) return 1;
+  const step = 10 ** Math.floor(Math.log10(max));
+  return [1, 2, 5, 10].map((m) => m * step).find((nice) => nice >= max);
 }
 
 function drawLines(canvas, series, format) {
@@ -68,13 +71,14 @@ function drawLines(canvas, series, format) {
   series.forEach((s, i) => {
     ctx.strokeStyle = COLOURS[i % COLOURS.length];
     ctx.lineWidth = 2;
+    ctx.fillStyle = COLOURS[i % COLOURS.length];
+    const at = s.points.filter((p) => isFinite(p[1])).map(([x, y]) =>
+      [left + ((x - x0) / (x1 - x0)) * (right - left), bottom - (y / maxY) * (bottom - top)]);
     ctx.beginPath();
-    s.points.filter((p) => isFinite(p[1])).forEach(([x, y], j) => {
-      const px = left + ((x - x0) / (x1 - x0)) * (right - left);
-      const py = bottom - (y / maxY) * (bottom - top);
-      if (j === 0) ctx.moveTo(px, py); else ctx.lineTo(px, py);
-    });
+    at.forEach(([px, py], j) => (j === 0 ? ctx.moveTo(px, py) : ctx.lineTo(px, py)));
     ctx.stroke();
+    // A dot per sample, so a single one shows too.
+    for (const [px, py] of at) ctx.fillRect(px - 1.5, py - 1.5, 3, 3);
   });
 }
 

@@ -45,7 +45,9 @@ export function numberInput(name, value) {
 
 /** A table: columns are [header, cell(row) -> text or Node, {num: true}]. */
 export function table(caption, columns, rows, options = {}) {
-  const head = el("tr", {}, columns.map(([h, , o]) => el("th", { scope: "col", className: o?.num ? "num" : "" }, h)));
+  // A column without a visible header (buttons) still has one for screen readers.
+  const head = el("tr", {}, columns.map(([h, , o]) => el("th", { scope: "col", className: o?.num ? "num" : "" },
+    h === "" ? el("span", { className: "visually-hidden" }, "Actions") : h)));
   const body = rows.map((row) => {
     const tr = el("tr", {}, columns.map(([, cell, o]) => el("td", { className: o?.num ? "num" : "" }, cell(row))));
     if (options.rowClass) tr.className = options.rowClass(row);

@@ -10,6 +10,8 @@ export const POLL_MS = Number(new URLSearchParams(location.search).get("poll_ms"
 const WINDOW_MS = 5 * 60 * 1000;
 const ERROR_OUTCOMES = new Set(["upstream", "timeout", "overload"]);
 
+const count = (v) => (Number.isInteger(v) ? String(v) : v.toFixed(1));
+
 export async function render(root, who) {
   root.append(el("h1", {}, "Overview"));
   if (!who.operator) return tenantOverview(root, who);
@@ -17,9 +19,9 @@ export async function render(root, who) {
   const pools = el("div", { className: "card" });
   const models = el("div", { className: "card" });
   const charts = {
-    inflight: chart("In flight per pool", "line", (v) => v.toFixed(0)),
-    queue: chart("Queued per pool (all classes)", "line", (v) => v.toFixed(0)),
-    ttft: chart("TTFT p95 per model (s)", "line", (v) => v.toFixed(2)),
+    inflight: chart("In flight per pool", "line", count),
+    queue: chart("Queued per pool (all classes)", "line", count),
+    ttft: chart("TTFT p95 per model (s)", "line", (v) => v.toFixed(3)),
     errors: chart("Error rate per model", "line", (v) => `${(100 * v).toFixed(0)}%`),
   };
   root.append(status, el("h2", {}, "Pools"), pools, el("h2", {}, "Models (last 5 minutes)"), models,

@@ -15,35 +15,39 @@ export async function render(root, who) {
     return;
   }
   const models = (await api("GET", "/v1/models")).data.map((m) => m.id);
+  const recentBox = el("div", { className: "card" });
+  const refreshRecent = async () => {
+    const recent = await api("GET", query("/admin/rollouts", { limit: 20 }));
+    recentBox.replaceChildren(table("Recent rollouts", [
+      ["Id", (r) => el("span", { className: "mono" }, r.id)],
+      ["Model", (r) => r.model],
+      ["Candidate", (r) => r.candidate_pool],
+      ["Stable", (r) => r.stable_pool],
+      ["State", (r) => r.state],
+      ["Step", (r) => `${r.step_index + 1}/${r.steps.length} (${r.share}%)`],
+      ["Reason", (r) => r.reason || ""],
+    ], recent.data, { empty: "No rollouts yet." }));
+  };
   for (const model of models) {
     const box = el("section", { className: "card", "aria-label": `Model ${model}`, "data-model": model });
     root.append(box);
-    await showModel(box, model);
+    await showModel(box, model, refreshRecent);
   }
-  const recent = await api("GET", query("/admin/rollouts", { limit: 20 }));
-  root.append(el("h2", {}, "Recent rollouts"), el("div", { className: "card" }, table("Recent rollouts", [
-    ["Id", (r) => el("span", { className: "mono" }, r.id)],
-    ["Model", (r) => r.model],
-    ["Candidate", (r) => r.candidate_pool],
-    ["Stable", (r) => r.stable_pool],
-    ["State", (r) => r.state],
-    ["Step", (r) => `${r.step_index + 1}/${r.steps.length} (${r.share}%)`],
-    ["Reason", (r) => r.reason || ""],
-  ], recent.data, { empty: "No rollouts yet." })));
+  root.append(el("h2", {}, "Recent rollouts"), recentBox);
+  await refreshRecent();
 }
 
-async function showModel(box, model) {
+async function showModel(box, model, refreshRecent, message = "") {
   const path = `/admin/models/${enc(model)}`;
   const [traffic, versions, shadow] = await Promise.all([
     api("GET", `${path}/traffic`), api("GET", `${path}/versions`), api("GET", `${path}/shadow`)]);
   const status = statusLine();
-  const reload = async () => showModel(box, model);
   const act = (fn, done) => async () => {
     status.clear();
     try {
       await fn();
-      await reload();
-      if (done) box.querySelector("[role=status]").textContent = done;
+      await showModel(box, model, refreshRecent, done);
+      await refreshRecent();
     } catch (err) {
       status.error(err);
     }
@@ -53,9 +57,9 @@ async function showModel(box, model) {
 
   const shares = Object.entries(traffic.shares || {});
   const split = table(`Split of ${model}`, [
-    ["Pool", ([p]) => p], ["Share", ([, s]) => `${fmt.num(s, 1)}%`, { num: true }],
+    ["Pool", ([p]) => p], ["Share", ([, s]) => fmt.pct(s), { num: true }],
     ["", ([p]) => (p === traffic.stable_pool ? "stable" : "")],
-  ], shares.length ? shares : [[traffic.stable_pool, 100]]);
+  ], shares.length ? shares : [[traffic.stable_pool, 1]]);
 
   const [splitBox, splitInput] = field("New split (pool=weight, …)", el("input", { name: "split",
     value: traffic.weights.map(([p, w]) => `${p}=${w}`).join(", ") || `${traffic.stable_pool}=100`, size: "40" }));
@@ -104,6 +108,7 @@ async function showModel(box, model) {
       ["Profile", (v) => el("span", { className: "mono" }, v.profile_hash || "")], ["Recorded", (v) => fmt.time(v.created_at)],
     ], versions.data, { empty: "No versions recorded." }),
     status.node);
+  if (message) status.ok(message);
 }
 
 function sides(primary, shadow) {
