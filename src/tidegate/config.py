@@ -23,6 +23,8 @@ from pydantic_settings import (
 
 DEFAULT_HOME = Path(os.path.expanduser("~")) / ".cache" / "tidegate"
 BUNDLED_MODEL = "bundled:smollm2-135m-instruct"
+ProviderName = Literal["openai", "anthropic"]
+"""An upstream's wire protocol, naming the ``upstream.client.Provider`` that speaks it."""
 
 
 class _Section(BaseModel):
@@ -212,7 +214,7 @@ class UpstreamServer(_Section):
     priority_scheduling: bool = False
     """The upstream runs vLLM with --scheduling-policy priority: each request carries its
     scheduling class as vLLM's `priority` field (0 interactive, 10 batch)."""
-    provider: Literal["openai", "anthropic"] = "openai"
+    provider: ProviderName = "openai"
     """openai: an OpenAI-compatible API (vLLM, SGLang, TGI, Ollama, OpenAI). anthropic: the
     Anthropic Messages API (url https://api.anthropic.com/v1); chat requests, streams, usage and
     errors are translated both ways."""

@@ -31,10 +31,10 @@ from tidegate.api.asgi import (
 from tidegate.api.errors import error_response, internal_error_response
 from tidegate.api.services import ApiServices, ServicesSlot
 from tidegate.errors import TidegateError
-from tidegate.observability.metrics import Route
 from tidegate.observability.records import RequestRecord
 from tidegate.pipeline.accounting import rejection_reason
 from tidegate.pipeline.completions import PreparedRequest, RoutingHints
+from tidegate.protocol.endpoints import Endpoint
 from tidegate.protocol.sse import DONE_EVENT
 from tidegate.scheduling.classes import DEADLINE_HEADER, PRIORITY_HEADER
 
@@ -95,7 +95,7 @@ def _read_headers(scope: Scope) -> tuple[dict[str, str], RoutingHints | None]:
 
 
 class CompletionEndpoint:
-    def __init__(self, *, route: Route, services: ServicesSlot, ids: RequestIds) -> None:
+    def __init__(self, *, route: Endpoint, services: ServicesSlot, ids: RequestIds) -> None:
         self._route = route
         self._slot = services
         self._ids = ids

@@ -19,7 +19,7 @@ from starlette.routing import BaseRoute, Route
 
 from tidegate.api.asgi import Receive, Scope, Send, read_control_body
 from tidegate.errors import InvalidRequestError
-from tidegate.pipeline.completions import parse_json_object
+from tidegate.protocol.json_body import parse_json_object
 
 __all__ = ["check_params", "find_nul", "guard_routes", "read_control_json"]
 

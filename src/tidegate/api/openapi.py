@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from tidegate.api.openapi_schemas import Schema, component_schemas, ref
+from tidegate.protocol.endpoints import PUBLIC_PATHS
 from tidegate.scheduling.classes import CLASSES
 
 __all__ = ["OPERATIONS", "Operation", "OpenApiRoute", "openapi_document"]
@@ -105,7 +106,7 @@ def _rollout_operation(name: str) -> Operation:
 OPERATIONS: tuple[Operation, ...] = (
     Operation(
         "POST",
-        "/v1/chat/completions",
+        PUBLIC_PATHS["chat"],
         "Create a chat completion (stream: true answers server-sent events)",
         "completions",
         "key",
@@ -117,7 +118,7 @@ OPERATIONS: tuple[Operation, ...] = (
     ),
     Operation(
         "POST",
-        "/v1/completions",
+        PUBLIC_PATHS["completions"],
         "Create a completion (stream: true answers server-sent events)",
         "completions",
         "key",

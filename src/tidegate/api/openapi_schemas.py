@@ -14,7 +14,7 @@ from typing import Any
 from pydantic.json_schema import models_json_schema
 
 from tidegate.protocol.admin import KeyCreate, TenantCreate, TenantUpdate
-from tidegate.protocol.batches import ENDPOINTS
+from tidegate.protocol.endpoints import PUBLIC_PATHS
 from tidegate.tenancy.policy import TIERS, KeySettings, TenantSettings
 
 __all__ = ["component_schemas", "ref"]
@@ -262,7 +262,7 @@ def _stream_event(chunk: str) -> Schema:
 _BATCH_CREATE = _closed(
     {
         "input_file_id": {"type": "string", "minLength": 1},
-        "endpoint": {"enum": list(ENDPOINTS)},
+        "endpoint": {"enum": list(PUBLIC_PATHS.values())},
         "completion_window": {
             "type": "string",
             "pattern": "^[1-9][0-9]{0,6}[hms]$",

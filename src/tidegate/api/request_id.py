@@ -17,8 +17,9 @@ from tidegate.api.asgi import (
     request_id_headers,
 )
 from tidegate.api.errors import REQUEST_ID_KEY
+from tidegate.protocol.endpoints import PUBLIC_PATHS
 
-SELF_IDENTIFYING_PATHS = frozenset({"/v1/chat/completions", "/v1/completions"})
+SELF_IDENTIFYING_PATHS = frozenset(PUBLIC_PATHS.values())
 
 
 class RequestIdMiddleware:

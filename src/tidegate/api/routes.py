@@ -29,6 +29,7 @@ from tidegate.api.services import ServicesSlot
 from tidegate.api.system import SystemRoutes
 from tidegate.console.routes import build_console_routes
 from tidegate.errors import TidegateError
+from tidegate.protocol.endpoints import PUBLIC_PATHS
 
 
 def build_routes(
@@ -37,15 +38,11 @@ def build_routes(
     """``console``: serve the web console at /console (``console.enabled``)."""
     system = SystemRoutes(services=services)
     return [
-        Route(
-            "/v1/chat/completions",
-            CompletionEndpoint(route="chat", services=services, ids=ids),
-            methods=["POST"],
-        ),
-        Route(
-            "/v1/completions",
-            CompletionEndpoint(route="completions", services=services, ids=ids),
-            methods=["POST"],
+        *(
+            Route(
+                path, CompletionEndpoint(route=kind, services=services, ids=ids), methods=["POST"]
+            )
+            for kind, path in PUBLIC_PATHS.items()
         ),
         Route("/v1/models", system.models, methods=["GET"]),
         Route("/healthz", system.healthz, methods=["GET"]),

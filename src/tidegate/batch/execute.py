@@ -24,10 +24,10 @@ from tidegate.errors import (
     QueueTimeoutError,
     TidegateError,
 )
-from tidegate.observability.metrics import Route
 from tidegate.observability.records import RequestRecord
 from tidegate.pipeline.accounting import RequestAccounting, rejection_reason
 from tidegate.pipeline.completions import CompletionService, PreparedRequest, RoutingHints
+from tidegate.protocol.endpoints import Endpoint
 from tidegate.tenancy.keys import Principal
 
 log = logging.getLogger(__name__)
@@ -71,7 +71,7 @@ class LineExecutor:
         self._accounting = accounting
         self._crash = crash
 
-    async def run(self, line: ClaimedLine, route: Route, principal: Principal) -> LineResult:
+    async def run(self, line: ClaimedLine, route: Endpoint, principal: Principal) -> LineResult:
         """The line's result, or RetryLater. Never raises anything else."""
         rid = request_id(line)
         record = RequestRecord(request_id=rid, route=route, kind="batch")

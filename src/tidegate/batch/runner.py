@@ -41,11 +41,11 @@ from tidegate.batch.execute import LineExecutor, LineResult, RetryLater, request
 from tidegate.batch.finalize import finalize
 from tidegate.batch.intake import validate_batch
 from tidegate.batch.ports import BatchFiles
-from tidegate.batch.validate import ROUTES, LineChecker
+from tidegate.batch.validate import LineChecker
 from tidegate.config import BatchConfig
 from tidegate.errors import TidegateError
 from tidegate.metering.periodic import Periodic
-from tidegate.observability.metrics import Route
+from tidegate.protocol.endpoints import ENDPOINT_OF_PATH, Endpoint
 from tidegate.store.db import transaction
 from tidegate.store.models import Batch
 from tidegate.tenancy.keys import KeyService, Principal
@@ -156,7 +156,7 @@ class BatchRunner:
             self._spawn_for(batch, self._finalize(batch, ("in_progress",), values))
 
     async def _start_lines(self, batch: Batch, lines: list[ClaimedLine]) -> None:
-        route = ROUTES[batch.endpoint]
+        route = ENDPOINT_OF_PATH[batch.endpoint]
         try:
             principal = await self._keys.principal(batch.key_id)
         except TidegateError as error:  # revoked or expired since: its lines cannot run
@@ -180,7 +180,7 @@ class BatchRunner:
             task.add_done_callback(self._tasks.discard)
 
     async def _run_line(
-        self, batch: Batch, line: ClaimedLine, route: Route, who: Principal
+        self, batch: Batch, line: ClaimedLine, route: Endpoint, who: Principal
     ) -> None:
         try:
             self._crash("after_claim")

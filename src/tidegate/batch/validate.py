@@ -21,16 +21,15 @@ from typing import Any
 import orjson
 
 from tidegate.errors import TidegateError
-from tidegate.observability.metrics import Route
 from tidegate.pipeline.validation import RequestValidator
 from tidegate.protocol.batches import line_error
+from tidegate.protocol.endpoints import ENDPOINT_OF_PATH, Endpoint
 from tidegate.protocol.requests import RequestValidationFailure, check_body
 from tidegate.routing.replicas import RoutingTable
 from tidegate.tenancy.keys import Principal
 
 MAX_REPORTED_ERRORS = 100
 """A file with thousands of bad lines reports the first ones; that is enough to fix it."""
-ROUTES: dict[str, Route] = {"/v1/chat/completions": "chat", "/v1/completions": "completions"}
 _SLICE_S = 0.005
 """Longest stretch of checking between two turns of the event loop."""
 
@@ -72,7 +71,7 @@ class LineChecker:
 
     async def check(self, data: bytes, endpoint: str, principal: Principal) -> Checked:
         """Parse and check every line of the input file ``data``."""
-        route = ROUTES[endpoint]
+        route = ENDPOINT_OF_PATH[endpoint]
         checked = Checked()
         seen: set[str] = set()
         turn = time.perf_counter()
@@ -161,7 +160,7 @@ class LineChecker:
         line_no: int,
         raw: bytes,
         body: dict[str, Any],
-        route: Route,
+        route: Endpoint,
         principal: Principal,
         checked: Checked,
     ) -> bool:

@@ -133,10 +133,11 @@ class EngineMetricsScraper:
 
     def export(self, replica: Replica, sample: EngineSample) -> None:
         # On the replica too: engine-signal balancing reads them per request.
-        if sample.requests_waiting is not None:
-            replica.engine_waiting = int(sample.requests_waiting)
-        if sample.kv_cache_usage is not None:
-            replica.kv_cache_usage = sample.kv_cache_usage
+        waiting = sample.requests_waiting
+        replica.record_engine_load(
+            waiting=None if waiting is None else int(waiting),
+            kv_cache_usage=sample.kv_cache_usage,
+        )
         labels = {"model": replica.model, "replica": replica.id}
         m = self.metrics
         for gauge, value in (

@@ -122,7 +122,7 @@ class ReplicaRunner:
     def _set_state(self, state: ReplicaState) -> None:
         if self._stopping and state not in (ReplicaState.DRAINING, ReplicaState.STOPPED):
             return  # once draining, nothing may route traffic back to the replica
-        self.replica.state = state
+        self.replica.set_state(state)
         self.notify(self)
 
     async def _run(self) -> None:

@@ -26,7 +26,8 @@ from tidegate.engines.ports import free_ports
 from tidegate.engines.replica_runner import ReplicaRunner
 from tidegate.engines.state_file import STATE_FILE_NAME, EngineSnapshot, write_state
 from tidegate.observability.metrics import GatewayMetrics
-from tidegate.routing.replicas import REPLICA_STATES, Replica, ReplicaState, RoutingTable
+from tidegate.routing.metrics import export_replica_state
+from tidegate.routing.replicas import Replica, ReplicaState, RoutingTable
 
 _HOST = "127.0.0.1"
 
@@ -121,10 +122,7 @@ class EngineSupervisor:
 
     def _on_transition(self, runner: ReplicaRunner) -> None:
         replica = runner.replica
-        for state in REPLICA_STATES:
-            self.metrics.replica_state.labels(
-                model=replica.model, replica=replica.id, state=state.value
-            ).set(1 if state is replica.state else 0)
+        export_replica_state(self.metrics, replica)
         if replica.state is ReplicaState.READY and runner.load_seconds is not None:
             self.metrics.model_load_seconds.labels(model=replica.model, replica=replica.id).set(
                 runner.load_seconds

@@ -2,9 +2,10 @@
 
 Every label value comes from a bounded set the operator controls: ``model`` is a public model
 name from the routing table (an unknown name is recorded as ``unknown``), ``route`` is one of
-``ROUTES``, ``outcome`` one of ``errors.OUTCOMES``, ``kind`` one of ``errors.UPSTREAM_ERROR_KINDS``,
-``replica`` a replica id from config. Nothing a client sends becomes a label value as it is.
-Each app gets its own registry, so tests and several apps in one process never collide.
+``protocol.endpoints.ENDPOINTS``, ``outcome`` one of ``errors.OUTCOMES``, ``kind`` one of
+``errors.UPSTREAM_ERROR_KINDS``, ``replica`` a replica id from config. Nothing a client sends
+becomes a label value as it is. Each app gets its own registry, so tests and several apps in
+one process never collide.
 """
 
 from __future__ import annotations
@@ -12,10 +13,6 @@ from __future__ import annotations
 from typing import Literal
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-
-Route = Literal["chat", "completions"]
-ROUTES: tuple[Route, ...] = ("chat", "completions")
-
 
 UNKNOWN_MODEL = "unknown"
 NO_TENANT = "none"

@@ -8,14 +8,15 @@ from typing import Literal
 
 from tidegate.errors import Outcome
 from tidegate.observability.capture import ResponseCapture
-from tidegate.observability.metrics import UNKNOWN_MODEL, Route
+from tidegate.observability.metrics import UNKNOWN_MODEL
+from tidegate.protocol.endpoints import Endpoint
 
 
 @dataclass(slots=True)
 class RequestRecord:
     request_id: str
     """The gateway's own id (never the client's): the usage record's key."""
-    route: Route
+    route: Endpoint
     client_request_id: str | None = None
     """The client's x-request-id, kept only to correlate (any tenant may send any value)."""
     started: float = field(default_factory=time.perf_counter)

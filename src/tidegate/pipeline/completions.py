@@ -26,13 +26,15 @@ from tidegate.errors import (
     UpstreamError,
 )
 from tidegate.observability.capture import ResponseCapture
-from tidegate.observability.metrics import GatewayMetrics, Route
+from tidegate.observability.metrics import GatewayMetrics
 from tidegate.observability.records import RequestRecord
 from tidegate.observability.tracing import Tracing
 from tidegate.pipeline.limits import Admission, Limiter
 from tidegate.pipeline.relay import StreamFailure, read_usage, relay_events
 from tidegate.pipeline.taps import RequestTap
 from tidegate.pipeline.validation import RequestValidator
+from tidegate.protocol.endpoints import UPSTREAM_PATHS, Endpoint
+from tidegate.protocol.json_body import parse_json_object
 from tidegate.protocol.requests import RequestValidationFailure, check_body, check_counts_raw
 from tidegate.routing.affinity import affinity_key
 from tidegate.routing.metrics import RoutingMetrics
@@ -53,7 +55,6 @@ from tidegate.upstream.client import Provider
 
 log = logging.getLogger(__name__)
 
-_PATHS: dict[Route, str] = {"chat": "/chat/completions", "completions": "/completions"}
 # The scheduler's cost of a request whose max_tokens is unbounded (no default, no context known).
 _UNBOUNDED_COMPLETION_COST = 1024
 
@@ -76,7 +77,7 @@ class RoutingHints:
 
 @dataclass(slots=True)
 class PreparedRequest:
-    route: Route
+    route: Endpoint
     chain: tuple[Pool, ...]
     """The pools to try, in order (the route's rules chose them)."""
     payload: dict[str, Any]
@@ -158,21 +159,6 @@ class UpstreamStream:
             self._exchange.end()
 
 
-def parse_json_object(body: bytes) -> dict[str, Any]:
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError as error:
-        raise InvalidRequestError(
-            f"The request body is not valid JSON ({error}). Send a JSON object with "
-            "Content-Type: application/json."
-        ) from None
-    if not isinstance(data, dict):
-        raise InvalidRequestError(
-            f"The request body must be a JSON object, not a JSON {type(data).__name__}."
-        )
-    return data
-
-
 class CompletionService:
     def __init__(
         self,
@@ -212,7 +198,7 @@ class CompletionService:
 
     async def admit(
         self,
-        route: Route,
+        route: Endpoint,
         body: bytes,
         principal: Principal,
         record: RequestRecord,
@@ -439,7 +425,7 @@ class CompletionService:
                     self._tracing.inject(span, trace_headers)
                     response = await self._providers[replica.provider].post(
                         replica,
-                        _PATHS[request.route],
+                        UPSTREAM_PATHS[request.route],
                         request.body_for(replica),
                         request_id=record.request_id,
                         extra_headers=trace_headers,

@@ -17,7 +17,6 @@ from typing import Any
 
 from tidegate.config import ValidationConfig
 from tidegate.errors import InvalidRequestError
-from tidegate.observability.metrics import Route
 from tidegate.pipeline.chat_template import ChatTemplateError
 from tidegate.pipeline.extensions import check_extensions
 from tidegate.pipeline.prompt_bound import prompt_token_bound
@@ -29,6 +28,7 @@ from tidegate.pipeline.request_checks import (
     normalise_stop,
 )
 from tidegate.pipeline.tokens import NoChatTemplateError, PromptCounter
+from tidegate.protocol.endpoints import Endpoint
 from tidegate.protocol.requests import BodyCaps
 from tidegate.tenancy.policy import KeySettings, TenantSettings
 
@@ -93,7 +93,7 @@ class RequestValidator:
 
     async def check(
         self,
-        route: Route,
+        route: Endpoint,
         payload: dict[str, Any],
         tenant: TenantSettings,
         key: KeySettings,
@@ -158,7 +158,7 @@ class RequestValidator:
             )
 
     async def _count(
-        self, route: Route, payload: Mapping[str, Any], model: str, counter: PromptCounter | None
+        self, route: Endpoint, payload: Mapping[str, Any], model: str, counter: PromptCounter | None
     ) -> list[int] | None:
         if route == "completions":
             prompt = payload["prompt"]

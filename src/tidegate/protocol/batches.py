@@ -12,10 +12,9 @@ from datetime import datetime
 from typing import Any
 
 from tidegate.errors import InvalidRequestError
+from tidegate.protocol.endpoints import ENDPOINT_OF_PATH
 from tidegate.store.models import Batch
 
-ENDPOINTS = ("/v1/chat/completions", "/v1/completions")
-"""The endpoints a batch may target."""
 TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
 """Statuses a batch never leaves."""
 MAX_METADATA_PAIRS = 16
@@ -80,9 +79,9 @@ def parse_create(data: dict[str, Any], *, max_window_s: float) -> BatchCreate:
     if not isinstance(file_id, str) or not file_id:
         raise InvalidRequestError("input_file_id is required.", param="input_file_id")
     endpoint = data.get("endpoint")
-    if endpoint not in ENDPOINTS:
+    if endpoint not in ENDPOINT_OF_PATH:
         raise InvalidRequestError(
-            f"endpoint must be one of {', '.join(ENDPOINTS)}.", param="endpoint"
+            f"endpoint must be one of {', '.join(ENDPOINT_OF_PATH)}.", param="endpoint"
         )
     assert isinstance(endpoint, str)
     window = data.get("completion_window")

@@ -20,9 +20,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import simdjson
+
+from tidegate.protocol.endpoints import Endpoint
 
 __all__ = [
     "BodyCaps",
@@ -41,7 +43,6 @@ PRESCAN_BYTES = 64 * 1024
 """Bodies from this size on are counted before they are parsed; smaller ones parse in well
 under a millisecond anyway."""
 _ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
-Route = Literal["chat", "completions"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -261,7 +262,7 @@ def _tool_count(count: int, caps: BodyCaps) -> None:
         )
 
 
-def check_counts_raw(route: Route, body: bytes, caps: BodyCaps) -> None:
+def check_counts_raw(route: Endpoint, body: bytes, caps: BodyCaps) -> None:
     """The count caps on a large body's bytes, before it is parsed. A body that is not valid
     JSON, or not an object, passes: the full parse says what is wrong with it."""
     if len(body) < PRESCAN_BYTES:
@@ -378,7 +379,7 @@ def _token_ids(ids: list[Any], at: str) -> None:
             raise _invalid(f"{at}.{index}", "a token id, an integer of at least 0", token)
 
 
-def check_body(route: Route, data: Mapping[str, Any], caps: BodyCaps) -> None:
+def check_body(route: Endpoint, data: Mapping[str, Any], caps: BodyCaps) -> None:
     """The schema check of a completion route's body (``RequestValidationFailure`` if not)."""
     if route == "chat":
         check_chat(data, caps)

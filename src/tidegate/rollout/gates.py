@@ -25,7 +25,7 @@ from typing import Any, Literal
 from tidegate.errors import InvalidRequestError
 from tidegate.rollout.stats import PoolTotals
 
-Verdict = Literal["pass", "fail", "insufficient"]
+GateVerdict = Literal["pass", "fail", "insufficient"]
 Figures = dict[str, float | int | None]
 
 
@@ -75,7 +75,7 @@ def _checked(name: str, value: Any) -> float | int:
 
 @dataclass(frozen=True, slots=True)
 class GateResult:
-    verdict: Verdict
+    verdict: GateVerdict
     gate: str | None = None
     """The failed gate."""
     reason: str = ""

@@ -26,9 +26,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tidegate.metering import UsageEvent, UsageMeter
 from tidegate.metering.periodic import Periodic
-from tidegate.observability.metrics import Route
 from tidegate.observability.records import RequestRecord
 from tidegate.pipeline.completions import PreparedRequest
+from tidegate.protocol.endpoints import Endpoint
 from tidegate.rollout.compare import Side, compare, expectations, primary_side
 from tidegate.rollout.metrics import RolloutMetrics
 from tidegate.rollout.shadow_call import ShadowResult, call_shadow
@@ -152,7 +152,7 @@ class ShadowMirror:
 
     async def _mirror(
         self,
-        route: Route,
+        route: Endpoint,
         payload: dict[str, Any],
         record: RequestRecord,
         pool_name: str,
@@ -177,7 +177,7 @@ class ShadowMirror:
             self._primaries.pop(id(record), None)
 
     async def _call(
-        self, route: Route, payload: dict[str, Any], record: RequestRecord, pool_name: str
+        self, route: Endpoint, payload: dict[str, Any], record: RequestRecord, pool_name: str
     ) -> ShadowResult:
         try:
             pool = self._routing.pool(pool_name)

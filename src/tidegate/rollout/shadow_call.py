@@ -19,15 +19,14 @@ import orjson
 
 from tidegate.errors import NoReadyReplicaError, UpstreamError
 from tidegate.observability.capture import ResponseCapture
-from tidegate.observability.metrics import Route
 from tidegate.pipeline.relay import has_content
+from tidegate.protocol.endpoints import UPSTREAM_PATHS, Endpoint
 from tidegate.protocol.sse import DONE_PAYLOAD, SSESplitter, event_data
 from tidegate.rollout.compare import Side
 from tidegate.routing.replicas import Pool, Replica
 from tidegate.scheduling import ENGINE_PRIORITY
 from tidegate.upstream.client import Provider
 
-PATHS: dict[Route, str] = {"chat": "/chat/completions", "completions": "/completions"}
 CallOutcome = Literal["ok", "error", "timeout"]
 
 
@@ -93,7 +92,7 @@ async def call_shadow(
     *,
     pool: Pool,
     providers: dict[str, Provider],
-    route: Route,
+    route: Endpoint,
     payload: dict[str, Any],
     request_id: str,
     timeout_s: float,
@@ -122,14 +121,14 @@ async def call_shadow(
 async def _exchange(
     replica: Replica,
     provider: Provider,
-    route: Route,
+    route: Endpoint,
     payload: dict[str, Any],
     request_id: str,
     progress: _Progress,
 ) -> str | None:
     """Stream the answer into ``progress``; the error kind, or None for a whole answer."""
     response = await provider.post(
-        replica, PATHS[route], shadow_body(payload, replica), request_id=request_id
+        replica, UPSTREAM_PATHS[route], shadow_body(payload, replica), request_id=request_id
     )
     finished = False
     try:

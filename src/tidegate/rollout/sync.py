@@ -169,10 +169,10 @@ class PolicySync:
             self._warn_once(
                 route.model, policy.revision, "no split, no known pool has a weight > 0"
             )
-            route.split = None
+            route.apply_split(None)
             self._show(route.model, None)
         else:
-            route.split = split
+            route.apply_split(split)
             self._show(route.model, split)
         self._applied[route.model] = applied
         log.info("traffic split of %s: %s (revision %d)", route.model, usable, policy.revision)
@@ -180,7 +180,7 @@ class PolicySync:
     def _clear(self, model: str) -> None:
         del self._applied[model]
         with contextlib.suppress(ModelNotFoundError):
-            self._routing.route(model).split = None
+            self._routing.route(model).apply_split(None)
         self._show(model, None)
         log.info("traffic split of %s removed", model)
 

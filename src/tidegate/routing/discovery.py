@@ -23,7 +23,8 @@ import aiohttp
 
 from tidegate.config import UpstreamServer
 from tidegate.observability.metrics import GatewayMetrics
-from tidegate.routing.replicas import REPLICA_STATES, Replica, ReplicaState, RoutingTable
+from tidegate.routing.metrics import export_replica_state, forget_replica_state
+from tidegate.routing.replicas import Replica, ReplicaState, RoutingTable
 
 log = logging.getLogger(__name__)
 
@@ -200,18 +201,13 @@ class DnsDiscovery:
                 self._forget_metrics(replica)
 
     def _set_state(self, replica: Replica, state: ReplicaState) -> None:
-        replica.state = state
+        replica.set_state(state)
         if self._metrics is not None:
-            for each in REPLICA_STATES:
-                self._metrics.replica_state.labels(
-                    model=replica.model, replica=replica.id, state=each.value
-                ).set(1 if each is state else 0)
+            export_replica_state(self._metrics, replica)
 
     def _forget_metrics(self, replica: Replica) -> None:
         if self._metrics is not None:
-            for each in REPLICA_STATES:
-                with contextlib.suppress(KeyError):
-                    self._metrics.replica_state.remove(replica.model, replica.id, each.value)
+            forget_replica_state(self._metrics, replica)
 
     async def _refresh_logged(self) -> None:
         try:

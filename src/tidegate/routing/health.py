@@ -24,7 +24,8 @@ import aiohttp
 
 from tidegate.config import HealthConfig
 from tidegate.observability.metrics import GatewayMetrics
-from tidegate.routing.replicas import REPLICA_STATES, Replica, ReplicaState, RoutingTable
+from tidegate.routing.metrics import export_replica_state
+from tidegate.routing.replicas import Replica, ReplicaState, RoutingTable
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +112,7 @@ class HealthChecker:
             log.info("replica %s passes its health checks again", replica.id)
             # It failed its checks, so a passive ejection during the outage was most likely for
             # the same cause; the checks now say it is back, so it need not sit out the rest.
-            replica.ejected_until = 0.0
+            replica.readmit()
             self._set_state(replica, ReplicaState.READY)
         elif (
             not ok
@@ -122,15 +123,12 @@ class HealthChecker:
             self._set_state(replica, ReplicaState.UNHEALTHY)
 
     def _set_state(self, replica: Replica, state: ReplicaState) -> None:
-        replica.state = state
+        replica.set_state(state)
         self._export_state(replica)
 
     def _export_state(self, replica: Replica) -> None:
         if self._metrics is not None:
-            for each in REPLICA_STATES:
-                self._metrics.replica_state.labels(
-                    model=replica.model, replica=replica.id, state=each.value
-                ).set(1 if each is replica.state else 0)
+            export_replica_state(self._metrics, replica)
 
     async def _check_all_logged(self) -> None:
         try:

@@ -6,14 +6,32 @@ replica set's pool), ``reason`` one of ``FALLBACK_REASONS``.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Literal
 
 from prometheus_client import CollectorRegistry, Counter
 
-from tidegate.routing.replica import Replica
+from tidegate.observability.metrics import GatewayMetrics
+from tidegate.routing.replica import REPLICA_STATES, Replica
 
 FallbackReason = Literal["unavailable", "overloaded", "spillover", "error"]
 FALLBACK_REASONS: tuple[FallbackReason, ...] = ("unavailable", "overloaded", "spillover", "error")
+
+
+def export_replica_state(metrics: GatewayMetrics, replica: Replica) -> None:
+    """``tidegate_replica_state``: 1 for the replica's state, 0 for the others (whoever moved
+    it, the supervisor, the health checker or discovery, calls this)."""
+    for each in REPLICA_STATES:
+        metrics.replica_state.labels(model=replica.model, replica=replica.id, state=each.value).set(
+            1 if each is replica.state else 0
+        )
+
+
+def forget_replica_state(metrics: GatewayMetrics, replica: Replica) -> None:
+    """Drop a replica's state series (it left the routing table)."""
+    for each in REPLICA_STATES:
+        with contextlib.suppress(KeyError):
+            metrics.replica_state.remove(replica.model, replica.id, each.value)
 
 
 class RoutingMetrics:

@@ -37,26 +37,23 @@ class OutlierDetector:
 
     @staticmethod
     def record_success(replica: Replica) -> None:
-        if replica.consecutive_failures or replica.ejections:
-            replica.consecutive_failures = 0
-            replica.ejections = 0
+        replica.record_success()
 
     def record_failure(
         self, pool: str, replicas: list[Replica], replica: Replica, *, decisive: bool
     ) -> bool:
         """Count a failed request; True when it ejected the replica. ``replicas``: the pool's."""
-        replica.consecutive_failures += 1
-        if not decisive and replica.consecutive_failures < self._threshold:
+        failures = replica.record_failure()
+        if not decisive and failures < self._threshold:
             return False
         now = self._clock()
-        if replica.ejected_until > now:
+        if replica.ejected(now):
             return False
-        ejected = sum(1 for r in replicas if r.ejected_until > now)
+        ejected = sum(1 for r in replicas if r.ejected(now))
         if ejected + 1 > max(1, int(len(replicas) * self._share)):
             return False
-        replica.ejections += 1
-        replica.ejected_until = now + min(self._max_s, self._base_s * 2 ** (replica.ejections - 1))
-        replica.consecutive_failures = 0
+        # Doubles with each ejection since the last success (``ejections`` counts them).
+        replica.eject(now + min(self._max_s, self._base_s * 2**replica.ejections))
         if self._on_eject is not None:
             self._on_eject(pool, replica)
         return True

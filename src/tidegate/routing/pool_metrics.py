@@ -79,7 +79,7 @@ class PoolCollector(Collector):
             circuit_open.add_metric(
                 labels, 1 if breaker is not None and breaker.state is not BreakerState.CLOSED else 0
             )
-            ejected.add_metric(labels, sum(1 for r in pool.replicas if r.ejected_until > now))
+            ejected.add_metric(labels, sum(1 for r in pool.replicas if r.ejected(now)))
         yield from (in_flight, ready, capacity, saturation, circuit_open, ejected)
 
     def describe(self) -> Iterator[GaugeMetricFamily]:

@@ -1,19 +1,21 @@
 """One backend server: a local vLLM process or a remote OpenAI-compatible or Anthropic API.
 
-``state`` is written by whoever owns the replica's lifecycle (the engine supervisor for local
-replicas, the active health checker or DNS discovery for remote ones; static remote replicas
-start ``READY``). Passive outlier ejection is separate (``ejected_until``), so it never fights
-the lifecycle owner over ``state``. ``outstanding`` counts requests the gateway has in flight on
-it; the supervisor waits for it to reach zero when draining.
+The replica owns its figures: other packages read its fields and change them only through its
+methods. ``state`` moves (``set_state``, ``mark_ready`` ...) at the call of whoever owns the
+replica's lifecycle (the engine supervisor for local replicas, the active health checker or DNS
+discovery for remote ones; static remote replicas start ``READY``). Passive outlier ejection is
+separate (``record_failure``, ``eject``, ``readmit``), so it never fights the lifecycle owner over
+``state``. The engine's own load figures come in through ``record_engine_load``.
+``outstanding`` counts requests the gateway has in flight on it; the supervisor waits for it to
+reach zero when draining.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Literal
 
-Provider = Literal["openai", "anthropic"]
+from tidegate.config import ProviderName
 
 
 class ReplicaState(StrEnum):
@@ -41,7 +43,7 @@ class Replica:
     api_key: str | None = None
     pool: str = ""
     """The pool it belongs to; empty: the pool named like ``model``."""
-    provider: Provider = "openai"
+    provider: ProviderName = "openai"
     """The wire protocol: OpenAI-compatible, or Anthropic Messages (translated)."""
     state: ReplicaState = ReplicaState.STARTING
     outstanding: int = 0
@@ -60,8 +62,11 @@ class Replica:
     """Requests waiting in the engine's own queue (from its /metrics), for load balancing."""
     kv_cache_usage: float = 0.0
     """The engine's KV cache use, 0..1 (from its /metrics)."""
-    backend: bytes = b""
-    """The x-tidegate-backend header value, POOL/ID (set when it joins the routing table)."""
+    backend: bytes = field(init=False, default=b"")
+    """The x-tidegate-backend header value, POOL/ID."""
+
+    def __post_init__(self) -> None:
+        self.backend = f"{self.pool_name}/{self.id}".encode()
 
     @property
     def pool_name(self) -> str:
@@ -70,3 +75,61 @@ class Replica:
     @property
     def ready(self) -> bool:
         return self.state is ReplicaState.READY
+
+    def routable(self, now: float) -> bool:
+        """Ready and not ejected: the balancer may pick it."""
+        return self.state is ReplicaState.READY and self.ejected_until <= now
+
+    # -- lifecycle (the supervisor, the health checker, discovery) ------------------------
+
+    def set_state(self, state: ReplicaState) -> bool:
+        """Move to ``state``; True when that is a change."""
+        changed = self.state is not state
+        self.state = state
+        return changed
+
+    def mark_ready(self) -> bool:
+        return self.set_state(ReplicaState.READY)
+
+    def mark_unhealthy(self) -> bool:
+        return self.set_state(ReplicaState.UNHEALTHY)
+
+    def mark_draining(self) -> bool:
+        """Out of rotation; requests in flight finish (``outstanding`` counts them)."""
+        return self.set_state(ReplicaState.DRAINING)
+
+    # -- passive outlier detection (routing.outlier decides; the replica keeps count) -----
+
+    def ejected(self, now: float) -> bool:
+        return self.ejected_until > now
+
+    def record_success(self) -> None:
+        """A request succeeded: the failure streak and the ejection backoff start over."""
+        if self.consecutive_failures or self.ejections:
+            self.consecutive_failures = 0
+            self.ejections = 0
+
+    def record_failure(self) -> int:
+        """A request failed; returns the failures in a row so far."""
+        self.consecutive_failures += 1
+        return self.consecutive_failures
+
+    def eject(self, until: float) -> None:
+        """Out of rotation until ``until`` (``time.monotonic()``); the ejection counts towards
+        the backoff of the next one, and the failure streak starts over."""
+        self.ejections += 1
+        self.ejected_until = until
+        self.consecutive_failures = 0
+
+    def readmit(self) -> None:
+        """End an ejection now (its health checks say it is back)."""
+        self.ejected_until = 0.0
+
+    # -- the engine's own figures (engines.engine_metrics scrapes them) -------------------
+
+    def record_engine_load(self, *, waiting: int | None, kv_cache_usage: float | None) -> None:
+        """What the engine's /metrics said; None leaves a figure as it was."""
+        if waiting is not None:
+            self.engine_waiting = waiting
+        if kv_cache_usage is not None:
+            self.kv_cache_usage = kv_cache_usage

@@ -35,9 +35,7 @@ class Pool:
         """Ready replicas not ejected by outlier detection."""
         if now is None:
             now = time.monotonic()
-        return [
-            r for r in self.replicas if r.state is ReplicaState.READY and r.ejected_until <= now
-        ]
+        return [r for r in self.replicas if r.routable(now)]
 
     def pick(self, *, avoid: Replica | None = None, affinity: int | None = None) -> Replica:
         """The balancer's choice among the candidates.
@@ -60,13 +58,13 @@ class Pool:
 
     @property
     def has_ready(self) -> bool:
-        return any(r.state is ReplicaState.READY for r in self.replicas)
+        return any(r.ready for r in self.replicas)
 
     def available(self, now: float) -> bool:
         """Worth trying: a candidate exists and the breaker (if any) is not open."""
         if self.breaker is not None and self.breaker.state == "open":
             return False
-        return any(r.state is ReplicaState.READY and r.ejected_until <= now for r in self.replicas)
+        return any(r.routable(now) for r in self.replicas)
 
 
 class RoutingTable:
@@ -79,7 +77,6 @@ class RoutingTable:
         self._chains: dict[tuple[str, ...], tuple[Pool, ...]] = {}
 
     def add(self, replica: Replica) -> None:
-        replica.backend = f"{replica.pool_name}/{replica.id}".encode()
         self.ensure_pool(replica.pool_name, model=replica.model).replicas.append(replica)
 
     def add_pool(self, pool: Pool) -> None:
@@ -97,8 +94,8 @@ class RoutingTable:
         route = self._routes.get(model)
         if route is None:
             self._routes[model] = Route(model=model, pools=(name,))
-        elif not route.explicit and name not in route.pools:
-            route.pools = (*route.pools, name)
+        else:
+            route.extend(name)
         return pool
 
     def remove(self, replica: Replica) -> None:

@@ -75,6 +75,15 @@ class Route:
             explicit=True,
         )
 
+    def apply_split(self, split: TrafficSplit | None) -> None:
+        """Route by ``split`` from now on (None: no split; the store's traffic policy sets it)."""
+        self.split = split
+
+    def extend(self, pool: str) -> None:
+        """Append a pool to an implicit route's chain (a replica of a new pool joined)."""
+        if not self.explicit and pool not in self.pools:
+            self.pools = (*self.pools, pool)
+
     def chain(self, traits: RequestTraits) -> tuple[str, ...]:
         """The pool names to try, in order."""
         for rule, pools in self.rules:
