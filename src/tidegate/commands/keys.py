@@ -17,7 +17,13 @@ from rich.console import Console
 from rich.table import Table
 
 from tidegate.commands.listing import JsonOption, print_json
-from tidegate.commands.policy_options import Concurrency, Models, Rpm, Tpm, key_settings_patch
+from tidegate.commands.policy_options import (
+    NO_LIMITS,
+    LimitValues,
+    Models,
+    key_settings_patch,
+    limit_options,
+)
 from tidegate.commands.store_cli import (
     ConfigOption,
     day,
@@ -40,6 +46,7 @@ class RoleChoice(StrEnum):
 
 
 @keys_app.command()
+@limit_options(budgets=False)
 def create(
     name: Annotated[str, typer.Option("--name", help="Who or what the key is for.")],
     role: Annotated[
@@ -56,17 +63,13 @@ def create(
     expires_days: Annotated[
         int | None, typer.Option("--expires-days", min=1, help="Days until the key expires.")
     ] = None,
-    rpm: Rpm = None,
-    tpm: Tpm = None,
-    concurrency: Concurrency = None,
+    limits: LimitValues = NO_LIMITS,  # one option per rate kind (limit_options)
     models: Models = None,
     config: ConfigOption = None,
 ) -> None:
     """Create a key and print it once; only its hash is stored."""
     expires_at = datetime.now(UTC) + timedelta(days=expires_days) if expires_days else None
-    settings = merge_patch(
-        {}, key_settings_patch(rpm=rpm, tpm=tpm, concurrency=concurrency, models=models)
-    )
+    settings = merge_patch({}, key_settings_patch(limits, models=models))
 
     async def run() -> tuple[ApiKeyInfo, str]:
         async with open_store(config) as (cfg, sessions):

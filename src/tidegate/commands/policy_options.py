@@ -1,32 +1,79 @@
 """Command-line options for tenant and key settings, turned into JSON merge patches.
 
 An option left out is not in the patch (an update keeps the stored value); ``0`` for a limit
-and an empty ``--models`` reset it to "unlimited" / "every model".
+and an empty ``--models`` reset it to "unlimited" / "every model". The limit options (``--rpm``,
+``--daily-cost``, ...) come from the kinds table (``tenancy.limit_kinds.KINDS``): a command
+decorated with ``limit_options`` gets one option per kind in place of its ``limits``
+parameter, and receives what was given as ``limits`` (kind name → value).
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+import functools
+import inspect
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
+from typing import Annotated, Any, TypeVar
 
 import typer
 
-Rpm = Annotated[int | None, typer.Option("--rpm", min=0, help="Requests per minute (0: none).")]
-Tpm = Annotated[int | None, typer.Option("--tpm", min=0, help="Tokens per minute (0: none).")]
-Concurrency = Annotated[
-    int | None, typer.Option("--concurrency", min=0, help="Requests in flight (0: none).")
-]
-DailyTokens = Annotated[
-    int | None, typer.Option("--daily-tokens", min=0, help="Tokens per UTC day (0: none).")
-]
-MonthlyTokens = Annotated[
-    int | None, typer.Option("--monthly-tokens", min=0, help="Tokens per UTC month (0: none).")
-]
-DailyCost = Annotated[
-    float | None, typer.Option("--daily-cost", min=0, help="USD per UTC day (0: none).")
-]
-MonthlyCost = Annotated[
-    float | None, typer.Option("--monthly-cost", min=0, help="USD per UTC month (0: none).")
-]
+from tidegate.tenancy.limit_kinds import KINDS, LimitKind
+
+LimitValues = Mapping[str, float | None]
+"""Kind name → the option's value (None: not given)."""
+NO_LIMITS: LimitValues = MappingProxyType({})
+"""The ``limits`` parameter's default; ``limit_options`` replaces the parameter."""
+
+_Command = TypeVar("_Command", bound=Callable[..., Any])
+
+
+def option_parameter(kind: LimitKind) -> str:
+    """The Python parameter a kind's option binds to (``--daily-cost``: ``daily_cost``)."""
+    return kind.option.lstrip("-").replace("-", "_")
+
+
+def _annotation(kind: LimitKind) -> Any:
+    number = float if kind.usd else int
+    return Annotated[number | None, typer.Option(kind.option, min=0, help=kind.help)]
+
+
+def limit_options(
+    *, budgets: bool, kinds: tuple[LimitKind, ...] = KINDS
+) -> Callable[[_Command], _Command]:
+    """Replace the command's ``limits`` parameter with one option per kind (rate kinds only,
+    unless ``budgets``: a key has no budgets of its own), in table order."""
+    chosen = tuple(kind for kind in kinds if budgets or kind.section == "limits")
+
+    def decorate(command: _Command) -> _Command:
+        signature = inspect.signature(command, eval_str=True)
+        hints = dict(inspect.get_annotations(command, eval_str=True))
+        params: list[inspect.Parameter] = []
+        for param in signature.parameters.values():
+            if param.name != "limits":
+                params.append(param)
+                continue
+            for kind in chosen:
+                name, annotation = option_parameter(kind), _annotation(kind)
+                params.append(
+                    # In the place of ``limits``, so --help lists them where it was.
+                    inspect.Parameter(name, param.kind, default=None, annotation=annotation)
+                )
+                hints[name] = annotation
+        hints.pop("limits", None)
+        names = tuple((kind.name, option_parameter(kind)) for kind in chosen)
+
+        @functools.wraps(command)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            limits = {kind: kwargs.pop(parameter, None) for kind, parameter in names}
+            return command(*args, limits=limits, **kwargs)
+
+        wrapper.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
+        wrapper.__annotations__ = hints
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
+
+
 Models = Annotated[
     str | None,
     typer.Option("--models", help="Allowed models, comma-separated (empty: every model)."),
@@ -58,45 +105,25 @@ def _models(value: str) -> list[str] | None:
     return names or None
 
 
-def limits_patch(rpm: int | None, tpm: int | None, concurrency: int | None) -> dict[str, Any]:
-    given = {
-        "requests_per_minute": rpm,
-        "tokens_per_minute": tpm,
-        "concurrent_requests": concurrency,
-    }
-    return {name: _number(value) for name, value in given.items() if value is not None}
+def limits_patch(limits: LimitValues, kinds: tuple[LimitKind, ...] = KINDS) -> dict[str, Any]:
+    """The settings sections (``limits``, ``budgets``) the given options change."""
+    patch: dict[str, Any] = {}
+    for kind in kinds:
+        value = limits.get(kind.name)
+        if value is not None:
+            patch.setdefault(kind.section, {})[kind.field] = _number(value)
+    return patch
 
 
 def tenant_settings_patch(
+    limits: LimitValues,
     *,
-    rpm: int | None = None,
-    tpm: int | None = None,
-    concurrency: int | None = None,
-    daily_tokens: int | None = None,
-    monthly_tokens: int | None = None,
-    daily_cost: float | None = None,
-    monthly_cost: float | None = None,
     models: str | None = None,
     max_prompt_tokens: int | None = None,
     log_prompts: bool | None = None,
     extensions: str | None = None,
 ) -> dict[str, Any]:
-    patch: dict[str, Any] = {}
-    limits = limits_patch(rpm, tpm, concurrency)
-    if limits:
-        patch["limits"] = limits
-    budgets = {
-        name: _number(value)
-        for name, value in {
-            "daily_tokens": daily_tokens,
-            "monthly_tokens": monthly_tokens,
-            "daily_cost_usd": daily_cost,
-            "monthly_cost_usd": monthly_cost,
-        }.items()
-        if value is not None
-    }
-    if budgets:
-        patch["budgets"] = budgets
+    patch = limits_patch(limits)
     if models is not None:
         patch["allowed_models"] = _models(models)
     if max_prompt_tokens is not None:
@@ -108,13 +135,9 @@ def tenant_settings_patch(
     return patch
 
 
-def key_settings_patch(
-    *, rpm: int | None, tpm: int | None, concurrency: int | None, models: str | None
-) -> dict[str, Any]:
-    patch: dict[str, Any] = {}
-    limits = limits_patch(rpm, tpm, concurrency)
-    if limits:
-        patch["limits"] = limits
+def key_settings_patch(limits: LimitValues, *, models: str | None) -> dict[str, Any]:
+    patch = limits_patch(limits)
+    patch.pop("budgets", None)  # a key has none of its own
     if models is not None:
         patch["allowed_models"] = _models(models)
     return patch

@@ -16,17 +16,13 @@ from rich.table import Table
 
 from tidegate.commands.listing import JsonOption, print_json
 from tidegate.commands.policy_options import (
-    Concurrency,
-    DailyCost,
-    DailyTokens,
+    NO_LIMITS,
     Extensions,
+    LimitValues,
     LogPrompts,
     MaxPromptTokens,
     Models,
-    MonthlyCost,
-    MonthlyTokens,
-    Rpm,
-    Tpm,
+    limit_options,
     tenant_settings_patch,
 )
 from tidegate.commands.store_cli import ConfigOption, day, open_store, run_command, table_console
@@ -41,16 +37,11 @@ TenantId = Annotated[str, typer.Argument(help="The tenant's id, from `tidegate t
 
 
 @tenants_app.command()
+@limit_options(budgets=True)
 def create(
     name: Annotated[str, typer.Argument(help="A unique name for the team or product.")],
     tier: TierOption = None,
-    rpm: Rpm = None,
-    tpm: Tpm = None,
-    concurrency: Concurrency = None,
-    daily_tokens: DailyTokens = None,
-    monthly_tokens: MonthlyTokens = None,
-    daily_cost: DailyCost = None,
-    monthly_cost: MonthlyCost = None,
+    limits: LimitValues = NO_LIMITS,  # one option per limit kind (limit_options)
     models: Models = None,
     max_prompt_tokens: MaxPromptTokens = None,
     log_prompts: LogPrompts = None,
@@ -59,13 +50,7 @@ def create(
 ) -> None:
     """Create a tenant and print its id."""
     patch = tenant_settings_patch(
-        rpm=rpm,
-        tpm=tpm,
-        concurrency=concurrency,
-        daily_tokens=daily_tokens,
-        monthly_tokens=monthly_tokens,
-        daily_cost=daily_cost,
-        monthly_cost=monthly_cost,
+        limits,
         models=models,
         max_prompt_tokens=max_prompt_tokens,
         log_prompts=log_prompts,
@@ -110,17 +95,12 @@ def list_tenants(as_json: JsonOption = False, config: ConfigOption = None) -> No
 
 
 @tenants_app.command()
+@limit_options(budgets=True)
 def update(
     tenant_id: TenantId,
     name: Annotated[str | None, typer.Option("--name", help="A new unique name.")] = None,
     tier: TierOption = None,
-    rpm: Rpm = None,
-    tpm: Tpm = None,
-    concurrency: Concurrency = None,
-    daily_tokens: DailyTokens = None,
-    monthly_tokens: MonthlyTokens = None,
-    daily_cost: DailyCost = None,
-    monthly_cost: MonthlyCost = None,
+    limits: LimitValues = NO_LIMITS,  # one option per limit kind (limit_options)
     models: Models = None,
     max_prompt_tokens: MaxPromptTokens = None,
     log_prompts: LogPrompts = None,
@@ -130,13 +110,7 @@ def update(
     """Change a tenant; options left out keep their value. Gateways apply it within
     store.key_cache_ttl_s."""
     patch = tenant_settings_patch(
-        rpm=rpm,
-        tpm=tpm,
-        concurrency=concurrency,
-        daily_tokens=daily_tokens,
-        monthly_tokens=monthly_tokens,
-        daily_cost=daily_cost,
-        monthly_cost=monthly_cost,
+        limits,
         models=models,
         max_prompt_tokens=max_prompt_tokens,
         log_prompts=log_prompts,

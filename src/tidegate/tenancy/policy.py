@@ -7,45 +7,64 @@ behaves like the single-tenant gateway of the foundation.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from tidegate.protocol.extension_names import ForwardedExtension
+from tidegate.tenancy.limit_kinds import KINDS, MAX_COUNT, LimitKind
+
+__all__ = [
+    "MAX_COUNT",
+    "ROLES",
+    "TIERS",
+    "Budgets",
+    "KeySettings",
+    "LimiterFailureMode",
+    "RateLimits",
+    "Role",
+    "TenantSettings",
+    "Tier",
+    "section_model",
+]
 
 Tier = Literal["interactive", "batch", "internal"]
 TIERS: tuple[Tier, ...] = ("interactive", "batch", "internal")
 Role = Literal["admin", "member"]
 ROLES: tuple[Role, ...] = ("admin", "member")
 LimiterFailureMode = Literal["closed", "open"]
-MAX_COUNT = 2**53 - 1
-"""The largest count a setting may hold: exact as a double, as Redis' Lua scripts and JSON
-readers hold numbers (larger ones were stored, then failed where they were used)."""
 
 
 class _Doc(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
 
-class RateLimits(_Doc):
-    requests_per_minute: int | None = Field(default=None, ge=1, le=MAX_COUNT)
-    """Requests admitted per minute (token bucket, refilled continuously). None: unlimited."""
-    tokens_per_minute: int | None = Field(default=None, ge=1, le=MAX_COUNT)
-    """Prompt plus completion tokens per minute (reserved as prompt + max_tokens at admission,
-    settled to the real count at the end). None: unlimited."""
-    concurrent_requests: int | None = Field(default=None, ge=1, le=MAX_COUNT)
-    """Requests in flight at once. None: unlimited."""
+def section_model(name: str, section: str, kinds: tuple[LimitKind, ...] = KINDS) -> type[_Doc]:
+    """The settings model of one section of a kinds table: a field per kind, in table order."""
+    fields: dict[str, Any] = {
+        kind.field: (
+            float | None if kind.usd else int | None,
+            Field(default=None, gt=0, description=kind.description)
+            if kind.usd
+            else Field(default=None, ge=1, le=MAX_COUNT, description=kind.description),
+        )
+        for kind in kinds
+        if kind.section == section
+    }
+    return create_model(name, __base__=_Doc, __module__=__name__, **fields)
 
 
-class Budgets(_Doc):
-    daily_tokens: int | None = Field(default=None, ge=1, le=MAX_COUNT)
-    """Tokens per UTC day. None: unlimited."""
-    monthly_tokens: int | None = Field(default=None, ge=1, le=MAX_COUNT)
-    """Tokens per UTC calendar month. None: unlimited."""
-    daily_cost_usd: float | None = Field(default=None, gt=0)
-    """Spend per UTC day, priced with the `pricing` table. None: unlimited."""
-    monthly_cost_usd: float | None = Field(default=None, gt=0)
-    """Spend per UTC calendar month. None: unlimited."""
+if TYPE_CHECKING:  # the fields come from the table; code reads them through it
+
+    class RateLimits(_Doc):
+        """Rate limits: one field per ``limits`` kind of ``limit_kinds.KINDS``."""
+
+    class Budgets(_Doc):
+        """Budgets: one field per ``budgets`` kind of ``limit_kinds.KINDS``."""
+
+else:
+    RateLimits = section_model("RateLimits", "limits")
+    Budgets = section_model("Budgets", "budgets")
 
 
 class TenantSettings(_Doc):

@@ -3,6 +3,8 @@
 factory.py      build_limiter(limits=config.limits, pricing=config.pricing, registry=...)
 limiter.py      Limiter.admit(...) -> Admission; Admission.settle(...)
 model.py        what a store is asked (Demand) and answers (Verdict); the store protocol
+layout.py       where each kind of tenancy.limit_kinds.KINDS (the one table of limit kinds)
+                sits in a Demand, a Verdict and the scripts' KEYS and ARGV
 memory.py       the in-process store (the embedded default)
 redis_store.py  the Redis store (atomic Lua scripts in lua.py), shared by gateway replicas
 redis_client.py its connections: bounded pool, connect timeout and retries, warm-up

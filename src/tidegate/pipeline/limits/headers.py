@@ -8,6 +8,11 @@ is full again, in OpenAI's duration format ("1s", "6m0s", "20ms").
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tidegate.pipeline.limits.layout import Layout
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -29,38 +34,42 @@ def format_duration(seconds: float) -> str:
 
 class HeaderBuilder:
     """Builds the headers; caches the byte strings of limits, counts and resets it has made,
-    because the same few values recur on every request."""
+    because the same few values recur on every request. Which buckets have headers, and their
+    names, come from the kinds table (``LimitKind.headers``), in table order."""
 
-    def __init__(self, *, cache_max: int = 8192) -> None:
+    def __init__(self, layout: Layout, *, cache_max: int = 8192) -> None:
         self._numbers: dict[int, bytes] = {}
         self._resets: dict[int, bytes] = {}
         self._cache_max = cache_max
+        scope = len(layout.buckets) // 2
+        # Per reported bucket kind: its names, refill window, and the tenant's and the key's
+        # check index and level index.
+        self._reported = tuple(
+            (names, tenant.window_s * 1000, tenant.check, tenant.level, key.check, key.level)
+            for tenant, key in zip(layout.buckets[:scope], layout.buckets[scope:], strict=True)
+            if (names := layout.checks[tenant.check].kind.headers) is not None
+        )
 
-    def build(
-        self,
-        *,
-        tenant_rpm: int,
-        tenant_tpm: int,
-        key_rpm: int,
-        key_tpm: int,
-        levels: tuple[float, float, float, float],
-    ) -> Headers:
-        """Limits of 0 do not exist. ``levels``: tokens left in the tenant rpm, tenant tpm,
-        key rpm and key tpm buckets."""
+    def build(self, limits: Sequence[int], levels: Sequence[float]) -> Headers:
+        """``limits``: ``Demand.limits`` (0: no limit); ``levels``: ``Verdict.levels``."""
         headers: Headers = []
-        if tenant_rpm or key_rpm:
-            limit, level = _binding(tenant_rpm, levels[0], key_rpm, levels[2])
-            self._append(headers, _REQUESTS, limit, level)
-        if tenant_tpm or key_tpm:
-            limit, level = _binding(tenant_tpm, levels[1], key_tpm, levels[3])
-            self._append(headers, _TOKENS, limit, level)
+        for names, window_ms, t_check, t_level, k_check, k_level in self._reported:
+            tenant, key = limits[t_check], limits[k_check]
+            if tenant or key:
+                limit, level = _binding(tenant, levels[t_level], key, levels[k_level])
+                self._append(headers, names, limit, level, window_ms)
         return headers
 
     def _append(
-        self, headers: Headers, names: tuple[bytes, bytes, bytes], limit: int, level: float
+        self,
+        headers: Headers,
+        names: tuple[bytes, bytes, bytes],
+        limit: int,
+        level: float,
+        window_ms: float,
     ) -> None:
         remaining = math.floor(level) if level > 0 else 0
-        reset_ms = math.ceil((limit - level) * _MS_PER_MINUTE / limit)
+        reset_ms = math.ceil((limit - level) * window_ms / limit)
         headers.append((names[0], self._number(limit)))
         headers.append((names[1], self._number(remaining)))
         headers.append((names[2], self._reset(reset_ms)))
@@ -82,19 +91,6 @@ class HeaderBuilder:
                 self._resets.clear()
             encoded = self._resets[key] = format_duration(key / 1000).encode()
         return encoded
-
-
-_REQUESTS = (
-    b"x-ratelimit-limit-requests",
-    b"x-ratelimit-remaining-requests",
-    b"x-ratelimit-reset-requests",
-)
-_TOKENS = (
-    b"x-ratelimit-limit-tokens",
-    b"x-ratelimit-remaining-tokens",
-    b"x-ratelimit-reset-tokens",
-)
-_MS_PER_MINUTE = 60_000
 
 
 def _binding(

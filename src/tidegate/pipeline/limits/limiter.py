@@ -25,18 +25,10 @@ from collections.abc import Callable
 
 from tidegate.errors import LimiterUnavailableError
 from tidegate.pipeline.limits.headers import HeaderBuilder, Headers
+from tidegate.pipeline.limits.layout import LAYOUT, Layout
 from tidegate.pipeline.limits.memory import MemoryLimitStore
 from tidegate.pipeline.limits.metrics import LimiterMetrics, ThrottledWarning
-from tidegate.pipeline.limits.model import (
-    KEY_RPM,
-    KEY_TPM,
-    TENANT_RPM,
-    TENANT_TPM,
-    Demand,
-    LimitStore,
-    LimitStoreUnavailable,
-    Verdict,
-)
+from tidegate.pipeline.limits.model import Demand, LimitStore, LimitStoreUnavailable, Verdict
 from tidegate.pipeline.limits.periods import PeriodClock
 from tidegate.pipeline.limits.refusals import refusal
 from tidegate.pipeline.pricing import PriceTable, usd_to_nanos
@@ -115,8 +107,10 @@ class Limiter:
         metrics: LimiterMetrics | None = None,
         clock: Callable[[], float] = time.time,
         logger: logging.Logger | None = None,
+        layout: Layout = LAYOUT,
     ) -> None:
-        """``clock``: wall time, which picks the budget period (UTC day and month)."""
+        """``clock``: wall time, which picks the budget period (UTC day and month).
+        ``layout``: the kinds table's, as the store's."""
         self._store = store
         # The in-process store answers without I/O: called directly, with no coroutine to
         # create and await twice per request. Only that exact class: a subclass may override
@@ -125,11 +119,13 @@ class Limiter:
         self._prices = prices
         self._metrics = metrics
         self._clock = clock
-        self._periods = PeriodClock()
-        self._headers = HeaderBuilder()
+        self._layout = layout
+        self._periods = PeriodClock(layout.periods)
+        self._headers = HeaderBuilder(layout)
+        self._token_checks = tuple(b.check for b in layout.buckets if b.tokens)
         self._warning = ThrottledWarning(logger=logger or logging.getLogger("tidegate.limits"))
-        self._rates: dict[int, tuple[RateLimits, tuple[int, int, int]]] = {}
-        self._budgets: dict[int, tuple[Budgets, tuple[int, int, int, int]]] = {}
+        self._rates: dict[int, tuple[RateLimits, tuple[int, ...]]] = {}
+        self._budgets: dict[int, tuple[Budgets, tuple[int, ...]]] = {}
         self._unlimited = Admission(
             limiter=self,
             headers=_NO_HEADERS,
@@ -170,13 +166,13 @@ class Limiter:
             default_max_tokens
             if not max_tokens
             and default_max_tokens
-            and (limits[TENANT_TPM] or limits[KEY_TPM] or any(budget))
+            and (any(limits[check] for check in self._token_checks) or any(budget))
             else None
         )
         if implicit:
             max_tokens = implicit
         rates = self._prices.rates(model)
-        day, month = self._periods.periods(self._clock())
+        periods = self._periods.periods(self._clock())
         demand = Demand(
             tenant_id,
             key_id,
@@ -188,8 +184,7 @@ class Limiter:
             # Rounded up like PriceTable.cost_nanos, so the prompt never costs more at settle.
             math.ceil(prompt_tokens * rates.input),
             rates.output,
-            day,
-            month,
+            periods,
             prompt_is_bound,
         )
         try:
@@ -197,7 +192,7 @@ class Limiter:
             verdict = (
                 local.admit_now(demand) if local is not None else await self._store.admit(demand)
             )
-            if implicit and not verdict.admitted and verdict.failed in (TENANT_TPM, KEY_TPM):
+            if implicit and not verdict.admitted and verdict.failed in self._token_checks:
                 # A token bucket has less than the default left (or holds less in all): take
                 # what it has, as an unbounded request does; the refusal reserved nothing.
                 demand.max_tokens = 0
@@ -221,15 +216,9 @@ class Limiter:
                 code="limiter_unavailable",
                 retry_after_s=1.0,
             ) from error
-        headers = self._headers.build(
-            tenant_rpm=limits[TENANT_RPM],
-            tenant_tpm=limits[TENANT_TPM],
-            key_rpm=limits[KEY_RPM],
-            key_tpm=limits[KEY_TPM],
-            levels=verdict.levels,
-        )
+        headers = self._headers.build(limits, verdict.levels)
         if not verdict.admitted:
-            refused = refusal(demand, verdict.failed, verdict.wait_s, headers)
+            refused = refusal(demand, self._layout.checks[verdict.failed], verdict.wait_s, headers)
             if self._metrics is not None:
                 self._metrics.rejected(refused.limit_code)
             raise refused
@@ -255,28 +244,20 @@ class Limiter:
             mode=failure_mode,
         )
 
-    async def seed_spend(
-        self,
-        *,
-        tenant_id: str,
-        day_tokens: int,
-        day_cost_usd: float,
-        month_tokens: int,
-        month_cost_usd: float,
-    ) -> None:
-        """Start a tenant's current day and month from its usage records (at gateway start,
-        or when its budgets are set). A store that already counts the period keeps its own
-        count, which includes requests still in flight."""
-        day, month = self._periods.periods(self._clock())
-        await self._store.seed_spend(
-            tenant_id=tenant_id, period=day, tokens=day_tokens, cost=usd_to_nanos(day_cost_usd)
-        )
-        await self._store.seed_spend(
-            tenant_id=tenant_id,
-            period=month,
-            tokens=month_tokens,
-            cost=usd_to_nanos(month_cost_usd),
-        )
+    async def seed_spend(self, *, tenant_id: str, **spent: float) -> None:
+        """Start a tenant's current budget periods from its usage records (at gateway start,
+        or when its budgets are set): ``{period}_tokens`` and ``{period}_cost_usd`` for each
+        period of ``Layout.periods`` (``day_tokens=``, ``month_cost_usd=``; left out: 0). A
+        store that already counts the period keeps its own count, which includes requests
+        still in flight."""
+        periods = self._periods.periods(self._clock())
+        for name, period in zip(self._layout.periods, periods, strict=True):
+            await self._store.seed_spend(
+                tenant_id=tenant_id,
+                period=period,
+                tokens=int(spent.get(f"{name}_tokens", 0)),
+                cost=usd_to_nanos(spent.get(f"{name}_cost_usd", 0.0)),
+            )
 
     async def aclose(self) -> None:
         await self._store.aclose()
@@ -310,30 +291,21 @@ class Limiter:
                 self._metrics.store_unavailable("settle", mode)
             self._warning.warn("limit store unavailable at settle (%s)", error)
 
-    def _rate_tuple(self, limits: RateLimits) -> tuple[int, int, int]:
+    def _rate_tuple(self, limits: RateLimits) -> tuple[int, ...]:
         cached = self._rates.get(id(limits))
         if cached is not None and cached[0] is limits:
             return cached[1]
-        values = (
-            limits.requests_per_minute or 0,
-            limits.tokens_per_minute or 0,
-            limits.concurrent_requests or 0,
-        )
+        values = self._layout.rate_values(limits)
         if len(self._rates) >= _CACHE_MAX:
             self._rates.clear()
         self._rates[id(limits)] = (limits, values)
         return values
 
-    def _budget_tuple(self, budgets: Budgets) -> tuple[int, int, int, int]:
+    def _budget_tuple(self, budgets: Budgets) -> tuple[int, ...]:
         cached = self._budgets.get(id(budgets))
         if cached is not None and cached[0] is budgets:
             return cached[1]
-        values = (
-            budgets.daily_tokens or 0,
-            usd_to_nanos(budgets.daily_cost_usd or 0.0),
-            budgets.monthly_tokens or 0,
-            usd_to_nanos(budgets.monthly_cost_usd or 0.0),
-        )
+        values = self._layout.budget_values(budgets)
         if len(self._budgets) >= _CACHE_MAX:
             self._budgets.clear()
         self._budgets[id(budgets)] = (budgets, values)

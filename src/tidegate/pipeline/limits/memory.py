@@ -10,6 +10,8 @@ The completion reserved is counted per sequence (a request's sequences all gener
 max_tokens, lowered to what each budget has left; a request without max_tokens (``max_tokens``
 0) is lowered to what each budget and each token bucket has left, and reserves nothing for its
 completion only when no budget or token bucket counts its tokens. ``lua.ADMIT`` does the same.
+Which checks exist, and in which order, comes from the kinds table (``layout.Layout``); the
+loops run over tuples precomputed from it.
 """
 
 from __future__ import annotations
@@ -18,18 +20,9 @@ import math
 import time
 from collections.abc import Callable
 
+from tidegate.pipeline.limits.layout import LAYOUT, Layout
 from tidegate.pipeline.limits.model import (
     CONCURRENCY_RETRY_S,
-    DAY_COST,
-    DAY_TOKENS,
-    KEY_CONCURRENCY,
-    KEY_RPM,
-    KEY_TPM,
-    MONTH_COST,
-    MONTH_TOKENS,
-    TENANT_CONCURRENCY,
-    TENANT_RPM,
-    TENANT_TPM,
     UNBOUNDED,
     Demand,
     Verdict,
@@ -40,37 +33,50 @@ from tidegate.pipeline.limits.periods import Period
 
 
 class _Scope:
-    """A tenant's or a key's buckets (rpm, tpm) and requests in flight."""
+    """A tenant's or a key's buckets (level, when computed) and requests in flight."""
 
-    __slots__ = ("rpm_level", "rpm_at", "tpm_level", "tpm_at", "in_flight")
+    __slots__ = ("levels", "ats", "in_flight")
 
-    def __init__(self) -> None:
+    def __init__(self, buckets: int) -> None:
         # nan: never used, which reads as a full bucket.
-        self.rpm_level = math.nan
-        self.rpm_at = 0.0
-        self.tpm_level = math.nan
-        self.tpm_at = 0.0
+        self.levels = [math.nan] * buckets
+        self.ats = [0.0] * buckets
         self.in_flight = 0
 
 
-_Handle = tuple[_Scope, _Scope, list[int] | None, list[int] | None]
+_Handle = tuple[_Scope, _Scope, list[list[int] | None] | None]
 
 
-def _refill(level: float, at: float, capacity: int, now: float) -> float:
+def _refill(level: float, at: float, capacity: int, now: float, window_s: float) -> float:
     if level != level:  # nan
         return float(capacity)
-    level += (now - at) * capacity / 60.0
+    level += (now - at) * capacity / window_s
     return capacity if level > capacity else level
 
 
 class MemoryLimitStore:
-    def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, *, clock: Callable[[], float] = time.time, layout: Layout = LAYOUT) -> None:
+        """``layout``: the kinds table's (tests declare their own)."""
         self._clock = clock
         self._tenants: dict[str, _Scope] = {}
         self._keys: dict[str, _Scope] = {}
         self._spend: dict[str, dict[str, list[int]]] = {}
         """Period key → tenant id → [tokens, nano-USD]."""
         self._ends: dict[str, float] = {}
+        self._per_scope = len(layout.buckets) // 2
+        self._buckets = tuple(
+            (b.check, b.slot, b.level, b.owner, b.tokens, b.window_s) for b in layout.buckets
+        )
+        self._token_buckets = tuple(entry for entry in self._buckets if entry[4])
+        self._slots = tuple((check, check // layout.rate_count) for check in layout.slots)
+        first = 2 * layout.rate_count
+        self._budgets = tuple(
+            (first + j, j, period, kind.charge == "cost")
+            for j, (kind, period) in enumerate(
+                zip(layout.budgets, layout.budget_periods, strict=True)
+            )
+        )
+        self._period_count = len(layout.periods)
 
     async def admit(self, demand: Demand) -> Verdict:
         return self.admit_now(demand)
@@ -79,11 +85,12 @@ class MemoryLimitStore:
         now = self._clock()
         tenant = self._tenants.get(d.tenant_id)
         if tenant is None:
-            tenant = self._tenants[d.tenant_id] = _Scope()
+            tenant = self._tenants[d.tenant_id] = _Scope(self._per_scope)
         key = self._keys.get(d.key_id)
         if key is None:
-            key = self._keys[d.key_id] = _Scope()
-        t_rpm, t_tpm, t_conc, k_rpm, k_tpm, k_conc = d.limits
+            key = self._keys[d.key_id] = _Scope(self._per_scope)
+        scopes = (tenant, key)
+        limits = d.limits
         failed, wait = -1, 0.0
 
         # Completion tokens per sequence: what the request asked for, or (unbounded) whatever
@@ -91,132 +98,112 @@ class MemoryLimitStore:
         seqs = d.sequences
         flexible = d.max_tokens <= 0
         units = UNBOUNDED if flexible else d.max_tokens
-        day = month = None
-        b_day_tokens, b_day_cost, b_month_tokens, b_month_cost = d.budget
-        if b_day_tokens or b_day_cost:
-            day = self._spend_row(d.day, d.tenant_id, now)
-        if b_month_tokens or b_month_cost:
-            month = self._spend_row(d.month, d.tenant_id, now)
         per_cost = d.output_cost * seqs
-        for index, limit, row, field in (
-            (
-                (DAY_TOKENS, b_day_tokens, day, 0),
-                (DAY_COST, b_day_cost, day, 1),
-                (MONTH_TOKENS, b_month_tokens, month, 0),
-                (MONTH_COST, b_month_cost, month, 1),
-            )
-            if day is not None or month is not None
-            else ()
-        ):
-            if not limit or row is None:
-                continue
-            allowed = budget_allowance(
-                limit=limit,
-                spent=row[field],
-                base=d.prompt_cost if field else d.prompt_tokens,
-                per_token=per_cost if field else seqs,
-                max_tokens=units,
-            )
-            if allowed < 0:
-                end = d.day.end if index < MONTH_TOKENS else d.month.end
-                if end - now > wait:
-                    failed, wait = index, end - now
-            else:
-                units = allowed
+        rows: list[list[int] | None] | None = None
+        budget = d.budget
+        if any(budget):
+            rows = [None] * self._period_count
+            for index, value, p, is_cost in self._budgets:
+                limit = budget[value]
+                if not limit:
+                    continue
+                row = rows[p]
+                if row is None:
+                    row = rows[p] = self._spend_row(d.periods[p], d.tenant_id, now)
+                allowed = budget_allowance(
+                    limit=limit,
+                    spent=row[1] if is_cost else row[0],
+                    base=d.prompt_cost if is_cost else d.prompt_tokens,
+                    per_token=per_cost if is_cost else seqs,
+                    max_tokens=units,
+                )
+                if allowed < 0:
+                    end = d.periods[p].end
+                    if end - now > wait:
+                        failed, wait = index, end - now
+                else:
+                    units = allowed
 
-        t_rpm_level = _refill(tenant.rpm_level, tenant.rpm_at, t_rpm, now) if t_rpm else 0.0
-        t_tpm_level = _refill(tenant.tpm_level, tenant.tpm_at, t_tpm, now) if t_tpm else 0.0
-        k_rpm_level = _refill(key.rpm_level, key.rpm_at, k_rpm, now) if k_rpm else 0.0
-        k_tpm_level = _refill(key.tpm_level, key.tpm_at, k_tpm, now) if k_tpm else 0.0
+        levels = [0.0] * len(self._buckets)
+        for check, slot, level, owner, _, window in self._buckets:
+            cap = limits[check]
+            if cap:
+                scope = scopes[owner]
+                levels[level] = _refill(scope.levels[slot], scope.ats[slot], cap, now, window)
         if flexible:  # an unbounded request takes what each token bucket has left
-            for index, cap, level in (
-                (TENANT_TPM, t_tpm, t_tpm_level),
-                (KEY_TPM, k_tpm, k_tpm_level),
-            ):
+            for check, _, level, _, _, window in self._token_buckets:
+                cap = limits[check]
                 if not cap:
                     continue
                 fit = bucket_allowance(
-                    level=level, base=d.prompt_tokens, per_token=seqs, max_tokens=units
+                    level=levels[level], base=d.prompt_tokens, per_token=seqs, max_tokens=units
                 )
                 if fit > 0:
                     units = fit
                     continue
                 least = d.prompt_tokens + seqs
-                need = math.inf if least > cap else (least - level) * 60.0 / cap
+                need = math.inf if least > cap else (least - levels[level]) * window / cap
                 if need > wait:
-                    failed, wait = index, need
+                    failed, wait = check, need
         if units >= UNBOUNDED:
             units = 0  # no budget or token bucket counts this request: reserve no completion
         tokens = d.prompt_tokens + units * seqs
         # Checked above for an unbounded request.
         take = 0 if flexible else tokens
-        if (
-            (t_rpm and t_rpm_level < 1)
-            or (t_tpm and take and t_tpm_level < take)
-            or (k_rpm and k_rpm_level < 1)
-            or (k_tpm and take and k_tpm_level < take)
-        ):  # the rare path: find the bucket that takes longest to have room
-            for index, limit, level, cost in (
-                (TENANT_RPM, t_rpm, t_rpm_level, 1),
-                (TENANT_TPM, t_tpm, t_tpm_level, take),
-                (KEY_RPM, k_rpm, k_rpm_level, 1),
-                (KEY_TPM, k_tpm, k_tpm_level, take),
-            ):
-                if limit and cost and level < cost:
-                    need = math.inf if cost > limit else (cost - level) * 60.0 / limit
-                    if need > wait:
-                        failed, wait = index, need
-        if t_conc and tenant.in_flight >= t_conc and wait < CONCURRENCY_RETRY_S:
-            failed, wait = TENANT_CONCURRENCY, CONCURRENCY_RETRY_S
-        if k_conc and key.in_flight >= k_conc and wait < CONCURRENCY_RETRY_S:
-            failed, wait = KEY_CONCURRENCY, CONCURRENCY_RETRY_S
-        levels = (t_rpm_level, t_tpm_level, k_rpm_level, k_tpm_level)
+        for check, _, level, _, is_tokens, window in self._buckets:
+            cap = limits[check]
+            cost = take if is_tokens else 1
+            if cap and cost and levels[level] < cost:
+                need = math.inf if cost > cap else (cost - levels[level]) * window / cap
+                if need > wait:
+                    failed, wait = check, need
+        for check, owner in self._slots:
+            cap = limits[check]
+            if cap and scopes[owner].in_flight >= cap and wait < CONCURRENCY_RETRY_S:
+                failed, wait = check, CONCURRENCY_RETRY_S
         if failed >= 0:
             return Verdict(False, 0, 0, levels, failed, wait)
 
         completion = units * seqs
         cost = d.prompt_cost + (math.ceil(per_cost * units) if units else 0)
-        if t_rpm:
-            tenant.rpm_level, tenant.rpm_at = t_rpm_level - 1, now
-        if t_tpm:
-            tenant.tpm_level, tenant.tpm_at = t_tpm_level - tokens, now
-        if k_rpm:
-            key.rpm_level, key.rpm_at = k_rpm_level - 1, now
-        if k_tpm:
-            key.tpm_level, key.tpm_at = k_tpm_level - tokens, now
+        for check, slot, level, owner, is_tokens, _ in self._buckets:
+            if limits[check]:
+                left = levels[level] = levels[level] - (tokens if is_tokens else 1)
+                scope = scopes[owner]
+                scope.levels[slot], scope.ats[slot] = left, now
         tenant.in_flight += 1
         key.in_flight += 1
-        if day is not None:
-            day[0] += tokens
-            day[1] += cost
-        if month is not None:
-            month[0] += tokens
-            month[1] += cost
-        levels = (t_rpm_level - 1, t_tpm_level - tokens, k_rpm_level - 1, k_tpm_level - tokens)
-        return Verdict(True, completion, cost, levels, handle=(tenant, key, day, month))
+        if rows is not None:
+            for row in rows:
+                if row is not None:
+                    row[0] += tokens
+                    row[1] += cost
+        return Verdict(True, completion, cost, levels, handle=(tenant, key, rows))
 
     async def settle(self, demand: Demand, verdict: Verdict, *, tokens: int, cost: int) -> None:
         self.settle_now(demand, verdict, tokens=tokens, cost=cost)
 
     def settle_now(self, d: Demand, verdict: Verdict, *, tokens: int, cost: int) -> None:
         handle: _Handle = verdict.handle  # type: ignore[assignment]
-        tenant, key, day, month = handle
+        tenant, key, rows = handle
         now = self._clock()
         refund = d.prompt_tokens + verdict.completion - tokens
-        t_tpm, k_tpm = d.limits[TENANT_TPM], d.limits[KEY_TPM]
-        if t_tpm and refund:
-            level = _refill(tenant.tpm_level, tenant.tpm_at, t_tpm, now) + refund
-            tenant.tpm_level, tenant.tpm_at = min(level, float(t_tpm)), now
-        if k_tpm and refund:
-            level = _refill(key.tpm_level, key.tpm_at, k_tpm, now) + refund
-            key.tpm_level, key.tpm_at = min(level, float(k_tpm)), now
+        if refund:
+            limits = d.limits
+            for check, slot, _, owner, _, window in self._token_buckets:
+                cap = limits[check]
+                if cap:
+                    scope = tenant if owner == 0 else key
+                    level = _refill(scope.levels[slot], scope.ats[slot], cap, now, window)
+                    scope.levels[slot], scope.ats[slot] = min(level + refund, float(cap)), now
         tenant.in_flight -= 1
         key.in_flight -= 1
-        extra = cost - verdict.cost
-        for row in (day, month):
-            if row is not None:
-                row[0] -= refund
-                row[1] += extra
+        if rows is not None:
+            extra = cost - verdict.cost
+            for row in rows:
+                if row is not None:
+                    row[0] -= refund
+                    row[1] += extra
 
     async def seed_spend(self, *, tenant_id: str, period: Period, tokens: int, cost: int) -> None:
         table = self._period_table(period, self._clock())

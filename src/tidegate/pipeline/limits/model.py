@@ -2,21 +2,18 @@
 
 A store checks every limit of one request at once and either reserves all of them or none
 (``Demand`` in, ``Verdict`` out), then settles the reservation to the real usage. Check indices
-name each limit in a fixed order that the in-process store and the Redis script share.
+name each limit in the order ``layout.Layout`` derives from the kinds table, which the
+in-process store and the Redis scripts share.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from tidegate.pipeline.limits.periods import Period
-
-# Check indices, in the order of ``Demand.limits`` then ``Demand.budget``.
-TENANT_RPM, TENANT_TPM, TENANT_CONCURRENCY = 0, 1, 2
-KEY_RPM, KEY_TPM, KEY_CONCURRENCY = 3, 4, 5
-DAY_TOKENS, DAY_COST, MONTH_TOKENS, MONTH_COST = 6, 7, 8, 9
 
 CONCURRENCY_RETRY_S = 1.0
 """Retry-After for a concurrency refusal: a slot frees when some request ends, unknown when."""
@@ -34,10 +31,10 @@ class LimitStoreUnavailable(Exception):
 class Demand:
     tenant_id: str
     key_id: str
-    limits: tuple[int, int, int, int, int, int]
-    """Tenant rpm, tpm, concurrency, key rpm, tpm, concurrency; 0: no limit."""
-    budget: tuple[int, int, int, int]
-    """Day tokens, day cost, month tokens, month cost (nano-USD); 0: no budget."""
+    limits: tuple[int, ...]
+    """The tenant's rate kinds, then the key's (``Layout.rate_values``); 0: no limit."""
+    budget: tuple[int, ...]
+    """The budgets in check order (``Layout.budget_values``; cost in nano-USD); 0: none."""
     prompt_tokens: int
     """The prompt's tokens, or an upper bound on them (never fewer than the engine counts)."""
     max_tokens: int
@@ -49,8 +46,8 @@ class Demand:
     """Nano-USD of the prompt at the full input price (cached tokens are known only later)."""
     output_cost: float
     """Nano-USD per completion token."""
-    day: Period
-    month: Period
+    periods: tuple[Period, ...]
+    """The current budget periods, as ``Layout.periods`` names them (day, month)."""
     prompt_is_bound: bool = False
     """``prompt_tokens`` is an upper bound from the body's size (no tokenizer), not a count."""
 
@@ -64,8 +61,8 @@ class Verdict:
     an unbounded request that no budget or token bucket caps."""
     cost: int
     """Nano-USD reserved."""
-    levels: tuple[float, float, float, float]
-    """Tokens left in the tenant rpm, tenant tpm, key rpm and key tpm buckets."""
+    levels: Sequence[float]
+    """What is left in each bucket: the tenant's, then the key's (``Bucket.level``)."""
     failed: int = -1
     """Index of the check that refused the request; -1 when admitted."""
     wait_s: float = 0.0

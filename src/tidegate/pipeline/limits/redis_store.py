@@ -28,19 +28,11 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.exc import SQLAlchemyError
 
 from tidegate.pipeline.limits import lua, redis_client
+from tidegate.pipeline.limits.layout import LAYOUT, Layout
 from tidegate.pipeline.limits.leases import LeaseRenewer
-from tidegate.pipeline.limits.model import (
-    KEY_CONCURRENCY,
-    KEY_TPM,
-    TENANT_CONCURRENCY,
-    TENANT_TPM,
-    UNBOUNDED,
-    Demand,
-    LimitStoreUnavailable,
-    Verdict,
-)
+from tidegate.pipeline.limits.model import UNBOUNDED, Demand, LimitStoreUnavailable, Verdict
 from tidegate.pipeline.limits.periods import Period
-from tidegate.pipeline.limits.rebuild import DAY, REBUILT_COUNTERS, UsageSource, measure
+from tidegate.pipeline.limits.rebuild import UsageSource, measure
 from tidegate.pipeline.limits.redis_client import connect_redis
 
 _UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, ReadOnlyError, OSError, TimeoutError)
@@ -49,7 +41,7 @@ _BUDGET_GRACE_S = 3600
 _CACHE_MAX = 65_536
 _REBUILDS = 3
 """Admit attempts when counters are missing: a rebuild, then again (lost twice: unavailable)."""
-_Handle = tuple[tuple[str, ...], str, tuple[bytes, bytes, bytes, bytes]]
+_Handle = tuple[tuple[str, ...], str, tuple[bytes, ...]]
 """Keys, admission id, and the counters' generations and seed ids at admission."""
 
 log = logging.getLogger(__name__)
@@ -70,13 +62,15 @@ class RedisLimitStore:
         usage: UsageSource | None = None,
         cooldown_s: float = 0.5,
         clock: Callable[[], float] | None = None,
+        layout: Layout = LAYOUT,
     ) -> None:
         """``timeout_s``: one script's round trip. ``connect_timeout_s``, ``connect_retries``,
         ``max_connections``: see :mod:`redis_client`. ``lease_s``: how long a concurrency slot
         outlives a gateway that died holding it; the gateway renews its leases every
         ``renew_every_s``. ``usage``: the usage records lost counters are rebuilt from (None:
         they start from zero, for tests and tools only).
-        ``clock``: tests only; by default Redis's TIME."""
+        ``clock``: tests only; by default Redis's TIME. ``layout``: the kinds table's (tests
+        declare their own; its scripts are generated here, the gateway's once at import)."""
         self._redis = connect_redis(
             url,
             timeout_s=timeout_s,
@@ -85,12 +79,18 @@ class RedisLimitStore:
             max_connections=max_connections,
         )
         self._max_connections = max_connections
-        self._admit = self._redis.register_script(lua.ADMIT)
-        self._settle = self._redis.register_script(lua.SETTLE)
-        self._seed = self._redis.register_script(lua.SEED)
+        own = layout is LAYOUT
+        self._admit = self._redis.register_script(lua.ADMIT if own else lua.admit_script(layout))
+        self._settle = self._redis.register_script(lua.SETTLE if own else lua.settle_script(layout))
+        self._seed = self._redis.register_script(lua.SEED if own else lua.seed_script(layout))
+        self._layout = layout
+        self._suffixes = tuple(kind.name for kind in layout.rates)
+        self._levels = len(layout.buckets)
+        # The lease sets' checks: also their index in KEYS and their value in Demand.limits.
+        self._lease_keys = layout.slots
         self._usage = usage
         self._rebuilds: dict[tuple[str, str], asyncio.Future[None]] = {}
-        self.rebuilt = dict.fromkeys(REBUILT_COUNTERS.values(), 0)
+        self.rebuilt = {counter.label: 0 for counter in layout.rebuilt}
         """Counters rebuilt from the usage records, by kind (read by the metrics)."""
         self._leases = LeaseRenewer(
             redis=self._redis, lease_s=lease_s, every_s=renew_every_s, now=self._now
@@ -104,11 +104,11 @@ class RedisLimitStore:
         # Admission ids (concurrency lease members): unique across gateway replicas.
         self._instance = os.urandom(8).hex()
         self._ids = itertools.count()
-        self._keys: dict[tuple[str, str, str, str], tuple[str, ...]] = {}
+        self._keys: dict[tuple[str, str, tuple[Period, ...]], tuple[str, ...]] = {}
 
     async def admit(self, demand: Demand) -> Verdict:
         d = demand
-        keys = self._keys_of(d.tenant_id, d.key_id, d.day.key, d.month.key)
+        keys = self._keys_of(d.tenant_id, d.key_id, d.periods)
         member = f"{self._instance}:{next(self._ids)}"
         args = (
             *d.limits,
@@ -117,8 +117,7 @@ class RedisLimitStore:
             d.max_tokens,
             d.prompt_cost,
             repr(d.output_cost),
-            repr(d.day.end),
-            repr(d.month.end),
+            *(repr(period.end) for period in d.periods),
             member,
             self._lease,
             self._now(),
@@ -132,17 +131,14 @@ class RedisLimitStore:
             await self._rebuild(d, keys, int(reply[1]))  # a counter is lost: never read as 0
         else:
             raise LimitStoreUnavailable("limit counters were lost again while being rebuilt")
-        levels = (float(reply[3]), float(reply[4]), float(reply[5]), float(reply[6]))
+        n = 3 + self._levels
+        levels = [float(level) for level in reply[3:n]]
         if reply[0] != 1:
-            return Verdict(False, 0, 0, levels, int(reply[7]), float(reply[8]))
-        leases = tuple(
-            keys[i]
-            for i, limit in ((2, d.limits[TENANT_CONCURRENCY]), (5, d.limits[KEY_CONCURRENCY]))
-            if limit
-        )
+            return Verdict(False, 0, 0, levels, int(reply[n]), float(reply[n + 1]))
+        leases = tuple(keys[i] for i in self._lease_keys if d.limits[i])
         if leases:
             self._leases.hold(d.tenant_id, member, leases)
-        ids = (reply[9], reply[10], reply[11], reply[12])
+        ids = tuple(reply[n + 2 :])
         return Verdict(True, int(reply[1]), int(reply[2]), levels, handle=(keys, member, ids))
 
     async def settle(self, demand: Demand, verdict: Verdict, *, tokens: int, cost: int) -> None:
@@ -151,18 +147,14 @@ class RedisLimitStore:
         keys, member, ids = handle
         self._leases.release(d.tenant_id, member)  # settled or not, it is renewed no more
         args = (
-            d.limits[TENANT_TPM],
-            d.limits[KEY_TPM],
             d.prompt_tokens + verdict.completion - tokens,
             cost - verdict.cost,
             member,
-            _flag(d.limits[TENANT_CONCURRENCY]),
-            _flag(d.limits[KEY_CONCURRENCY]),
-            _flag(d.budget[0] or d.budget[1]),  # the day's budget is counted
-            _flag(d.budget[2] or d.budget[3]),  # the month's
             self._now(),
             tokens,
             cost,
+            *d.limits,
+            *self._counted(d.budget),
             *ids,
         )
         await self._call(self._settle, keys, args)
@@ -170,8 +162,19 @@ class RedisLimitStore:
     async def seed_spend(self, *, tenant_id: str, period: Period, tokens: int, cost: int) -> None:
         key = f"{self._prefix}:{{{tenant_id}}}:b:{period.key}"
         expiry = int(period.end) + _BUDGET_GRACE_S
-        args = (DAY, os.urandom(6).hex(), self._now(), 0, 0, 0, 0, tokens, cost, expiry, 0, 0, 0)
-        await self._call(self._seed, (key, key, key, key), args)
+        # SEED's first budget period names this one key: every counter's KEYS entry is it, and
+        # only that period's bit is asked for.
+        first = next(c for c in self._layout.rebuilt if c.period == 0)
+        values: list[object] = []
+        for counter in self._layout.rebuilt:
+            if counter.check >= 0:
+                values += (0, 0)
+            elif counter is first:
+                values += (tokens, cost, expiry)
+            else:
+                values += (0, 0, 0)
+        args = (first.bit, os.urandom(6).hex(), self._now(), *values)
+        await self._call(self._seed, (key,) * len(self._layout.rebuilt), args)
 
     @property
     def leases(self) -> LeaseRenewer:
@@ -195,44 +198,42 @@ class RedisLimitStore:
 
     async def _seed_lost(self, d: Demand, keys: tuple[str, ...], mask: int) -> None:
         try:
-            used = await measure(self._usage, d, mask)
+            used = await measure(self._usage, d, mask, self._layout)
         except (SQLAlchemyError, OSError, TimeoutError) as error:
             raise LimitStoreUnavailable(
                 f"limit counters of tenant {d.tenant_id} are missing in Redis and the usage "
                 f"records to rebuild them from cannot be read: {type(error).__name__}: {error}"
             ) from error
-        args = (
-            mask,
-            os.urandom(6).hex(),
-            self._now(),
-            d.limits[TENANT_TPM],
-            used.tenant_tpm_used,
-            d.limits[KEY_TPM],
-            used.key_tpm_used,
-            *used.day,
-            int(d.day.end) + _BUDGET_GRACE_S,
-            *used.month,
-            int(d.month.end) + _BUDGET_GRACE_S,
-        )
-        reply = await self._call(self._seed, (keys[1], keys[4], keys[6], keys[7]), args)
+        values: list[object] = []
+        for n, counter in enumerate(self._layout.rebuilt):
+            if counter.check >= 0:
+                values += (d.limits[counter.check], used.buckets[n])
+            else:
+                end = int(d.periods[counter.period].end) + _BUDGET_GRACE_S
+                values += (*used.periods[counter.period], end)
+        args = (mask, os.urandom(6).hex(), self._now(), *values)
+        counters = tuple(keys[counter.key] for counter in self._layout.rebuilt)
+        reply = await self._call(self._seed, counters, args)
         seeded = int(reply)  # type: ignore[call-overload]  # SEED answers a number
-        for bit, kind in REBUILT_COUNTERS.items():
-            if seeded & bit:
-                self.rebuilt[kind] += 1
+        for counter in self._layout.rebuilt:
+            if seeded & counter.bit:
+                self.rebuilt[counter.label] += 1
         if seeded:
             # Also every new day and a tenant's first request: only a non-zero rebuild is news.
-            nonzero = used.tenant_tpm_used or used.key_tpm_used or used.day[0] or used.month[0]
+            held = [
+                f"{counter.label} {tokens} tokens"
+                for n, counter in enumerate(self._layout.rebuilt)
+                for tokens in (
+                    used.buckets[n] if counter.check >= 0 else used.periods[counter.period][0],
+                )
+            ]
             log.log(
-                logging.INFO if nonzero else logging.DEBUG,
-                "limit counters of tenant %s were missing in Redis (restart, eviction, new "
-                "period); rebuilt from the usage records: day %d tokens, month %d tokens, "
-                "tokens in the last minute %d (tenant) and %d (key %s)",
+                logging.INFO if used.nonzero else logging.DEBUG,
+                "limit counters of tenant %s (key %s) were missing in Redis (restart, eviction, "
+                "new period); rebuilt from the usage records: %s",
                 d.tenant_id,
-                used.day[0],
-                used.month[0],
-                used.tenant_tpm_used,
-                used.key_tpm_used,
                 d.key_id,
+                ", ".join(held),
             )
 
     async def start(self) -> None:
@@ -276,8 +277,8 @@ class RedisLimitStore:
     def _now(self) -> str:
         return "" if self._clock is None else repr(self._clock())
 
-    def _keys_of(self, tenant_id: str, key_id: str, day: str, month: str) -> tuple[str, ...]:
-        cache_key = (tenant_id, key_id, day, month)
+    def _keys_of(self, tenant_id: str, key_id: str, periods: tuple[Period, ...]) -> tuple[str, ...]:
+        cache_key = (tenant_id, key_id, periods)
         keys = self._keys.get(cache_key)
         if keys is None:
             if len(self._keys) >= _CACHE_MAX:
@@ -285,17 +286,16 @@ class RedisLimitStore:
             t = f"{self._prefix}:{{{tenant_id}}}"
             k = f"{t}:k:{key_id}"
             keys = self._keys[cache_key] = (
-                f"{t}:rpm",
-                f"{t}:tpm",
-                f"{t}:conc",
-                f"{k}:rpm",
-                f"{k}:tpm",
-                f"{k}:conc",
-                f"{t}:b:{day}",
-                f"{t}:b:{month}",
+                *(f"{t}:{suffix}" for suffix in self._suffixes),
+                *(f"{k}:{suffix}" for suffix in self._suffixes),
+                *(f"{t}:b:{period.key}" for period in periods),
             )
         return keys
 
-
-def _flag(value: int) -> str:
-    return "1" if value else "0"
+    def _counted(self, budget: tuple[int, ...]) -> tuple[str, ...]:
+        """Per period, '1' when one of its budgets is set (the admission counted it)."""
+        counted = ["0"] * len(self._layout.periods)
+        for value, period in zip(budget, self._layout.budget_periods, strict=True):
+            if value:
+                counted[period] = "1"
+        return tuple(counted)

@@ -10,10 +10,11 @@ in flight), so seeding a tenant twice changes nothing.
 from __future__ import annotations
 
 import logging
-from typing import Protocol
+from typing import Protocol, cast
 
 from tidegate.metering.queries import Period as SpendPeriod
 from tidegate.metering.queries import Spend
+from tidegate.pipeline.limits.layout import LAYOUT
 from tidegate.pipeline.limits.limiter import Limiter
 from tidegate.pipeline.limits.model import LimitStoreUnavailable
 from tidegate.tenancy.policy import Budgets
@@ -30,33 +31,22 @@ class SpendSource(Protocol):
 
 
 def has_budgets(budgets: Budgets) -> bool:
-    return any(
-        value is not None
-        for value in (
-            budgets.daily_tokens,
-            budgets.daily_cost_usd,
-            budgets.monthly_tokens,
-            budgets.monthly_cost_usd,
-        )
-    )
+    return any(getattr(budgets, kind.field) is not None for kind in LAYOUT.budgets)
 
 
 async def seed_budget_spend(
     limiter: Limiter, usage: SpendSource, *, tenant_id: str, budgets: Budgets
 ) -> bool:
-    """Seed ``tenant_id``'s day and month when it has budgets; whether it did."""
+    """Seed ``tenant_id``'s budget periods (day, month) when it has budgets; whether it did."""
     if not has_budgets(budgets):
         return False
-    day = await usage.spend_so_far(tenant_id, "day")
-    month = await usage.spend_so_far(tenant_id, "month")
+    spent: dict[str, float] = {}
+    for period in LAYOUT.periods:
+        spend = await usage.spend_so_far(tenant_id, cast(SpendPeriod, period))
+        spent[f"{period}_tokens"] = spend.tokens
+        spent[f"{period}_cost_usd"] = spend.cost_usd
     try:
-        await limiter.seed_spend(
-            tenant_id=tenant_id,
-            day_tokens=day.tokens,
-            day_cost_usd=day.cost_usd,
-            month_tokens=month.tokens,
-            month_cost_usd=month.cost_usd,
-        )
+        await limiter.seed_spend(tenant_id=tenant_id, **spent)
     except LimitStoreUnavailable as error:
         # The change itself is stored; only the head start is missing (Redis down).
         log.warning("could not seed the budgets of tenant %s: %s", tenant_id, error)
