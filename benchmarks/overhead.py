@@ -108,10 +108,16 @@ def _load(target: Target, scenario: Scenario, options: Options) -> dict[str, Any
         *("--warmup", str(options.warmup_s), "--duration", str(duration), *until),
         *(arg for name, value in target.headers for arg in ("--header", f"{name}: {value}")),
     ]
-    done = subprocess.run(command, capture_output=True, timeout=options.warmup_s + duration + 30)
-    if done.returncode != 0:
-        raise LoadError(done.stderr.decode(errors="replace")[-2000:])
-    result: dict[str, Any] = orjson.loads(done.stdout)
+    # The result goes through a file: from a pipe, results over 128 KiB (20,000 latencies) came
+    # back cut short now and then.
+    with tempfile.TemporaryFile() as out:
+        done = subprocess.run(
+            command, stdout=out, stderr=subprocess.PIPE, timeout=options.warmup_s + duration + 30
+        )
+        if done.returncode != 0:
+            raise LoadError(done.stderr.decode(errors="replace")[-2000:])
+        out.seek(0)
+        result: dict[str, Any] = orjson.loads(out.read())
     return result
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -224,9 +223,6 @@ def main(argv: list[str] | None = None) -> None:
         "ttft_ms": result.ttft_ms,
         "chunk_gap_ms": result.chunk_gap_ms,
     }
-    # The event loop may have left stdout non-blocking: a long result (20,000 latencies) would be
-    # cut at the pipe's capacity.
-    os.set_blocking(sys.stdout.fileno(), True)
     sys.stdout.buffer.write(orjson.dumps(out))
     sys.stdout.flush()
 
