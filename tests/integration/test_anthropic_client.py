@@ -1,4 +1,4 @@
-"""AnthropicClient against the fake Anthropic API over real HTTP on loopback.
+"""The Anthropic provider (``AnthropicClient``) against the fake Anthropic API over real HTTP.
 
 The fake rejects what the real API rejects, so every request that succeeds here was translated
 into a valid Messages request; the client's output is checked as the OpenAI shapes the gateway
@@ -15,10 +15,11 @@ import orjson
 import pytest
 
 from tidegate.errors import InvalidRequestError, UpstreamError, UpstreamTimeoutError
+from tidegate.protocol.requests import CompletionRequest
 from tidegate.protocol.sse import DONE_PAYLOAD, SSESplitter, event_data
 from tidegate.routing.replicas import Replica
 from tidegate.upstream.anthropic import AnthropicClient
-from tidegate.upstream.client import Provider, UpstreamTimeouts
+from tidegate.upstream.exchange import Provider, UpstreamResponse, UpstreamTimeouts
 from tidegate_testing.fake_anthropic import FakeAnthropic, FakeAnthropicBehaviour, FakeToolUse
 
 KEY = "sk-ant-test-0123456789abcdef"
@@ -43,7 +44,7 @@ async def fake() -> AsyncIterator[FakeAnthropic]:
 async def client() -> AsyncIterator[AnthropicClient]:
     async with aiohttp.ClientSession() as session:
         client = AnthropicClient(session=session, timeouts=UpstreamTimeouts(total_s=10, idle_s=5))
-        provider: Provider = client  # mypy checks it stands in for UpstreamClient
+        provider: Provider = client  # mypy checks it is a Provider like UpstreamClient
         assert provider is client
         yield client
 
@@ -71,27 +72,44 @@ def chat(**fields: Any) -> bytes:
     return orjson.dumps(body)
 
 
+async def post(
+    client: AnthropicClient,
+    target: Replica,
+    path: str,
+    body: bytes,
+    *,
+    request_id: str,
+    extra_headers: dict[str, str] | None = None,
+) -> UpstreamResponse[Replica]:
+    """Open an exchange for a raw OpenAI body, sent as the model it names."""
+    request = CompletionRequest(
+        "chat" if path == "/chat/completions" else "completions", orjson.loads(body)
+    )
+    return await client.open(
+        target, request, model=request.model, request_id=request_id, extra_headers=extra_headers
+    )
+
+
 async def complete(client: AnthropicClient, target: Replica, body: bytes) -> dict[str, Any]:
-    response = await client.post(target, "/chat/completions", body, request_id="req-1")
-    try:
-        result: dict[str, Any] = orjson.loads(await client.read(target, response))
-    finally:
-        response.release()
+    response = await post(client, target, "/chat/completions", body, request_id="req-1")
+    result: dict[str, Any] = orjson.loads((await response.read()).body)
+    assert target.outstanding == 0  # read() ended the exchange, lease and all
     return result
 
 
 async def stream(client: AnthropicClient, target: Replica, body: bytes) -> list[Any]:
     """The payloads of the OpenAI events, as the gateway's splitter cuts them."""
-    response = await client.post(target, "/chat/completions", body, request_id="req-2")
+    response = await post(client, target, "/chat/completions", body, request_id="req-2")
     splitter = SSESplitter()
     payloads: list[Any] = []
     try:
-        async for chunk in client.iter_chunks(target, response):
+        async for chunk in response.chunks():
             for event in splitter.feed(chunk):
                 data = event_data(event)
                 payloads.append("[DONE]" if data == DONE_PAYLOAD else orjson.loads(data or b""))
     finally:
-        response.release()
+        response.close()
+    assert target.outstanding == 0
     assert splitter.pending == b""
     return payloads
 
@@ -102,15 +120,15 @@ async def test_non_streaming_reply_is_a_chat_completion(
     fake.behaviour.tokens = 3
     fake.behaviour.cache_read_tokens = 4
     target = replica(fake)
-    response = await client.post(
+    response = await post(
+        client,
         target,
         "/chat/completions",
         chat(max_tokens=100, temperature=0.2, user="u-1", seed=3),
         request_id="req-7",
         extra_headers={"traceparent": "00-abc-def-01", "x-api-key": "client-supplied"},
     )
-    reply = orjson.loads(await client.read(target, response))
-    response.release()
+    reply = orjson.loads((await response.read()).body)
 
     assert reply["id"].startswith("chatcmpl-msg_")
     assert reply["object"] == "chat.completion"
@@ -267,7 +285,7 @@ async def test_status_errors_map_like_the_openai_client(
 ) -> None:
     fake.behaviour.fault = fault
     with pytest.raises(UpstreamError) as caught:
-        await client.post(replica(fake), "/chat/completions", chat(), request_id="r")
+        await post(client, replica(fake), "/chat/completions", chat(), request_id="r")
     error = caught.value
     assert (error.kind, error.status, error.code) == ("status", status, code)
     assert words in error.message
@@ -277,7 +295,9 @@ async def test_anthropic_rejecting_the_translation_keeps_its_message_as_a_400(
     fake: FakeAnthropic, client: AnthropicClient
 ) -> None:
     with pytest.raises(UpstreamError) as caught:
-        await client.post(replica(fake), "/chat/completions", chat(temperature=1.5), request_id="r")
+        await post(
+            client, replica(fake), "/chat/completions", chat(temperature=1.5), request_id="r"
+        )
     assert (caught.value.status, caught.value.code) == (400, "upstream_rejected")
     assert "temperature" in caught.value.message
 
@@ -287,7 +307,7 @@ async def test_a_refused_key_is_the_operators_problem_and_is_never_echoed(
     fake: FakeAnthropic, client: AnthropicClient, api_key: str | None
 ) -> None:
     with pytest.raises(UpstreamError) as caught:
-        await client.post(replica(fake, api_key), "/chat/completions", chat(), request_id="r")
+        await post(client, replica(fake, api_key), "/chat/completions", chat(), request_id="r")
     error = caught.value
     assert (error.kind, error.status) == ("status", 502)
     assert "operator must fix the api_key" in error.message
@@ -301,7 +321,7 @@ async def test_a_refused_key_is_the_operators_problem_and_is_never_echoed(
 
 async def test_an_unknown_model_is_a_502(fake: FakeAnthropic, client: AnthropicClient) -> None:
     with pytest.raises(UpstreamError) as caught:
-        await client.post(replica(fake), "/chat/completions", chat(model="nope"), request_id="r")
+        await post(client, replica(fake), "/chat/completions", chat(model="nope"), request_id="r")
     assert (caught.value.status, caught.value.kind) == (502, "status")
     assert "HTTP 404 not_found_error" in caught.value.message
 
@@ -310,9 +330,9 @@ async def test_requests_anthropic_cannot_serve_fail_before_any_io(
     fake: FakeAnthropic, client: AnthropicClient
 ) -> None:
     with pytest.raises(InvalidRequestError, match="only answers chat completions"):
-        await client.post(replica(fake), "/completions", b'{"prompt": "x"}', request_id="r")
+        await post(client, replica(fake), "/completions", b'{"prompt": "x"}', request_id="r")
     with pytest.raises(InvalidRequestError) as caught:
-        await client.post(replica(fake), "/chat/completions", chat(n=2), request_id="r")
+        await post(client, replica(fake), "/chat/completions", chat(n=2), request_id="r")
     assert caught.value.param == "n"
     assert fake.requests == []
 
@@ -358,5 +378,5 @@ async def test_an_unreachable_replica_is_a_connect_error(
     target = replica(fake)
     await fake.stop()
     with pytest.raises(UpstreamError) as caught:
-        await client.post(target, "/chat/completions", chat(), request_id="r")
+        await post(client, target, "/chat/completions", chat(), request_id="r")
     assert caught.value.kind == "connect"

@@ -21,6 +21,7 @@ from tidegate.metering import UsageMeter, UsageQueries
 from tidegate.observability.capture import ResponseCapture
 from tidegate.observability.records import RequestRecord
 from tidegate.pipeline.completions import PreparedRequest
+from tidegate.protocol.requests import CompletionRequest
 from tidegate.rollout.metrics import RolloutMetrics
 from tidegate.rollout.shadow import ShadowMirror
 from tidegate.rollout.sync import ShadowTarget
@@ -97,7 +98,7 @@ async def rig(tmp_path: Path, sessions: async_sessionmaker[AsyncSession]) -> Asy
 def request(**payload: Any) -> PreparedRequest:
     body = {"model": "chat", "messages": [{"role": "user", "content": "weather in Paris"}]}
     body.update(payload)
-    return PreparedRequest("chat", (), body, False, False, None, None)  # type: ignore[arg-type]
+    return PreparedRequest(CompletionRequest("chat", body), (), False, None, None)  # type: ignore[arg-type]
 
 
 def record(*, log_prompt: bool = False, text: str = GOOD_JSON) -> RequestRecord:
@@ -178,13 +179,11 @@ async def test_nothing_is_compared_with_itself_or_with_an_abandoned_answer(rig: 
     await mirror.start()
     # The split sent the request to the shadow pool itself: there is nothing to compare.
     to_shadow = PreparedRequest(
-        "chat",
+        CompletionRequest("chat", {"model": "chat"}),
         (rig.routing.pool("shadow"),),
-        {"model": "chat"},
         False,
-        False,
-        None,
         None,  # type: ignore[arg-type]
+        None,
     )
     assert not mirror.maybe_mirror(to_shadow, record(), TARGET)
     # The client left before its answer ended: the shadow is metered, no pair is stored.

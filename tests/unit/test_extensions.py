@@ -11,6 +11,7 @@ from tidegate.config import ValidationConfig
 from tidegate.errors import InvalidRequestError
 from tidegate.pipeline.extensions import EXTENSION_FIELDS, EXTENSIONS, check_extensions
 from tidegate.pipeline.validation import RequestValidator
+from tidegate.protocol.requests import CompletionRequest
 from tidegate.tenancy.policy import KeySettings, TenantSettings
 
 
@@ -151,10 +152,14 @@ async def test_the_validator_applies_the_tenants_allowances() -> None:
     validator = RequestValidator(config=ValidationConfig(), models={})
     payload = chat("hi", chat_template_kwargs={"enable_thinking": True})
     with pytest.raises(InvalidRequestError) as caught:
-        await validator.check("chat", dict(payload), TenantSettings(), KeySettings(), "m")
+        await validator.check(
+            "chat", CompletionRequest("chat", dict(payload)), TenantSettings(), KeySettings(), "m"
+        )
     assert caught.value.param == "chat_template_kwargs"
     tenant = TenantSettings(allowed_extensions=["chat_template_kwargs"])
-    checked = await validator.check("chat", dict(payload), tenant, KeySettings(), "m")
+    checked = await validator.check(
+        "chat", CompletionRequest("chat", dict(payload)), tenant, KeySettings(), "m"
+    )
     assert checked.payload["chat_template_kwargs"] == {"enable_thinking": True}
 
 
@@ -162,5 +167,11 @@ async def test_completions_prompt_embeds_are_refused() -> None:
     validator = RequestValidator(config=ValidationConfig(), models={})
     payload = {"model": "m", "prompt": "hi", "prompt_embeds": "UEsDBBQ="}
     with pytest.raises(InvalidRequestError) as caught:
-        await validator.check("completions", payload, TenantSettings(), KeySettings(), "m")
+        await validator.check(
+            "completions",
+            CompletionRequest("completions", payload),
+            TenantSettings(),
+            KeySettings(),
+            "m",
+        )
     assert (caught.value.param, caught.value.code) == ("prompt_embeds", "extension_not_allowed")

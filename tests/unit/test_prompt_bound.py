@@ -18,6 +18,7 @@ from tidegate.config import ValidationConfig, load_config
 from tidegate.pipeline.prompt_bound import PER_MESSAGE, PER_PROMPT, PER_REQUEST, prompt_token_bound
 from tidegate.pipeline.tokens import PromptCounter
 from tidegate.pipeline.validation import ModelLimits, RequestValidator
+from tidegate.protocol.requests import CompletionRequest
 from tidegate.tenancy.policy import KeySettings, TenantSettings
 
 CORPUS = [
@@ -129,11 +130,19 @@ async def test_validation_reserves_the_bound_without_a_tokenizer(tmp_path: Path)
         config=ValidationConfig(), models={"m": ModelLimits(context_length=None, counter=None)}
     )
     payload = {"model": "m", "messages": [{"role": "user", "content": "hello world"}], "n": 2}
-    checked = await validator.check("chat", payload, TenantSettings(), KeySettings(), "m")
+    checked = await validator.check(
+        "chat", CompletionRequest("chat", payload), TenantSettings(), KeySettings(), "m"
+    )
     bound = prompt_token_bound(payload, chat=True)
     assert checked.prompt_tokens is None and checked.prompt_bound == bound
     assert checked.max_tokens is None and checked.sequences == 2
     payload = {"model": "m", "prompt": "hello world", "max_tokens": 5}
-    checked = await validator.check("completions", payload, TenantSettings(), KeySettings(), "m")
+    checked = await validator.check(
+        "completions",
+        CompletionRequest("completions", payload),
+        TenantSettings(),
+        KeySettings(),
+        "m",
+    )
     assert checked.prompt_bound == 11 + PER_PROMPT
     assert checked.reserved_tokens == 11 + PER_PROMPT + 5

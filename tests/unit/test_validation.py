@@ -13,6 +13,7 @@ from tidegate.errors import InvalidRequestError, PermissionDeniedError, Tidegate
 from tidegate.pipeline.request_checks import check_json_depth, json_depth_exceeds
 from tidegate.pipeline.tokens import PromptCounter
 from tidegate.pipeline.validation import ModelLimits, RequestValidator, ValidatedRequest
+from tidegate.protocol.requests import CompletionRequest
 from tidegate.tenancy.policy import KeySettings, TenantSettings
 
 MODEL = "tiny"
@@ -56,7 +57,7 @@ async def check(
     key: KeySettings = ANY_KEY,
     route: Any = "chat",
 ) -> ValidatedRequest:
-    return await validator.check(route, payload, tenant, key, MODEL)
+    return await validator.check(route, CompletionRequest(route, payload), tenant, key, MODEL)
 
 
 async def rejected(

@@ -148,7 +148,7 @@ class CompletionEndpoint:
                 )
                 metered = True
                 headers.append((BACKEND_HEADER, prepared.backend))
-                await send_bytes(send, 200, result, [JSON_CONTENT_TYPE, *headers])
+                await send_bytes(send, 200, result.body, [JSON_CONTENT_TYPE, *headers])
                 return
             events = await services.completions.open_stream(prepared, record)
             headers.append((BACKEND_HEADER, prepared.backend))

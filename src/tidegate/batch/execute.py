@@ -14,8 +14,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
 from tidegate.batch.claims import ClaimedLine
 from tidegate.errors import (
     LimiterUnavailableError,
@@ -82,14 +80,18 @@ class LineExecutor:
         prepared: PreparedRequest | None = None
         metered = False
         try:
+            # The line is parsed JSON already: it becomes the typed request with no round trip
+            # through bytes. A shallow copy: the gateway's edits replace top-level fields only,
+            # and the claimed line stays as the client wrote it.
+            request = self._completions.request_of(route, dict(line.body))
             prepared = await self._completions.admit(
-                route, orjson.dumps(line.body), principal, record, None, _BATCH_HINTS
+                route, request, principal, record, None, _BATCH_HINTS
             )
-            body = await self._completions.complete(prepared, record)
+            completion = await self._completions.complete(prepared, record)
             self._accounting.meter(record, payload=prepared.payload, retention_days=retention_days)
             metered = True
             self._crash("after_upstream")
-            response = {"status_code": 200, "request_id": rid, "body": orjson.loads(body)}
+            response = {"status_code": 200, "request_id": rid, "body": completion.json()}
             return LineResult("succeeded", {"id": rid, "response": response, "error": None})
         except _TRANSIENT as error:
             _note(record, error)

@@ -24,7 +24,7 @@ from tidegate.errors import TidegateError
 from tidegate.pipeline.validation import RequestValidator
 from tidegate.protocol.batches import line_error
 from tidegate.protocol.endpoints import ENDPOINT_OF_PATH, Endpoint
-from tidegate.protocol.requests import RequestValidationFailure, check_body
+from tidegate.protocol.requests import CompletionRequest, RequestValidationFailure, check_body
 from tidegate.routing.replicas import RoutingTable
 from tidegate.tenancy.keys import Principal
 
@@ -175,9 +175,9 @@ class LineChecker:
             return False
         try:
             model = self._routing.route(body["model"]).model
-            # check() normalises the payload it gets; the stored body stays as the client sent
-            # it, so it gets its own copy (parsing the line again is faster than deepcopy).
-            copy = line_body(raw)
+            # check() normalises the request it gets; the stored body stays as the client sent
+            # it: a shallow copy is enough, since the checks replace top-level fields only.
+            copy = CompletionRequest(route, dict(body))
             await self._validator.check(route, copy, principal.tenant, principal.key, model)
         except TidegateError as error:
             checked.fail(line_no, error.code or error.error_type, error.message, error.param)

@@ -6,6 +6,7 @@ trip with the shared store).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -51,7 +52,7 @@ def rejection_reason(error: TidegateError) -> RejectionReason | None:
     return None
 
 
-def prompt_text(payload: dict[str, Any]) -> str:
+def prompt_text(payload: Mapping[str, Any]) -> str:
     """The prompt as one text, for prompt logging (redacted later, off the request path)."""
     messages = payload.get("messages")
     if isinstance(messages, list):
@@ -100,7 +101,7 @@ class RequestAccounting:
         record: RequestRecord,
         *,
         admission: Admission | None,
-        payload: dict[str, Any] | None,
+        payload: Mapping[str, Any] | None,
         retention_days: int,
         metered: bool = False,
     ) -> None:
@@ -117,7 +118,7 @@ class RequestAccounting:
             )
 
     def meter(
-        self, record: RequestRecord, *, payload: dict[str, Any] | None, retention_days: int
+        self, record: RequestRecord, *, payload: Mapping[str, Any] | None, retention_days: int
     ) -> None:
         """Price the request, record its metrics and access line, and write its usage record
         ahead (no await: once this returns, the record survives a kill -9)."""

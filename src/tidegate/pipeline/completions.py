@@ -1,9 +1,14 @@
 """The completion routes' logic: parse, validate, admit, route, call the upstream, relay.
 
 No HTTP framework here: ``api/completions.py`` hands in the raw body, the caller's principal and
-a ``RequestRecord`` and turns the results (bytes, or an event stream) and the tidegate errors
-into responses. Order matters: the prompt is counted (validation) before anything is reserved
-(limits and budgets), and nothing refused here ever reaches an engine.
+a ``RequestRecord`` and turns the results (a ``Completion``, or an event stream) and the
+tidegate errors into responses. Order matters: the prompt is counted (validation) before
+anything is reserved (limits and budgets), and nothing refused here ever reaches an engine.
+
+The body is parsed once, into the ``CompletionRequest`` that validation, the limits, routing
+and the upstream exchange all read; every upstream call (retries and fallback included) goes
+through the replica's ``Provider``, which serialises the request once and holds the replica's
+in-flight lease for as long as the exchange is open.
 """
 
 from __future__ import annotations
@@ -12,11 +17,8 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncGenerator
-from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
-import orjson
 from opentelemetry.trace import Span
 
 from tidegate.errors import (
@@ -29,13 +31,18 @@ from tidegate.observability.capture import ResponseCapture
 from tidegate.observability.metrics import GatewayMetrics
 from tidegate.observability.records import RequestRecord
 from tidegate.observability.tracing import Tracing
-from tidegate.pipeline.limits import Admission, Limiter
+from tidegate.pipeline.limits import Limiter
+from tidegate.pipeline.prepared import PreparedRequest, RoutingHints, tenant_session
 from tidegate.pipeline.relay import StreamFailure, read_usage, relay_events
 from tidegate.pipeline.taps import RequestTap
 from tidegate.pipeline.validation import RequestValidator
-from tidegate.protocol.endpoints import UPSTREAM_PATHS, Endpoint
+from tidegate.protocol.endpoints import Endpoint
 from tidegate.protocol.json_body import parse_json_object
-from tidegate.protocol.requests import RequestValidationFailure, check_body, check_counts_raw
+from tidegate.protocol.requests import (
+    CompletionRequest,
+    RequestValidationFailure,
+    check_counts_raw,
+)
 from tidegate.routing.affinity import affinity_key
 from tidegate.routing.metrics import RoutingMetrics
 from tidegate.routing.outlier import OutlierDetector
@@ -51,7 +58,16 @@ from tidegate.scheduling import (
     resolve_class,
 )
 from tidegate.tenancy.keys import Principal
-from tidegate.upstream.client import Provider
+from tidegate.upstream.exchange import Completion, Provider, UpstreamResponse
+
+__all__ = [
+    "CompletionService",
+    "PreparedRequest",
+    "RoutingHints",
+    "UpstreamStream",
+    "parse_json_object",
+    "tenant_session",
+]
 
 log = logging.getLogger(__name__)
 
@@ -59,84 +75,23 @@ log = logging.getLogger(__name__)
 _UNBOUNDED_COMPLETION_COST = 1024
 
 
-def tenant_session(tenant_id: str, session_id: str | None) -> str | None:
-    """The x-tidegate-session-id within its tenant's namespace: a session id is the client's
-    choice, so two tenants picking the same one must not share a replica pin or a split arm."""
-    return None if not session_id else f"{tenant_id}:{session_id}"
+class _Call:
+    """One pool's part of a request: the open upstream response and the scheduler's slot;
+    ``end`` gives both back, exactly once."""
 
+    __slots__ = ("response", "slot", "pool")
 
-@dataclass(slots=True)
-class RoutingHints:
-    """Request headers that steer routing (x-tidegate-*), as sent."""
-
-    priority: str | None = None
-    deadline_ms: str | None = None
-    quality: str | None = None
-    session_id: str | None = None
-
-
-@dataclass(slots=True)
-class PreparedRequest:
-    route: Endpoint
-    chain: tuple[Pool, ...]
-    """The pools to try, in order (the route's rules chose them)."""
-    payload: dict[str, Any]
-    stream: bool
-    client_wants_usage: bool
-    admission: Admission
-    span: Span | None
-    klass: PriorityClass = "interactive"
-    """The scheduling class."""
-    tenant: str = ""
-    """Whose fair share the request counts against (the tenant's name)."""
-    cost: int = 1
-    """Estimated tokens (prompt + max_tokens), for fair sharing."""
-    deadline_s: float | None = None
-    """How long after arrival the request may still wait for a slot (x-tidegate-deadline-ms)."""
-    spillover: bool = False
-    """Move on to the next pool when the predicted queue wait breaks the class's TTFT target."""
-    session_id: str | None = None
-    """x-tidegate-session-id scoped by tenant (``tenant_session``), the explicit affinity key."""
-    backend: bytes = b""
-    """The x-tidegate-backend value once a replica took the request: POOL/REPLICA."""
-
-    def body_for(self, replica: Replica) -> bytes:
-        payload = self.payload
-        if payload["model"] != replica.upstream_model:
-            payload = {**payload, "model": replica.upstream_model}
-        if replica.priority_scheduling:
-            payload = {**payload, "priority": ENGINE_PRIORITY[self.klass]}
-        return orjson.dumps(payload)
-
-
-class _Exchange:
-    """One upstream exchange's resources; ``end`` gives them all back, exactly once."""
-
-    __slots__ = ("replica", "response", "slot", "pool", "_ended")
-
-    def __init__(
-        self, replica: Replica, response: aiohttp.ClientResponse, slot: Slot | None, pool: Pool
-    ):
-        self.replica = replica
+    def __init__(self, response: UpstreamResponse[Replica], slot: Slot | None, pool: Pool) -> None:
         self.response = response
         self.slot = slot
         self.pool = pool
-        self._ended = False
 
     def end(self, *, reuse: bool = False) -> None:
         """``reuse``: the body was read whole, so the connection may serve another request."""
-        if self._ended:
-            return
-        self._ended = True
-        if reuse:
-            self.response.release()
-        else:
-            # close() rather than release(): an unfinished upstream stream must be torn down so
-            # the engine aborts the request instead of generating for nobody.
-            self.response.close()
-        self.replica.outstanding -= 1
-        if self.slot is not None:
-            self.slot.release()
+        self.response.close(reuse=reuse)
+        slot, self.slot = self.slot, None
+        if slot is not None:
+            slot.release()
 
 
 class UpstreamStream:
@@ -145,7 +100,7 @@ class UpstreamStream:
 
     __slots__ = ("_events", "_exchange")
 
-    def __init__(self, events: AsyncGenerator[bytes, None], exchange: _Exchange) -> None:
+    def __init__(self, events: AsyncGenerator[bytes, None], exchange: _Call) -> None:
         self._events = events
         self._exchange = exchange
 
@@ -196,37 +151,45 @@ class CompletionService:
         self._uncapped_models: set[str] = set()
         """Models already warned about: no context length to cap a request without max_tokens."""
 
+    def parse(self, route: Endpoint, body: bytes) -> CompletionRequest:
+        """The body as the typed request, once: the count caps on a large body's bytes, then
+        the parse, then the schema (each refusal the client's 400)."""
+        caps = self._validator.body_caps
+        try:
+            check_counts_raw(route, body, caps)
+            return CompletionRequest.checked(route, parse_json_object(body), caps)
+        except RequestValidationFailure as failure:
+            raise _invalid(failure) from None
+
+    def request_of(self, route: Endpoint, fields: dict[str, Any]) -> CompletionRequest:
+        """An already parsed JSON object (a batch line) as the typed request; the request owns
+        ``fields`` from now on."""
+        try:
+            return CompletionRequest.checked(route, fields, self._validator.body_caps)
+        except RequestValidationFailure as failure:
+            raise _invalid(failure) from None
+
     async def admit(
         self,
         route: Endpoint,
-        body: bytes,
+        body: bytes | CompletionRequest,
         principal: Principal,
         record: RequestRecord,
         span: Span | None,
         hints: RoutingHints | None = None,
     ) -> PreparedRequest:
-        """Everything before the upstream: raises the error the client gets, if any."""
-        caps = self._validator.body_caps
-        try:
-            # The count caps come first: on a large body's bytes, then on the parsed JSON,
-            # before any per-message work.
-            check_counts_raw(route, body, caps)
-            data = parse_json_object(body)
-            check_body(route, data, caps)
-        except RequestValidationFailure as failure:
-            raise InvalidRequestError(
-                failure.message, param=failure.param, code=failure.code
-            ) from None
+        """Everything before the upstream: raises the error the client gets, if any.
+        ``body``: the raw bytes, or the request ``parse``/``request_of`` made of them."""
+        request = self.parse(route, body) if isinstance(body, bytes) else body
         hints = hints or _NO_HINTS
         klass = resolve_class(principal.tier, principal.key.priority, hints.priority)
         deadline_s = parse_deadline_ms(hints.deadline_ms)
-        model_route = self._routing.route(data["model"])
+        model_route = self._routing.route(request.model)
         model = record.model = model_route.model
-        stream = bool(data.get("stream"))
-        record.stream = stream
+        stream = record.stream = request.stream
         tenant = principal.tenant
         with self._tracing.stage(span, "validation"):
-            checked = await self._validator.check(route, data, tenant, principal.key, model)
+            checked = await self._validator.check(route, request, tenant, principal.key, model)
         # The prompt reserved is its count, or an upper bound on it where there is no tokenizer.
         prompt_tokens = checked.prompt_bound
         with self._tracing.stage(span, "limits"):
@@ -254,7 +217,7 @@ class CompletionService:
         if allowance is not None and allowance != checked.max_tokens:
             # What the reservation covers, per sequence, for streams and whole bodies alike:
             # the engine generates no more than the budget has left.
-            _cap_completion(data, allowance, chat=route == "chat")
+            _cap_completion(request, allowance, chat=route == "chat")
             if checked.max_tokens is None and model not in self._uncapped_models:
                 self._uncapped_models.add(model)
                 log.warning(
@@ -268,21 +231,22 @@ class CompletionService:
                 )
         client_wants_usage = False
         if stream:
-            options = data.get("stream_options") or {}
+            options = request.get("stream_options") or {}
             client_wants_usage = bool(options.get("include_usage"))
             # Always ask for usage, so every stream can be metered.
-            data["stream_options"] = {**options, "include_usage": True}
+            request.set("stream_options", {**options, "include_usage": True})
         if tenant.log_prompts:
             record.log_prompt = True
             record.prompt_retention_days = tenant.prompt_retention_days
             record.capture = ResponseCapture()
         reserved = checked.reserved_tokens
         cost = reserved if reserved is not None else prompt_tokens + _UNBOUNDED_COMPLETION_COST
+        fields = request.fields
         traits = (
             RequestTraits(
                 tier=principal.tier,
                 prompt_tokens=checked.prompt_tokens,
-                response_format=response_format_type(data),
+                response_format=response_format_type(fields),
                 quality=hints.quality,
             )
             if model_route.rules
@@ -293,13 +257,11 @@ class CompletionService:
         split_pool = record.split_pool = (
             None
             if split is None
-            else split.pick(tenant=principal.tenant_name, session_id=session_id, payload=data)
+            else split.pick(tenant=principal.tenant_name, session_id=session_id, payload=fields)
         )
         prepared = PreparedRequest(
-            route,
+            request,
             self._routing.chain(model_route, traits, split_pool=split_pool),
-            data,
-            stream,
             client_wants_usage,
             admission,
             span,
@@ -343,7 +305,7 @@ class CompletionService:
                 deadline_s=deadline_s,
             )
 
-    async def _open(self, request: PreparedRequest, record: RequestRecord) -> _Exchange:
+    async def _open(self, request: PreparedRequest, record: RequestRecord) -> _Call:
         """Walk the request's pool chain: take a slot in a pool, then post to one of its
         replicas. A pool is passed over, for the next one, when it has no healthy replica, its
         breaker is open, its queue is full, its predicted wait breaks the TTFT target (routes
@@ -371,7 +333,7 @@ class CompletionService:
                 continue
             assert not isinstance(slot, _Spill)
             try:
-                replica, response = await self._post(request, record, pool)
+                response = await self._post(request, record, pool)
             except NoReadyReplicaError:
                 # Its breaker is half-open with the probe out, or its last candidate was just
                 # ejected: like an unavailable pool, the next one of the chain takes it.
@@ -392,22 +354,24 @@ class CompletionService:
                 if slot is not None:
                     slot.release()
                 raise
-            request.backend = replica.backend
+            request.backend = response.target.backend
             record.pool = pool.name
-            return _Exchange(replica, response, slot, pool)
+            return _Call(response, slot, pool)
         raise AssertionError("unreachable: the last pool either returns or raises")
 
     async def _post(
         self, request: PreparedRequest, record: RequestRecord, pool: Pool
-    ) -> tuple[Replica, aiohttp.ClientResponse]:
+    ) -> UpstreamResponse[Replica]:
         """Post to one of the pool's replicas; a failure before the first byte is retried once
-        on another replica of the pool, within the retry budget."""
+        on another replica of the pool, within the retry budget. The exchange holds the
+        replica's in-flight lease; the body is serialised once for all the attempts."""
         breaker = pool.breaker
         if breaker is not None and not breaker.allow():
             raise _circuit_open(pool)
+        body = request.request
         key = (
             affinity_key(
-                request.payload,
+                body.fields,
                 session_id=request.session_id,
                 prefix_chars=pool.affinity_prefix_chars,
             )
@@ -418,20 +382,21 @@ class CompletionService:
         while True:
             replica = pool.pick(avoid=tried, affinity=key)
             record.replica = replica.id
-            replica.outstanding += 1
             try:
                 with self._tracing.stage(request.span, "upstream", replica=replica.id) as span:
                     trace_headers: dict[str, str] = {}
                     self._tracing.inject(span, trace_headers)
-                    response = await self._providers[replica.provider].post(
+                    response = await self._providers[replica.provider].open(
                         replica,
-                        UPSTREAM_PATHS[request.route],
-                        request.body_for(replica),
+                        body,
+                        model=replica.upstream_model,
+                        priority=ENGINE_PRIORITY[request.klass]
+                        if replica.priority_scheduling
+                        else None,
                         request_id=record.request_id,
                         extra_headers=trace_headers,
                     )
             except UpstreamError as error:
-                replica.outstanding -= 1
                 self._metrics.upstream_errors.labels(record.model, error.kind).inc()
                 if not _is_failure(error):
                     raise  # the upstream refused the request itself: the client's error
@@ -446,14 +411,11 @@ class CompletionService:
                 self._routing_metrics.retry(pool.name)
                 tried = replica
                 continue
-            except BaseException:
-                replica.outstanding -= 1
-                raise
             if replica.consecutive_failures or replica.ejections:
                 OutlierDetector.record_success(replica)
             if breaker is not None:
                 breaker.record_success()
-            return replica, response
+            return response
 
     def _may_retry(self, error: UpstreamError) -> bool:
         """A refused connection reached no server, so sending the request elsewhere adds no
@@ -466,34 +428,33 @@ class CompletionService:
         if pool.breaker is not None:
             pool.breaker.record_failure()
 
-    async def complete(self, request: PreparedRequest, record: RequestRecord) -> bytes:
-        """A non-streaming exchange: the upstream's JSON body (OpenAI format)."""
-        exchange = await self._open(request, record)
-        replica = exchange.replica
+    async def complete(self, request: PreparedRequest, record: RequestRecord) -> Completion:
+        """A non-streaming exchange: the upstream's answer (OpenAI format)."""
+        call = await self._open(request, record)
         try:
-            body = await self._providers[replica.provider].read(replica, exchange.response)
+            completion = await call.response.read()
         except UpstreamError as error:
             self._metrics.upstream_errors.labels(record.model, error.kind).inc()
-            self._failed(exchange.pool, replica, decisive=False)
+            self._failed(call.pool, call.response.target, decisive=False)
             raise
         finally:
-            exchange.end(reuse=True)
-        _read_body_usage(body, record)
-        return body
+            call.end(reuse=True)  # read() has closed the response already, as it should
+        _read_body_usage(completion.json(), record)
+        return completion
 
     async def open_stream(self, request: PreparedRequest, record: RequestRecord) -> UpstreamStream:
         """Open the upstream stream (errors here are still plain error responses). The caller
         must ``aclose`` what it gets, whether it iterated it or not."""
-        exchange = await self._open(request, record)
-        return UpstreamStream(self._stream(exchange, request, record), exchange)
+        call = await self._open(request, record)
+        return UpstreamStream(self._stream(call, request, record), call)
 
     async def _stream(
-        self, exchange: _Exchange, request: PreparedRequest, record: RequestRecord
+        self, call: _Call, request: PreparedRequest, record: RequestRecord
     ) -> AsyncGenerator[bytes, None]:
-        replica = exchange.replica
+        replica = call.response.target
         events = relay_events(
             replica=replica,
-            chunks=self._providers[replica.provider].iter_chunks(replica, exchange.response),
+            chunks=call.response.chunks(),
             record=record,
             client_wants_usage=request.client_wants_usage,
             itl=self._metrics.itl,
@@ -505,11 +466,11 @@ class CompletionService:
         except StreamFailure as failure:  # the relay has set the outcome and sent the error
             if failure.kind is not None:
                 self._metrics.upstream_errors.labels(record.model, failure.kind).inc()
-                self._failed(exchange.pool, replica, decisive=False)
+                self._failed(call.pool, replica, decisive=False)
         finally:
             with contextlib.suppress(BaseException):
                 await events.aclose()
-            exchange.end()
+            call.end()
 
 
 class _Spill:
@@ -539,22 +500,22 @@ def _circuit_open(pool: Pool) -> NoReadyReplicaError:
     )
 
 
-def _cap_completion(data: dict[str, Any], allowance: int, *, chat: bool) -> None:
+def _invalid(failure: RequestValidationFailure) -> InvalidRequestError:
+    return InvalidRequestError(failure.message, param=failure.param, code=failure.code)
+
+
+def _cap_completion(request: CompletionRequest, allowance: int, *, chat: bool) -> None:
     """Write ``allowance`` as the request's completion limit. On the chat route vLLM and the
     Anthropic translation read max_completion_tokens before max_tokens, older servers only
     max_tokens, so every field the client set is lowered and an absent limit is added."""
     fields = ("max_completion_tokens", "max_tokens") if chat else ("max_tokens",)
-    present = [name for name in fields if data.get(name) is not None]
+    present = [name for name in fields if request.get(name) is not None]
     for name in present or fields[:1]:
-        value = data.get(name)
-        data[name] = allowance if not isinstance(value, int) else min(value, allowance)
+        value = request.get(name)
+        request.set(name, allowance if not isinstance(value, int) else min(value, allowance))
 
 
-def _read_body_usage(body: bytes, record: RequestRecord) -> None:
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return
+def _read_body_usage(data: Any, record: RequestRecord) -> None:
     if not isinstance(data, dict):
         return
     usage = data.get("usage")

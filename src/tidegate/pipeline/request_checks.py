@@ -2,20 +2,22 @@
 sampling caps, ``stop`` and parameters the engines do not support.
 
 Each failure is an ``InvalidRequestError`` (400) that names the parameter and says how to fix
-the request; model access is a ``PermissionDeniedError`` (403). The functions mutate the payload
-where they normalise it, because the gateway forwards the client's own JSON object.
+the request; model access is a ``PermissionDeniedError`` (403). Where they normalise the
+request they edit it through its ``set``/``drop`` (``Editable``), so the gateway forwards the
+client's own fields with exactly those changes.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from tidegate.errors import InvalidRequestError, PermissionDeniedError
 from tidegate.tenancy.policy import KeySettings, TenantSettings
 
 __all__ = [
+    "Editable",
     "UnsupportedParams",
     "check_json_depth",
     "check_model_access",
@@ -25,6 +27,15 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+
+class Editable(Protocol):
+    """A request body the checks may normalise (``protocol.requests.CompletionRequest``)."""
+
+    def get(self, name: str, default: Any = None) -> Any: ...
+    def __contains__(self, name: str) -> bool: ...
+    def set(self, name: str, value: Any) -> None: ...
+    def drop(self, name: str) -> None: ...
 
 
 def json_depth_exceeds(value: Any, limit: int) -> bool:
@@ -90,7 +101,7 @@ class UnsupportedParams:
         self._actions = dict(actions)
         self._logged: set[str] = set()
 
-    def apply(self, payload: dict[str, Any]) -> None:
+    def apply(self, payload: Editable) -> None:
         if not self._actions:
             return
         for name, action in self._actions.items():
@@ -111,7 +122,7 @@ class UnsupportedParams:
                     param=name,
                     code="unsupported_parameter",
                 )
-            del payload[name]
+            payload.drop(name)
 
 
 def _int_field(payload: Mapping[str, Any], name: str, *, minimum: int) -> int | None:
@@ -176,12 +187,13 @@ def check_sampling_caps(
     return max(n, best_of or n)
 
 
-def normalise_stop(payload: dict[str, Any], *, max_sequences: int) -> None:
+def normalise_stop(payload: Editable, *, max_sequences: int) -> None:
     """``stop`` as a de-duplicated list (order kept, empty strings dropped), at most
     ``max_sequences`` long; removed when nothing is left."""
     stop = payload.get("stop")
     if stop is None:
-        payload.pop("stop", None)
+        if "stop" in payload:
+            payload.drop("stop")
         return
     items = [stop] if isinstance(stop, str) else stop
     if not isinstance(items, list) or not all(isinstance(item, str) for item in items):
@@ -197,6 +209,6 @@ def normalise_stop(payload: dict[str, Any], *, max_sequences: int) -> None:
             code="parameter_over_limit",
         )
     if unique:
-        payload["stop"] = unique
+        payload.set("stop", unique)
     else:
-        del payload["stop"]
+        payload.drop("stop")

@@ -9,13 +9,11 @@ not block: a tap that needs I/O schedules it.
 
 from __future__ import annotations
 
-from collections.abc import Set
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Mapping, Set
+from typing import Any, Protocol
 
 from tidegate.observability.records import RequestRecord
-
-if TYPE_CHECKING:
-    from tidegate.pipeline.completions import PreparedRequest
+from tidegate.pipeline.prepared import PreparedRequest
 
 
 class RequestTap(Protocol):
@@ -29,7 +27,7 @@ class RequestTap(Protocol):
         ...
 
     def finished(
-        self, record: RequestRecord, *, duration_s: float, payload: dict[str, Any] | None
+        self, record: RequestRecord, *, duration_s: float, payload: Mapping[str, Any] | None
     ) -> None:
         """A request ``admitted`` saw is over (metered; the client may still be receiving)."""
         ...

@@ -3,8 +3,8 @@
 ``RequestValidator.check`` runs after the body has passed the schema (``protocol.requests``) and
 the key and tenant are known. It checks model access, the request's size and sampling caps,
 counts the prompt with the model's own tokenizer (``PromptCounter``), applies the tenant's
-``max_tokens`` default and limit, and normalises the payload in place. What it returns is what
-the limits and quotas reserve: ``prompt_bound + max_tokens * sequences``, where the prompt bound
+``max_tokens`` default and limit, and normalises the request (its ``set``/``drop``). It
+returns what the limits and quotas reserve: ``prompt_bound + max_tokens * sequences``, where the prompt bound
 is the exact count, or for a model without a tokenizer an upper bound read from the body
 (``prompt_bound``), so a reservation is never smaller than what the engine will count.
 """
@@ -29,7 +29,7 @@ from tidegate.pipeline.request_checks import (
 )
 from tidegate.pipeline.tokens import NoChatTemplateError, PromptCounter
 from tidegate.protocol.endpoints import Endpoint
-from tidegate.protocol.requests import BodyCaps
+from tidegate.protocol.requests import BodyCaps, CompletionRequest
 from tidegate.tenancy.policy import KeySettings, TenantSettings
 
 __all__ = ["ModelLimits", "RequestValidator", "ValidatedRequest"]
@@ -63,8 +63,8 @@ class ValidatedRequest:
     lowered to what they have left and then written into the forwarded request: the context's
     room (``max_tokens``, vLLM's own default) when the context length is known, else
     ``validation.default_completion_reservation``. None: the request carries its limit."""
-    payload: dict[str, Any]
-    """The normalised body to forward (the same object that was passed in)."""
+    payload: Mapping[str, Any]
+    """The normalised body to forward (the fields of the request that was passed in)."""
 
     @property
     def reserved_tokens(self) -> int | None:
@@ -94,18 +94,19 @@ class RequestValidator:
     async def check(
         self,
         route: Endpoint,
-        payload: dict[str, Any],
+        request: CompletionRequest,
         tenant: TenantSettings,
         key: KeySettings,
         model: str,
     ) -> ValidatedRequest:
-        """Validate and normalise ``payload`` for ``model`` (its public name); raise a
+        """Validate and normalise ``request`` for ``model`` (its public name); raise a
         ``TidegateError`` for anything that must not reach the engine."""
         config = self._config
         chat = route == "chat"
+        payload = request.fields
         check_json_depth(payload, config.max_json_depth)
         check_model_access(model, tenant, key)
-        self._unsupported.apply(payload)
+        self._unsupported.apply(request)
         if chat:
             self._check_message_count(payload)
         # After the count cap: it walks every content part.
@@ -117,7 +118,7 @@ class RequestValidator:
             max_best_of=config.max_best_of,
             max_top_logprobs=config.max_top_logprobs,
         )
-        normalise_stop(payload, max_sequences=config.max_stop_sequences)
+        normalise_stop(request, max_sequences=config.max_stop_sequences)
         limits = self._models.get(model, ModelLimits(context_length=None, counter=None))
         counts = await self._count(route, payload, model, limits.counter)
         prompt_param = "messages" if chat else "prompt"
@@ -125,7 +126,7 @@ class RequestValidator:
             for count in counts:
                 self._check_prompt(count, tenant, limits.context_length, prompt_param)
         longest = max(counts) if counts else None
-        max_tokens = self._max_tokens(payload, chat, tenant, limits.context_length, longest)
+        max_tokens = self._max_tokens(request, chat, tenant, limits.context_length, longest)
         # Neither the client nor the tenant's default (written above) set a completion limit.
         fields = ("max_completion_tokens", "max_tokens") if chat else ("max_tokens",)
         implicit = all(payload.get(name) is None for name in fields)
@@ -217,7 +218,7 @@ class RequestValidator:
 
     @staticmethod
     def _max_tokens(
-        payload: dict[str, Any],
+        request: CompletionRequest,
         chat: bool,
         tenant: TenantSettings,
         context_length: int | None,
@@ -225,7 +226,7 @@ class RequestValidator:
     ) -> int | None:
         # vLLM reads max_completion_tokens first on the chat route, then the deprecated max_tokens.
         fields = ("max_completion_tokens", "max_tokens") if chat else ("max_tokens",)
-        param = next((name for name in fields if payload.get(name) is not None), None)
+        param = next((name for name in fields if request.get(name) is not None), None)
         room: int | None = None
         if context_length is not None:
             # Without a count the prompt is at least one token.
@@ -237,9 +238,9 @@ class RequestValidator:
                 return room
             # A default the client never asked for is clamped to the room left, not rejected.
             value = min(defaults) if room is None else min(*defaults, room)
-            payload[fields[0]] = value
+            request.set(fields[0], value)
             return value
-        requested: int = payload[param]
+        requested: int = request.get(param)
         limit = tenant.max_tokens_limit
         if limit is not None and requested > limit:
             raise InvalidRequestError(

@@ -2,7 +2,7 @@
 
 The gateway speaks OpenAI to clients and relays what a backend returns, so an Anthropic backend
 needs the request rewritten on the way out and the reply rewritten on the way back; the
-``AnthropicClient`` in ``tidegate.upstream`` does the HTTP and calls these functions.
+``AnthropicClient`` provider in ``tidegate.upstream`` does the HTTP and calls these functions.
 
 Request (``messages_request``):
 
@@ -30,6 +30,7 @@ rewrites a stream.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -68,7 +69,7 @@ class AnthropicProtocolError(ValueError):
 
 
 def messages_request(
-    chat: dict[str, Any], *, default_max_tokens: int = DEFAULT_MAX_TOKENS
+    chat: Mapping[str, Any], *, default_max_tokens: int = DEFAULT_MAX_TOKENS
 ) -> dict[str, Any]:
     """The Anthropic Messages request for an OpenAI chat completion request.
 
@@ -105,7 +106,7 @@ def messages_request(
     return request
 
 
-def _refuse_unsupported(chat: dict[str, Any]) -> None:
+def _refuse_unsupported(chat: Mapping[str, Any]) -> None:
     n = chat.get("n")
     if isinstance(n, int) and n > 1:
         raise InvalidRequestError(

@@ -14,20 +14,28 @@ which the event loop (and every other tenant's request) waits.
 
 Each failure is a ``RequestValidationFailure`` whose ``param`` names the field as a dotted path
 (``messages.3.role``) and whose message says what was expected.
+
+``CompletionRequest`` is the body once checked: the one object validation, the limits, routing
+and the upstream exchange all read, from the parse to the wire. It keeps every field the client
+sent (unknown ones pass through untouched), the gateway changes it only through ``set`` and
+``drop``, and it serialises itself at most once per wire shape (``encode``), however many
+attempts the upstream takes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 import simdjson
 
 from tidegate.protocol.endpoints import Endpoint
 
 __all__ = [
     "BodyCaps",
+    "CompletionRequest",
     "RequestValidationFailure",
     "check_body",
     "check_chat",
@@ -385,3 +393,66 @@ def check_body(route: Endpoint, data: Mapping[str, Any], caps: BodyCaps) -> None
         check_chat(data, caps)
     else:
         check_completion(data, caps)
+
+
+class CompletionRequest:
+    """A completion route's body, schema-checked (``checked``), as the gateway forwards it.
+
+    ``model`` and ``stream`` are typed once here; every other field is read with ``get`` or
+    through ``fields`` (a read-only view). Edits go through ``set`` and ``drop``, which also
+    forget the cached encodings, so nothing is sent that the gateway did not mean to send.
+    """
+
+    __slots__ = ("route", "model", "stream", "_fields", "_encoded", "encodings")
+
+    def __init__(self, route: Endpoint, fields: dict[str, Any]) -> None:
+        """``fields``: the parsed JSON object, owned by the request from now on."""
+        self.route: Endpoint = route
+        self._fields = fields
+        self.model: str = fields.get("model") or ""
+        self.stream: bool = fields.get("stream") is True
+        self._encoded: dict[Hashable, bytes] = {}
+        self.encodings = 0
+        """Bodies serialised so far (one per wire shape; the tests count them)."""
+
+    @classmethod
+    def checked(cls, route: Endpoint, fields: dict[str, Any], caps: BodyCaps) -> CompletionRequest:
+        """The schema check (``RequestValidationFailure`` if not), then the typed request."""
+        check_body(route, fields, caps)
+        return cls(route, fields)
+
+    @property
+    def fields(self) -> Mapping[str, Any]:
+        """Every field as it will be sent (the client's, with the gateway's edits)."""
+        return self._fields
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return self._fields.get(name, default)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._fields
+
+    def set(self, name: str, value: Any) -> None:
+        self._fields[name] = value
+        self._encoded.clear()
+        if name == "model":
+            self.model = value
+        elif name == "stream":
+            self.stream = value is True
+
+    def drop(self, name: str) -> None:
+        self._fields.pop(name, None)
+        self._encoded.clear()
+
+    def derive(self, **changes: Any) -> CompletionRequest:
+        """A shallow copy with ``changes`` (a shadow's stream, say); this one is untouched."""
+        return CompletionRequest(self.route, {**self._fields, **changes})
+
+    def encode(self, shape: Hashable, build: Callable[[Mapping[str, Any]], Any]) -> bytes:
+        """The body for one wire shape (a provider, model and priority): ``build`` turns the
+        fields into the JSON value to send; it runs, and is serialised, once per shape."""
+        body = self._encoded.get(shape)
+        if body is None:
+            body = self._encoded[shape] = orjson.dumps(build(self._fields))
+            self.encodings += 1
+        return body

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import difflib
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -89,7 +89,7 @@ class Comparison:
     similarity: float | None
 
 
-def expectations(payload: dict[str, Any]) -> Expectations:
+def expectations(payload: Mapping[str, Any]) -> Expectations:
     """Read the format the request asked for from its body."""
     tools = payload.get("tools")
     has_tools = isinstance(tools, list) and bool(tools)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -28,10 +28,10 @@ from tidegate.metering import UsageEvent, UsageMeter
 from tidegate.metering.periodic import Periodic
 from tidegate.observability.records import RequestRecord
 from tidegate.pipeline.completions import PreparedRequest
-from tidegate.protocol.endpoints import Endpoint
+from tidegate.protocol.requests import CompletionRequest
 from tidegate.rollout.compare import Side, compare, expectations, primary_side
 from tidegate.rollout.metrics import RolloutMetrics
-from tidegate.rollout.shadow_call import ShadowResult, call_shadow
+from tidegate.rollout.shadow_call import ShadowResult, call_shadow, shadow_request
 from tidegate.rollout.sync import ShadowTarget
 from tidegate.routing.replicas import RoutingTable
 from tidegate.store.db import transaction
@@ -107,9 +107,8 @@ class ShadowMirror:
         self._in_flight += 1
         primary: asyncio.Future[float | None] = asyncio.get_running_loop().create_future()
         self._primaries[id(record)] = primary
-        # A shallow copy: nothing below mutates the nested values the primary shares.
         task = asyncio.create_task(
-            self._mirror(request.route, dict(request.payload), record, target.pool, primary)
+            self._mirror(shadow_request(request.request), record, target.pool, primary)
         )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -152,15 +151,14 @@ class ShadowMirror:
 
     async def _mirror(
         self,
-        route: Endpoint,
-        payload: dict[str, Any],
+        request: CompletionRequest,
         record: RequestRecord,
         pool_name: str,
         primary: asyncio.Future[float | None],
     ) -> None:
         try:
             try:
-                result = await self._call(route, payload, record, pool_name)
+                result = await self._call(request, record, pool_name)
             finally:
                 self._in_flight -= 1
             if result.outcome != "ok":
@@ -168,7 +166,7 @@ class ShadowMirror:
             self._meter_usage(record, result)
             duration_s = await self._primary_duration(primary)
             if record.outcome != "client_closed":  # a half-read answer compares to nothing
-                self._queue_row(record, payload, pool_name, result, duration_s)
+                self._queue_row(record, request.fields, pool_name, result, duration_s)
         except asyncio.CancelledError:
             raise
         except Exception:  # a bug here must never reach the primary or the loop's handler
@@ -177,7 +175,7 @@ class ShadowMirror:
             self._primaries.pop(id(record), None)
 
     async def _call(
-        self, route: Endpoint, payload: dict[str, Any], record: RequestRecord, pool_name: str
+        self, request: CompletionRequest, record: RequestRecord, pool_name: str
     ) -> ShadowResult:
         try:
             pool = self._routing.pool(pool_name)
@@ -187,8 +185,7 @@ class ShadowMirror:
             return await call_shadow(
                 pool=pool,
                 providers=self._providers,
-                route=route,
-                payload=payload,
+                request=request,
                 request_id=_shadow_id(record),
                 timeout_s=self._timeout_s,
             )
@@ -236,7 +233,7 @@ class ShadowMirror:
     def _queue_row(
         self,
         record: RequestRecord,
-        payload: dict[str, Any],
+        payload: Mapping[str, Any],
         pool_name: str,
         result: ShadowResult,
         duration_s: float | None,

@@ -1,5 +1,6 @@
-"""One mirrored request: post the primary's payload to a replica of the shadow pool, always as
-a stream with usage, and measure its answer (TTFT, ITL, E2E, tokens, the captured text).
+"""One mirrored request: send the primary's request to a replica of the shadow pool through
+its provider's exchange, always as a stream with usage, and measure its answer (TTFT, ITL,
+E2E, tokens, the captured text).
 
 The shadow bypasses everything the primary goes through for the tenant (limits, budgets, the
 scheduler's queues) and everything that protects the primary (retries, outlier ejection,
@@ -14,18 +15,17 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import aiohttp
 import orjson
 
 from tidegate.errors import NoReadyReplicaError, UpstreamError
 from tidegate.observability.capture import ResponseCapture
 from tidegate.pipeline.relay import has_content
-from tidegate.protocol.endpoints import UPSTREAM_PATHS, Endpoint
+from tidegate.protocol.requests import CompletionRequest
 from tidegate.protocol.sse import DONE_PAYLOAD, SSESplitter, event_data
 from tidegate.rollout.compare import Side
-from tidegate.routing.replicas import Pool, Replica
+from tidegate.routing.replicas import Pool
 from tidegate.scheduling import ENGINE_PRIORITY
-from tidegate.upstream.client import Provider
+from tidegate.upstream.exchange import Provider
 
 CallOutcome = Literal["ok", "error", "timeout"]
 
@@ -73,70 +73,54 @@ class _Progress:
         )
 
 
-def shadow_body(payload: dict[str, Any], replica: Replica) -> bytes:
-    """The primary's payload for ``replica``: its model name, streamed with usage, and the
-    lowest engine priority where the engine schedules by priority (live traffic first)."""
-    options = payload.get("stream_options")
-    body = {
-        **payload,
-        "model": replica.upstream_model,
-        "stream": True,
-        "stream_options": {**(options if isinstance(options, dict) else {}), "include_usage": True},
-    }
-    if replica.priority_scheduling:
-        body["priority"] = ENGINE_PRIORITY["batch"]
-    return orjson.dumps(body)
+def shadow_request(request: CompletionRequest) -> CompletionRequest:
+    """The primary's request as its shadow sends it: streamed with usage (a shallow copy; the
+    primary's own request is untouched)."""
+    options = request.get("stream_options")
+    return request.derive(
+        stream=True,
+        stream_options={**(options if isinstance(options, dict) else {}), "include_usage": True},
+    )
 
 
 async def call_shadow(
     *,
     pool: Pool,
     providers: dict[str, Provider],
-    route: Endpoint,
-    payload: dict[str, Any],
+    request: CompletionRequest,
     request_id: str,
     timeout_s: float,
 ) -> ShadowResult:
+    """``request``: a ``shadow_request``. It goes as the replica's model, at the lowest engine
+    priority where the engine schedules by priority (live traffic first)."""
     progress = _Progress(started=time.perf_counter())
     try:
         replica = pool.pick()
     except NoReadyReplicaError:
         return ShadowResult(progress.side("no_ready_replica"), None, "error")
-    replica.outstanding += 1  # the balancer sees the shadow's load like any other
     try:
         async with asyncio.timeout(timeout_s):
-            error = await _exchange(
-                replica, providers[replica.provider], route, payload, request_id, progress
+            # The exchange holds the replica's lease: the balancer sees the shadow's load
+            # like any other, and it ends however the call does.
+            response = await providers[replica.provider].open(
+                replica,
+                request,
+                model=replica.upstream_model,
+                priority=ENGINE_PRIORITY["batch"] if replica.priority_scheduling else None,
+                request_id=request_id,
             )
+            finished = False
+            try:
+                error = await _read_stream(response.chunks(), progress)
+                finished = error is None
+            finally:
+                response.close(reuse=finished)
     except TimeoutError:
         return ShadowResult(progress.side("timeout"), replica.id, "timeout")
     except UpstreamError as failure:
         outcome: CallOutcome = "timeout" if failure.kind == "timeout" else "error"
         return ShadowResult(progress.side(failure.kind), replica.id, outcome)
-    finally:
-        replica.outstanding -= 1
     return ShadowResult(progress.side(error), replica.id, "ok" if error is None else "error")
-
-
-async def _exchange(
-    replica: Replica,
-    provider: Provider,
-    route: Endpoint,
-    payload: dict[str, Any],
-    request_id: str,
-    progress: _Progress,
-) -> str | None:
-    """Stream the answer into ``progress``; the error kind, or None for a whole answer."""
-    response = await provider.post(
-        replica, UPSTREAM_PATHS[route], shadow_body(payload, replica), request_id=request_id
-    )
-    finished = False
-    try:
-        error = await _read_stream(provider.iter_chunks(replica, response), progress)
-        finished = error is None
-        return error
-    finally:
-        _end(response, reuse=finished)
 
 
 async def _read_stream(chunks: AsyncIterator[bytes], progress: _Progress) -> str | None:
@@ -171,12 +155,3 @@ def _take(message: dict[str, Any], progress: _Progress) -> None:
     if has_content(choices):
         progress.content(time.perf_counter())
     progress.capture.add_stream_choices(choices)
-
-
-def _end(response: aiohttp.ClientResponse, *, reuse: bool) -> None:
-    # close() tears an unfinished stream down, so the engine aborts it instead of generating
-    # for nobody; a finished one may give its connection back.
-    if reuse:
-        response.release()
-    else:
-        response.close()

@@ -25,7 +25,7 @@ import bisect
 import contextlib
 import logging
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -138,7 +138,7 @@ def is_error(record: RequestRecord) -> bool:
     return record.status >= 500 and record.outcome not in ("ok", "client_closed")
 
 
-def is_json_mode(payload: dict[str, Any] | None) -> bool:
+def is_json_mode(payload: Mapping[str, Any] | None) -> bool:
     if payload is None:
         return False
     value = payload.get("response_format")
@@ -202,7 +202,7 @@ class StepStats:
         return rollout is not None and rollout.running and is_json_mode(request.payload)
 
     def observe(
-        self, record: RequestRecord, *, duration_s: float, payload: dict[str, Any] | None
+        self, record: RequestRecord, *, duration_s: float, payload: Mapping[str, Any] | None
     ) -> None:
         rollout = self._sync.rollout_for(record.model)
         if rollout is None or not rollout.running:

@@ -3,7 +3,7 @@ policy feed the rollout statistics and, sampled, the shadow mirror."""
 
 from __future__ import annotations
 
-from collections.abc import Set
+from collections.abc import Mapping, Set
 from typing import Any
 
 from tidegate.observability.capture import ResponseCapture
@@ -32,7 +32,7 @@ class RolloutTap:
             record.capture = ResponseCapture()
 
     def finished(
-        self, record: RequestRecord, *, duration_s: float, payload: dict[str, Any] | None
+        self, record: RequestRecord, *, duration_s: float, payload: Mapping[str, Any] | None
     ) -> None:
         if record.kind != "live":
             return

@@ -16,7 +16,7 @@ must map a conversation to the same key.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 _CHARS_PER_TOKEN = 4
@@ -93,7 +93,7 @@ def _prompt_key(prompt: Any, prefix_chars: int) -> int | None:
 
 
 def affinity_key(
-    payload: dict[str, Any], *, session_id: str | None, prefix_chars: int
+    payload: Mapping[str, Any], *, session_id: str | None, prefix_chars: int
 ) -> int | None:
     """A stable 64-bit key for ``payload`` (a chat or completions request body), or None when
     there is nothing to hash. ``session_id`` (the x-tidegate-session-id header) wins."""

@@ -6,8 +6,8 @@ replica's lifecycle (the engine supervisor for local replicas, the active health
 discovery for remote ones; static remote replicas start ``READY``). Passive outlier ejection is
 separate (``record_failure``, ``eject``, ``readmit``), so it never fights the lifecycle owner over
 ``state``. The engine's own load figures come in through ``record_engine_load``.
-``outstanding`` counts requests the gateway has in flight on it; the supervisor waits for it to
-reach zero when draining.
+``outstanding`` counts requests the gateway has in flight on it (``lease``); the supervisor waits
+for it to reach zero when draining.
 """
 
 from __future__ import annotations
@@ -133,3 +133,24 @@ class Replica:
             self.engine_waiting = waiting
         if kv_cache_usage is not None:
             self.kv_cache_usage = kv_cache_usage
+
+    def lease(self) -> InFlightLease:
+        """Count one request in flight on this replica until the lease is released (the
+        upstream exchange is its only taker); releasing twice counts once."""
+        self.outstanding += 1
+        return InFlightLease(self)
+
+
+class InFlightLease:
+    """One request in flight on a replica; ``release`` ends it, exactly once."""
+
+    __slots__ = ("_replica",)
+
+    def __init__(self, replica: Replica) -> None:
+        self._replica: Replica | None = replica
+
+    def release(self) -> None:
+        replica = self._replica
+        if replica is not None:
+            self._replica = None
+            replica.outstanding -= 1

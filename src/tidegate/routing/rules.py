@@ -9,6 +9,7 @@ of the upstreams (and local engines) that name it, in config order.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,7 +29,7 @@ class RequestTraits:
     """The x-tidegate-quality header, if sent."""
 
 
-def response_format_type(payload: dict[str, Any]) -> str:
+def response_format_type(payload: Mapping[str, Any]) -> str:
     value = payload.get("response_format")
     if isinstance(value, dict) and isinstance(value.get("type"), str):
         return str(value["type"])

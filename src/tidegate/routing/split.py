@@ -12,6 +12,7 @@ first pool's range only grows from the low end as its share rises, raising a can
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -48,7 +49,7 @@ class TrafficSplit:
                 bounds.append((upper, pool))
         self._bounds = tuple(bounds)
 
-    def pick(self, *, tenant: str, session_id: str | None, payload: dict[str, Any]) -> str:
+    def pick(self, *, tenant: str, session_id: str | None, payload: Mapping[str, Any]) -> str:
         """The pool a request goes to (see the module docs for its sticky key)."""
         if self.sticky_by == "session":
             if session_id:
