@@ -102,6 +102,7 @@ class Console:
     async def open(self, page: Page, section: str) -> None:
         await page.get_by_role("link", name=section).click()
         await expect(page.locator("#page h1")).to_have_text(section)
+        await expect(page.locator("#page")).to_have_attribute("data-ready", "true")
 
     async def shot(self, page: Page, name: str) -> Path:
         path = self.shots / f"console-{name}.png"

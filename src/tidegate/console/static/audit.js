@@ -8,6 +8,7 @@ export async function render(root, who) {
   root.append(el("h1", {}, "Audit log"));
   const status = statusLine();
   const tenants = who.operator ? (await api("GET", query("/admin/tenants", { limit: 100 }))).data : [who.tenant];
+  const names = new Map(tenants.map((t) => [t.id, t.name]));
   const [tenantBox, tenant] = field("Tenant", el("select", { name: "tenant" },
     who.operator ? el("option", { value: "" }, "All tenants") : null,
     tenants.map((t) => el("option", { value: t.id }, t.name))));
@@ -34,12 +35,12 @@ export async function render(root, who) {
       && String(e.actor.name || "").toLowerCase().includes(wantActor));
     const pageNo = cursors.length;
     out.replaceChildren(table("Audit events", [
-      ["At (UTC)", (e) => fmt.time(e.at)],
+      ["At (UTC)", (e) => el("span", { className: "nowrap" }, fmt.time(e.at))],
       ["Actor", (e) => e.actor.name || e.actor.key_id || ""],
-      ["Tenant", (e) => el("span", { className: "mono" }, e.tenant_id || "")],
+      ["Tenant", (e) => (names.has(e.tenant_id) ? names.get(e.tenant_id) : el("span", { className: "mono" }, e.tenant_id || ""))],
       ["Action", (e) => e.action],
       ["Target", (e) => `${e.target.type || ""} ${e.target.id || ""}`],
-      ["Details", (e) => el("span", { className: "mono" }, e.details ? JSON.stringify(e.details) : "")],
+      ["Details", (e) => el("span", { className: "mono details" }, e.details ? JSON.stringify(e.details) : "")],
     ], rows, { empty: "No audit events match." }),
     el("div", { className: "pager" },
       el("span", { className: "notice" }, `Page ${pageNo}`),

@@ -81,11 +81,14 @@ function show() {
   const root = $("page");
   root.replaceChildren();
   root.dataset.page = name;
+  delete root.dataset.ready;
   const result = PAGES[name].render(root, who);
   Promise.resolve(result).then((cleanup) => {
+    const current = root.dataset.page === name;
     if (typeof cleanup === "function") {
-      if (root.dataset.page === name) stop = cleanup; else cleanup();
+      if (current) stop = cleanup; else cleanup();
     }
+    if (current) root.dataset.ready = "true"; // its first load is on the page
   }).catch((err) => {
     const p = document.createElement("p");
     p.className = "error";

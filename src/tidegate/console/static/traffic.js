@@ -100,8 +100,8 @@ async function showModel(box, model, refreshRecent, message = "") {
       ["Primary", (p) => p.primary_pool], ["Shadow", (p) => p.shadow_pool], ["Pairs", (p) => fmt.int(p.count), { num: true }],
       ["Texts differ", (p) => fmt.pct(p.difference_rate), { num: true }],
       ["Mean similarity", (p) => fmt.num(p.mean_similarity), { num: true }],
-      ["Primary / shadow", (p) => sides(p.primary, p.shadow)],
     ], shadow.data, { empty: "No shadow comparisons." }),
+    shadow.data.map((p) => sides(p)),
     el("h3", {}, "Versions"),
     table(`Versions of ${model}`, [
       ["Pool", (v) => v.pool], ["Source", (v) => v.source], ["Revision", (v) => el("span", { className: "mono" }, v.revision || "")],
@@ -111,9 +111,14 @@ async function showModel(box, model, refreshRecent, message = "") {
   if (message) status.ok(message);
 }
 
-function sides(primary, shadow) {
-  const keys = [...new Set([...Object.keys(primary || {}), ...Object.keys(shadow || {})])];
-  return keys.map((k) => `${k}: ${show(primary && primary[k])} / ${show(shadow && shadow[k])}`).join("; ");
+/** One pair's figures side by side: a row per figure, the primary and the shadow pool. */
+function sides(pair) {
+  const names = [...new Set([...Object.keys(pair.primary || {}), ...Object.keys(pair.shadow || {})])];
+  return table(`${pair.primary_pool} against ${pair.shadow_pool}`, [
+    ["Figure", (k) => k.replace(/_/g, " ")],
+    [pair.primary_pool, (k) => show(pair.primary && pair.primary[k]), { num: true }],
+    [`${pair.shadow_pool} (shadow)`, (k) => show(pair.shadow && pair.shadow[k]), { num: true }],
+  ], names, { showCaption: true });
 }
 
 function show(value) {

@@ -24,7 +24,7 @@ export async function render(root, who) {
   const form = el("form", { novalidate: true, "aria-label": "Usage filters" }, tenantBox, sinceBox, untilBox, byBox,
     el("button", { type: "submit" }, "Show"), exportButton);
   const tokens = chart("Total tokens", "bar", (v) => fmt.int(Math.round(v)));
-  const cost = chart("Cost (USD)", "bar", (v) => v.toFixed(4));
+  const cost = chart("Cost (USD)", "bar", (v) => v.toFixed(2));
   const out = el("div", { className: "card" });
   root.append(el("div", { className: "card" }, form, status.node), el("div", { className: "grid" }, tokens.node, cost.node), out);
   let rows = [];
@@ -40,14 +40,20 @@ export async function render(root, who) {
       status.error(err);
       return;
     }
-    const perKey = new Map();
+    // One series per tenant, one bar group per day (or model).
+    const byTenant = new Map();
     for (const r of rows) {
-      const sum = perKey.get(r[group]) || { tokens: 0, cost: 0 };
-      perKey.set(r[group], { tokens: sum.tokens + r.total_tokens, cost: sum.cost + r.cost_usd });
+      if (!byTenant.has(r.tenant_id)) byTenant.set(r.tenant_id, []);
+      byTenant.get(r.tenant_id).push(r);
     }
-    const keys = [...perKey.keys()].sort();
-    tokens.draw([{ name: "total tokens", points: keys.map((k) => [k, perKey.get(k).tokens]) }]);
-    cost.draw([{ name: "cost (USD)", points: keys.map((k) => [k, perKey.get(k).cost]) }]);
+    const keys = [...new Set(rows.map((r) => r[group]))].sort();
+    const series = (figure) => [...byTenant].map(([id, own]) => ({
+      name: names.get(id) || id,
+      points: keys.filter((k) => own.some((r) => r[group] === k))
+        .map((k) => [k, own.filter((r) => r[group] === k).reduce((sum, r) => sum + r[figure], 0)]),
+    }));
+    tokens.draw(series("total_tokens"));
+    cost.draw(series("cost_usd"));
     out.replaceChildren(table("Usage", [
       ["Tenant", (r) => names.get(r.tenant_id) || r.tenant_id],
       [group === "day" ? "Day" : "Model", (r) => r[group]],
