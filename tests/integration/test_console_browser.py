@@ -6,6 +6,7 @@ to TIDEGATE_TEST_SCREENSHOTS (or tmp_path)."""
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import re
@@ -16,6 +17,7 @@ from typing import Any
 import orjson
 import pytest
 from playwright.async_api import Page, expect
+from typer.testing import CliRunner
 
 from tests.integration.console_support import (
     AXE,
@@ -25,6 +27,7 @@ from tests.integration.console_support import (
     eventually,
 )
 from tests.support.gateway import ADMIN_KEY
+from tidegate.cli import app as cli_app
 
 HOSTILE = "<img src=x onerror=alert(1)>"
 KEY_PATTERN = re.compile(r"^tg-[A-Za-z0-9_-]{20,}$")
@@ -92,6 +95,17 @@ async def test_operator_creates_a_tenant_and_a_key_and_sees_its_usage(console: C
     await console.chat(key)
     await eventually(lambda: _has_usage(console, acme["id"]))
     [row] = await usage_rows(console, acme["id"])
+    # `tidegate usage` on the same store prints the same figures.
+    printed = await asyncio.to_thread(
+        CliRunner().invoke,
+        cli_app,
+        ["usage", "--tenant", acme["id"], "--json"],
+        env={"TIDEGATE_HOME": str(console.gateway.config.home)},
+    )
+    assert printed.exit_code == 0, printed.output
+    [cli_row] = orjson.loads(printed.stdout)
+    for name in ("requests", "prompt_tokens", "completion_tokens", "total_tokens", "cost_usd"):
+        assert cli_row[name] == pytest.approx(row[name]), name
 
     # The budget bar shows today's use against the daily budget.
     await page.get_by_role("button", name="Open tenant acme").click()
@@ -480,3 +494,36 @@ async def test_the_console_works_from_the_keyboard(console: Console) -> None:
     assert await page.evaluate("document.activeElement.textContent") == "Cancel"
     await page.keyboard.press("Escape")
     await expect(page.get_by_role("dialog")).to_be_hidden()
+
+
+async def test_audit_log_filters_and_pages(console: Console) -> None:
+    acme_id, _ = await tenant_with_admin(console, "acme")
+    for n in range(22):
+        await console.api("POST", "/admin/keys", {"name": f"acme-key-{n:02}", "tenant_id": acme_id})
+    page = await console.page()
+    await console.sign_in(page, ADMIN_KEY)
+    await console.open(page, "Audit log")
+    events = page.get_by_role("table", name="Audit events")
+    rows = events.locator("tbody tr")
+    await expect(rows).to_have_count(20)
+    await expect(rows.first).to_contain_text("acme-key-21")  # newest first
+    await console.shot(page, "audit")
+    await page.get_by_role("button", name="Next page").click()
+    await expect(page.get_by_text("Page 2")).to_be_visible()
+    await expect(events).not_to_contain_text("acme-key-21")
+    await expect(events).to_contain_text("acme-key-01")
+    await page.get_by_role("button", name="Previous page").click()
+    await expect(rows.first).to_contain_text("acme-key-21")
+
+    # By tenant (the server's filter) and by action (the page's).
+    await page.get_by_label("Tenant").select_option(label="acme")
+    await page.get_by_label("Action contains").fill("tenant.created")
+    await page.get_by_role("button", name="Filter").click()
+    await expect(rows).to_have_count(1)
+    await expect(rows.first).to_contain_text("tenant.created")
+    await expect(rows.first).to_contain_text("acme")
+    await page.get_by_label("Action contains").fill("")
+    await page.get_by_label("Per page").select_option("50")
+    await page.get_by_role("button", name="Filter").click()
+    await expect(rows).to_have_count(24)  # the tenant, its admin key and 22 more keys
+    await expect(events).not_to_contain_text("version.registered")  # the system tenant's
