@@ -125,12 +125,34 @@ class MemoryLimitStore:
                     units = allowed
 
         levels = [0.0] * len(self._buckets)
-        for check, slot, level, owner, _, window in self._buckets:
-            cap = limits[check]
-            if cap:
-                scope = scopes[owner]
-                levels[level] = _refill(scope.levels[slot], scope.ats[slot], cap, now, window)
-        if flexible:  # an unbounded request takes what each token bucket has left
+        if not flexible:
+            # The reservation is known: refill and check each bucket in one pass.
+            if units >= UNBOUNDED:
+                units = 0  # as for an unbounded request that nothing counts
+            tokens = d.prompt_tokens + units * seqs
+            for check, slot, level, owner, is_tokens, window in self._buckets:
+                cap = limits[check]
+                if cap:
+                    scope = scopes[owner]
+                    left = scope.levels[slot]
+                    if left != left:  # nan: never used, full
+                        left = float(cap)
+                    else:
+                        left += (now - scope.ats[slot]) * cap / window
+                        if left > cap:
+                            left = float(cap)
+                    levels[level] = left
+                    cost = tokens if is_tokens else 1
+                    if left < cost:
+                        need = math.inf if cost > cap else (cost - left) * window / cap
+                        if need > wait:
+                            failed, wait = check, need
+        else:  # an unbounded request takes what each token bucket has left
+            for check, slot, level, owner, _, window in self._buckets:
+                cap = limits[check]
+                if cap:
+                    scope = scopes[owner]
+                    levels[level] = _refill(scope.levels[slot], scope.ats[slot], cap, now, window)
             for check, _, level, _, _, window in self._token_buckets:
                 cap = limits[check]
                 if not cap:
@@ -145,18 +167,16 @@ class MemoryLimitStore:
                 need = math.inf if least > cap else (least - levels[level]) * window / cap
                 if need > wait:
                     failed, wait = check, need
-        if units >= UNBOUNDED:
-            units = 0  # no budget or token bucket counts this request: reserve no completion
-        tokens = d.prompt_tokens + units * seqs
-        # Checked above for an unbounded request.
-        take = 0 if flexible else tokens
-        for check, _, level, _, is_tokens, window in self._buckets:
-            cap = limits[check]
-            cost = take if is_tokens else 1
-            if cap and cost and levels[level] < cost:
-                need = math.inf if cost > cap else (cost - levels[level]) * window / cap
-                if need > wait:
-                    failed, wait = check, need
+            if units >= UNBOUNDED:
+                units = 0  # no budget or token bucket counts this request: reserve none
+            tokens = d.prompt_tokens + units * seqs
+            for check, _, level, _, is_tokens, window in self._buckets:
+                cap = limits[check]
+                # Token buckets were checked above.
+                if cap and not is_tokens and levels[level] < 1:
+                    need = math.inf if cap < 1 else (1 - levels[level]) * window / cap
+                    if need > wait:
+                        failed, wait = check, need
         for check, owner in self._slots:
             cap = limits[check]
             if cap and scopes[owner].in_flight >= cap and wait < CONCURRENCY_RETRY_S:
