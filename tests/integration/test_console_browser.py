@@ -273,6 +273,8 @@ async def test_tenant_admin_sees_and_reaches_only_its_own_tenant(console: Consol
     await page.goto(f"{console.url}/console#traffic")
     await expect(page.get_by_text("only the operator manages them")).to_be_visible()
 
+    # Signed in, the key is in no URL and no cookie (sessionStorage only, for a reload).
+    assert acme_admin not in page.url and await page.context.cookies() == []
     # Signing out forgets the key: a reload asks for it again.
     await page.get_by_role("button", name="Sign out").click()
     assert await page.evaluate("sessionStorage.length") == 0
@@ -292,8 +294,9 @@ async def test_sign_in_refuses_member_and_unknown_keys(console: Console) -> None
         await expect(page.locator("#signin-error")).to_contain_text(message)
         await expect(page.locator("#nav")).to_be_hidden()
         assert await page.evaluate("sessionStorage.length") == 0
-    # The key never reaches the address bar.
+    # The key never reaches the address bar or a cookie.
     assert "tg-" not in page.url
+    assert await page.context.cookies() == []
 
 
 async def test_a_hostile_tenant_name_renders_as_text(console: Console) -> None:
@@ -527,3 +530,37 @@ async def test_audit_log_filters_and_pages(console: Console) -> None:
     await page.get_by_role("button", name="Filter").click()
     await expect(rows).to_have_count(24)  # the tenant, its admin key and 22 more keys
     await expect(events).not_to_contain_text("version.registered")  # the system tenant's
+
+
+async def test_the_page_modules_compute_like_prometheus_and_quote_csv(console: Console) -> None:
+    page = await console.page()
+    await page.goto(f"{console.url}/console")
+    results = await page.evaluate(
+        """async () => {
+        const m = await import('/console/assets/metrics.js');
+        const u = await import('/console/assets/usage.js');
+        const samples = m.parse([
+          '# HELP x y',
+          'h_bucket{model="a",le="0.1"} 5',
+          'h_bucket{model="a",le="0.5"} 10',
+          'h_bucket{model="a",le="+Inf"} 10',
+          't_total{tenant="say \\\\"hi\\\\", \\\\\\\\ ok"} 3',
+        ].join('\\n'));
+        const now = m.buckets(samples, 'h', 'model').get('a');
+        const before = new Map([[0.1, 5], [0.5, 5], [Infinity, 5]]);
+        return {
+          p50: m.quantile(0.5, now), p95: m.quantile(0.95, now),
+          since: m.quantile(0.5, now, before), none: m.quantile(0.5, before, before),
+          tenant: samples[3].labels.tenant,
+          csv: ['=HYPERLINK("x")', 'a,b', 'plain', 12].map(u.csvCell),
+        };
+    }"""
+    )
+    # histogram_quantile: linear inside the bucket that holds the rank.
+    assert results["p50"] == pytest.approx(0.1)
+    assert results["p95"] == pytest.approx(0.1 + 0.4 * 4.5 / 5)
+    assert results["since"] == pytest.approx(0.1 + 0.4 * 2.5 / 5)  # only the 5 new ones
+    assert results["none"] is None
+    assert results["tenant"] == 'say "hi", \\ ok'
+    # A formula in a tenant's value is neutralised; commas and quotes are quoted.
+    assert results["csv"] == ['"\'=HYPERLINK(""x"")"', '"a,b"', "plain", "12"]
