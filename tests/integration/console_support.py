@@ -37,6 +37,8 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 AXE = Path(__file__).parents[1] / "data" / "axe.min.js"
+# Generous on a loaded CI machine: each wait still ends as soon as the page is there.
+expect.set_options(timeout=15_000)
 
 
 def chromium() -> str:
@@ -77,6 +79,7 @@ class Console:
         context: BrowserContext = await self.browser.new_context(
             viewport={"width": 1280, "height": 900}, accept_downloads=True, **options
         )
+        context.set_default_timeout(30_000)
         page = await context.new_page()
 
         async def on_dialog(dialog: Any) -> None:
