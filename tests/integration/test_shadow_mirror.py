@@ -240,6 +240,7 @@ async def test_shadow_failures_are_recorded_never_raised_nor_held_against_replic
     assert rig.counted("error") == 2
     # Outlier ejection and breakers are the primary path's business: untouched.
     assert rig.replica.consecutive_failures == 0 and rig.replica.ejected_until == 0
+    assert rig.replica.outstanding == 0  # the exchange gave its lease back with the error
     rows = await rig.rows()
     assert all(row.outputs_differ is None and row.similarity is None for row in rows)
     assert all(row.primary["error"] is None for row in rows)
@@ -259,6 +260,7 @@ async def test_a_slow_shadow_times_out(rig: Rig) -> None:
     assert row.shadow["error"] == "timeout"
     assert rig.counted("timeout") == 1
     assert rig.fake.cancelled == 1 or await rig.fake.wait_idle(2)  # the stream was torn down
+    assert rig.replica.outstanding == 0  # and its lease given back
 
 
 async def test_a_primary_that_never_finishes_is_written_as_unfinished(rig: Rig) -> None:

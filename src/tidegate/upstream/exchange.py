@@ -17,6 +17,7 @@ vLLM learns that the client went away and aborts the request.
 from __future__ import annotations
 
 import asyncio
+from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, Literal, Protocol, TypeVar
@@ -231,7 +232,7 @@ class Provider(Protocol):
         ...
 
 
-class HttpProvider:
+class HttpProvider(ABC):
     """What every provider shares: the session, the timeouts, the lease and the transport's
     error handling. Subclasses say where the request goes, how it is encoded and decoded, and
     what an error status means."""
@@ -286,19 +287,22 @@ class HttpProvider:
 
     # -- what a provider defines ------------------------------------------------------------
 
+    @abstractmethod
     def path(self, request: CompletionRequest) -> str:
-        raise NotImplementedError
+        """Where the request goes under the replica's base URL (or why it cannot go)."""
 
+    @abstractmethod
     def encode(self, request: CompletionRequest, model: str, priority: int | None) -> bytes:
-        raise NotImplementedError
+        """The body on the wire, through ``request.encode`` so it is built once per shape."""
 
+    @abstractmethod
     def headers(
         self, target: Target, request_id: str, extra: Mapping[str, str] | None
-    ) -> dict[str, str]:
-        raise NotImplementedError
+    ) -> dict[str, str]: ...
 
+    @abstractmethod
     def status_error(self, target: Target, status: int, raw: bytes) -> UpstreamError:
-        raise NotImplementedError
+        """What an error status (and its body, ``raw``) means to the client."""
 
     def decode(self, raw: bytes) -> Completion:
         """A whole 2xx body as an OpenAI completion; ``ValueError`` when it is malformed."""
