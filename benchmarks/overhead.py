@@ -36,6 +36,7 @@ from benchmarks.report import Row, Scenario, compare, make_row, render, to_json
 from benchmarks.stream_capacity import Capacity, capacity_json, streams_sustained
 from benchmarks.stream_report import render_capacity, render_loops
 from benchmarks.targets import (
+    Launch,
     Processes,
     StartError,
     Target,
@@ -231,8 +232,12 @@ def _capacities(
         gate_port = free_port()
         home = workdir / "paced-tidegate-home"
         home.mkdir()
-        launch = launch_tidegate(
-            upstream_base_url=f"{origin}/v1", model=MODEL, port=gate_port, home=home
+        launch = _uncapped(
+            launch_tidegate(
+                upstream_base_url=f"{origin}/v1", model=MODEL, port=gate_port, home=home
+            ),
+            home / "tidegate.yaml",
+            upstream_base_url=f"{origin}/v1",
         )
         try:
             procs.start("paced-tidegate", launch, options.ready_timeout_s)
@@ -263,6 +268,23 @@ def _capacities(
             )
         )
     return capacities
+
+
+def _uncapped(launch: Launch, config_path: Path, *, upstream_base_url: str) -> Launch:
+    """The same gateway with its upstream's ``max_concurrency`` (64 by default; beyond it the
+    scheduler queues, then refuses with 429) above any stream count searched, so the search
+    measures the relay, not the admission policy."""
+    upstream = {"url": upstream_base_url, "model": MODEL, "max_concurrency": 1_000_000}
+    config_path.write_bytes(orjson.dumps({"upstreams": [upstream]}))  # JSON is YAML
+    command, skip = [], 0
+    for arg in launch.command:
+        if skip:
+            skip -= 1
+        elif arg in ("--upstream", "--model"):
+            skip = 1
+        else:
+            command.append(arg)
+    return replace(launch, command=[*command, "--config", str(config_path)])
 
 
 def _start(
