@@ -4,47 +4,79 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-import yaml
-from rich.console import Console
 
-from tidegate.commands.batch import batch_app
-from tidegate.commands.engine import engine_app, model_app
-from tidegate.commands.keys import keys_app
-from tidegate.commands.plan import plan_command
-from tidegate.commands.rollout import rollout_app
-from tidegate.commands.shadow import shadow_app
-from tidegate.commands.tenants import tenants_app
-from tidegate.commands.traffic import traffic_app
-from tidegate.commands.usage import usage_app
-from tidegate.config import Config, EnginesConfig, load_config
-from tidegate_bench.cli import bench_app
-from tidegate_bench.report_cli import bench_report
+from tidegate.commands.lazy import LazyCommand, LazyGroup
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from tidegate.config import Config, EnginesConfig
+
+
+class _Root(LazyGroup):
+    # Imported on first use, so `tidegate --help` and `config show` never load the store, the
+    # HTTP stack or the load tester. Typer lists commands before groups; the order is the old one.
+    lazy_commands = (
+        LazyCommand(
+            "plan",
+            "tidegate.commands.plan:plan_command",
+            "Size GPUs for a model and write the engine profile.",
+        ),
+    )
+    lazy_groups = (
+        LazyCommand(
+            "engine",
+            "tidegate.commands.engine:engine_app",
+            "Install and inspect the local vLLM engines.",
+        ),
+        LazyCommand(
+            "model", "tidegate.commands.engine:model_app", "Prepare models for the local engines."
+        ),
+        LazyCommand("keys", "tidegate.commands.keys:keys_app", "Create, list and revoke API keys."),
+        LazyCommand(
+            "tenants",
+            "tidegate.commands.tenants:tenants_app",
+            "Create, list, update and delete tenants.",
+        ),
+        LazyCommand("usage", "tidegate.commands.usage:usage_app", "Usage rollups and CSV export."),
+        LazyCommand(
+            "traffic",
+            "tidegate.commands.traffic:traffic_app",
+            "Traffic splits, shadows, rollback and model versions.",
+        ),
+        LazyCommand(
+            "shadow",
+            "tidegate.commands.shadow:shadow_app",
+            "The shadow traffic comparison per model.",
+        ),
+        LazyCommand(
+            "rollout",
+            "tidegate.commands.rollout:rollout_app",
+            "Start, watch and steer staged model rollouts.",
+        ),
+        LazyCommand(
+            "batch",
+            "tidegate.commands.batch:batch_app",
+            "Submit and follow OpenAI batches through a gateway.",
+        ),
+        LazyCommand(
+            "bench",
+            "tidegate_bench.cli:bench_app",
+            "Load-test OpenAI-compatible endpoints side by side.",
+        ),
+    )
+
 
 app = typer.Typer(
     name="tidegate",
     help="Production LLM serving: one OpenAI-compatible endpoint in front of vLLM and APIs.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    cls=_Root,
 )
-app.add_typer(engine_app, name="engine", help="Install and inspect the local vLLM engines.")
-app.add_typer(model_app, name="model", help="Prepare models for the local engines.")
-app.add_typer(keys_app, name="keys", help="Create, list and revoke API keys.")
-app.add_typer(tenants_app, name="tenants", help="Create, list, update and delete tenants.")
-app.add_typer(usage_app, name="usage", help="Usage rollups and CSV export.")
-app.add_typer(
-    traffic_app, name="traffic", help="Traffic splits, shadows, rollback and model versions."
-)
-app.add_typer(shadow_app, name="shadow", help="The shadow traffic comparison per model.")
-app.add_typer(rollout_app, name="rollout", help="Start, watch and steer staged model rollouts.")
-app.add_typer(batch_app, name="batch", help="Submit and follow OpenAI batches through a gateway.")
-bench_app.command("report", help="Plots and an HTML report from a `bench run` result.")(
-    bench_report
-)
-app.add_typer(bench_app, name="bench", help="Load-test OpenAI-compatible endpoints side by side.")
-app.command("plan", help="Size GPUs for a model and write the engine profile.")(plan_command)
 config_app = typer.Typer(no_args_is_help=True, help="Inspect the effective configuration.")
 app.add_typer(config_app, name="config")
 
@@ -52,7 +84,12 @@ ConfigOption = Annotated[
     Path | None,
     typer.Option("--config", "-c", help="YAML config file (else TIDEGATE_CONFIG, else defaults)."),
 ]
-err = Console(stderr=True)
+
+
+def _err() -> Console:
+    from rich.console import Console
+
+    return Console(stderr=True)
 
 
 def _parse_upstream(spec: str, model: str | None) -> dict[str, Any]:
@@ -85,6 +122,8 @@ def up(
     port: Annotated[int | None, typer.Option(help="Listen port (overrides config).")] = None,
 ) -> None:
     """Start the gateway, and the local vLLM replicas it supervises."""
+    from tidegate.config import Config, load_config
+
     base = load_config(config_path)
     upstreams = upstream or []
     models = model or []
@@ -105,6 +144,9 @@ def up(
 
 
 def _serve(config: Config) -> None:
+    err = _err()
+    _check_extras(config, err)
+
     from tidegate.app import build_app
     from tidegate.commands import serve_console
     from tidegate.observability.logging import configure_logging
@@ -151,6 +193,22 @@ def _serve(config: Config) -> None:
     )
 
 
+def _check_extras(config: Config, err: Console) -> None:
+    """Refuse, before anything starts, a configuration whose optional dependency is missing."""
+    from importlib.util import find_spec
+
+    from tidegate.batch.storage import S3_EXTRA_MISSING
+
+    if config.batch.enabled and config.batch.storage == "s3" and find_spec("boto3") is None:
+        err.print(
+            f"error: {S3_EXTRA_MISSING}",
+            soft_wrap=True,
+            markup=False,
+            highlight=False,
+        )
+        raise typer.Exit(2)
+
+
 def _metrics_hint(config: Config) -> str:
     server = config.server
     if server.metrics_port is not None:
@@ -174,6 +232,10 @@ def _model_names(config: Config) -> list[str]:
 @config_app.command("show")
 def config_show(config_path: ConfigOption = None) -> None:
     """Print the effective configuration as YAML, secrets masked."""
+    import yaml
+
+    from tidegate.config import load_config
+
     config = load_config(config_path)
     data = config.model_dump(mode="json")
     data["engines"]["pools"] = _effective_pools(config.engines)

@@ -11,7 +11,7 @@ import sys
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import orjson
 import typer
@@ -29,13 +29,16 @@ from rich.table import Table
 from tidegate.commands.listing import table_console
 from tidegate_bench import console as views
 from tidegate_bench.aio import run_async
-from tidegate_bench.records import RequestRecord
-from tidegate_bench.results import build_document, read_document, write_document
-from tidegate_bench.runner import LoadPoint, LoadRunner, PointResult, RunSettings, resolve_model
+from tidegate_bench.needs_extra import bench_extra
+from tidegate_bench.report_cli import bench_report
 from tidegate_bench.spec import Slo, Target, parse_target, parse_tenant
-from tidegate_bench.tokenizer import TokenCounter
-from tidegate_bench.workload_options import WorkloadOptions, build_workload, load_points
 
+if TYPE_CHECKING:
+    from tidegate_bench.records import RequestRecord
+    from tidegate_bench.runner import LoadPoint, PointResult, RunSettings
+
+# The runner, the workloads and the results need the `bench` extra (numpy): each command
+# imports what it needs, so `tidegate bench --help` starts fast and works without it.
 bench_app = typer.Typer(help="Load-test OpenAI-compatible endpoints.", no_args_is_help=True)
 # Off a terminal (CI logs, files) Rich would wrap the wide results table at 80 columns.
 out_console = table_console()
@@ -91,6 +94,8 @@ async def _run_points(
     settings: RunSettings,
     show_progress: bool,
 ) -> tuple[list[tuple[Target, str]], list[PointResult]]:
+    from tidegate_bench.runner import LoadRunner, resolve_model
+
     bound = [(t, await resolve_model(t, timeout_s=settings.timeout_s)) for t in targets]
     results = []
     with _progress() if show_progress else _NoProgress() as progress:
@@ -196,6 +201,11 @@ def run(
     progress: Annotated[bool, typer.Option(help="Live progress bar.")] = True,
 ) -> None:
     """Run a load test against one or several targets."""
+    with bench_extra("bench run"):
+        from tidegate_bench.results import build_document, write_document
+        from tidegate_bench.runner import RunSettings
+        from tidegate_bench.tokenizer import TokenCounter
+        from tidegate_bench.workload_options import WorkloadOptions, build_workload, load_points
     targets = _targets(target, model, api_key)
     if num_requests is None and duration is None:
         num_requests = 200
@@ -263,6 +273,8 @@ def compare(
     b: Annotated[Path, typer.Argument(help="Result JSON to compare with it.")],
 ) -> None:
     """Print the differences between two results (runs and targets matched by name)."""
+    with bench_extra("bench compare"):
+        from tidegate_bench.results import read_document
     try:
         doc_a, doc_b = read_document(a), read_document(b)
     except (ValueError, OSError, orjson.JSONDecodeError) as exc:
@@ -293,7 +305,9 @@ def cold_start(
 ) -> None:
     """Start a fresh server, time it to ready and its first request against warm ones."""
     from tidegate.config import load_config
-    from tidegate_bench import coldstart
+
+    with bench_extra("bench cold-start"):
+        from tidegate_bench import coldstart
 
     out = None if out is None else _out_path(out, "cold-start.json")
 
@@ -353,7 +367,8 @@ def client_capacity(
     duration: Annotated[float, typer.Option(help="Seconds per rate.")] = 5.0,
 ) -> None:
     """Highest rate this client sustains on one core against the instant fake upstream."""
-    from tidegate_bench.capacity import run_capacity
+    with bench_extra("bench client-capacity"):
+        from tidegate_bench.capacity import run_capacity
 
     steps = run_capacity(
         rates=[float(r) for r in rates.split(",")],
@@ -379,3 +394,8 @@ def client_capacity(
         out_console.print(
             f"sustained: {best.achieved_rps:,.0f} req/s, {best.chunks_per_s:,.0f} chunks/s"
         )
+
+
+bench_app.command("report", help="Plots and an HTML report from a `bench run` result.")(
+    bench_report
+)

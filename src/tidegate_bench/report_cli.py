@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from tidegate_bench.reporting import ResultError, write_report
+from tidegate_bench.needs_extra import bench_extra
 
 
 def bench_report(
@@ -22,6 +22,8 @@ def bench_report(
     ] = None,
 ) -> None:
     """Write report.html (self-contained, plots embedded) and the PNG plots into --out."""
+    with bench_extra("bench report"):  # matplotlib, numpy
+        from tidegate_bench.reporting import ResultError, write_report
     try:
         written = write_report(result, out, title=title)
     except ResultError as exc:

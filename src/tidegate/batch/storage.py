@@ -40,6 +40,7 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+S3_EXTRA_MISSING = "batch.storage is s3, which needs boto3: pip install 'tidegate[s3]'"
 _SEGMENT = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$")
 
 
@@ -166,8 +167,11 @@ class S3FileStorage:
         connect_timeout_s: float = 5.0,
         read_timeout_s: float = 60.0,
     ) -> None:
-        import boto3  # only an S3 store needs it
-        from botocore.config import Config as BotoConfig
+        try:  # only an S3 store needs boto3: the `s3` extra
+            import boto3
+            from botocore.config import Config as BotoConfig
+        except ModuleNotFoundError as exc:
+            raise ValueError(S3_EXTRA_MISSING) from exc
 
         if not bucket:
             raise ValueError("batch.s3_bucket must name a bucket when batch.storage is s3")

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import aiohttp
 import orjson
+
+if TYPE_CHECKING:  # imported where a request is made: `tidegate batch --help` needs no HTTP stack
+    import aiohttp
 
 TERMINAL_STATUSES = frozenset({"completed", "failed", "expired", "cancelled"})
 
@@ -103,11 +105,15 @@ class BatchClient:
 
     def __init__(self, *, base_url: str, api_key: str | None, timeout_s: float = 300.0) -> None:
         self._base_url = base_url.rstrip("/")
+        import aiohttp
+
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> BatchClient:
+        import aiohttp
+
         self._session = aiohttp.ClientSession(headers=self._headers, timeout=self._timeout)
         return self
 
@@ -122,6 +128,8 @@ class BatchClient:
 
     async def upload(self, *, filename: str, content: bytes, purpose: str = "batch") -> str:
         """Upload a file; returns its id."""
+        import aiohttp
+
         form = aiohttp.FormData()
         form.add_field("purpose", purpose)
         form.add_field("file", content, filename=filename, content_type="application/jsonl")
@@ -167,6 +175,8 @@ class BatchClient:
     async def _request(self, method: str, path: str, **kwargs: Any) -> bytes:
         if self._session is None:
             raise RuntimeError("use BatchClient as an async context manager")
+        import aiohttp
+
         url = self._base_url + path
         try:
             async with self._session.request(method, url, **kwargs) as response:

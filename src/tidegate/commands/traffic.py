@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich import box
@@ -20,12 +20,12 @@ from rich.table import Table
 
 from tidegate.commands.listing import JsonOption, print_json
 from tidegate.commands.store_cli import ConfigOption, open_store, run_command, table_console, when
-from tidegate.config import Config
 from tidegate.errors import InvalidRequestError
-from tidegate.rollout.policies import RollbackResult, TrafficInfo, TrafficPolicies
-from tidegate.rollout.versions import VersionInfo, VersionService
-from tidegate.routing.build import build_routing
-from tidegate.tenancy.actors import Actor
+
+if TYPE_CHECKING:  # the services (and the store, routing under them) load when a command runs
+    from tidegate.config import Config
+    from tidegate.rollout.policies import RollbackResult, TrafficInfo, TrafficPolicies
+    from tidegate.rollout.versions import VersionInfo, VersionService
 
 traffic_app = typer.Typer(
     help="Show and change traffic splits and shadows, roll back, list versions.",
@@ -39,6 +39,10 @@ Model = Annotated[str, typer.Argument(help="The public model name clients send."
 async def _services(
     config_path: Path | None,
 ) -> AsyncIterator[tuple[Config, TrafficPolicies, VersionService]]:
+    from tidegate.rollout.policies import TrafficPolicies
+    from tidegate.rollout.versions import VersionService
+    from tidegate.routing.build import build_routing
+
     async with open_store(config_path) as (config, sessions):
         try:
             routing = build_routing(config)
@@ -85,6 +89,8 @@ def split(
     pairs = [_weight(item) for item in weights]
 
     async def run() -> tuple[Config, TrafficInfo]:
+        from tidegate.tenancy.actors import Actor
+
         async with _services(config) as (settings, policies, _versions):
             info = await policies.set_split(model, pairs, sticky, stable, actor=Actor.cli())
             return settings, info
@@ -109,6 +115,8 @@ def shadow(
         raise typer.BadParameter("name a POOL to mirror to, or pass --off (not both)")
 
     async def run() -> tuple[Config, TrafficInfo]:
+        from tidegate.tenancy.actors import Actor
+
         async with _services(config) as (settings, policies, _versions):
             info = await policies.set_shadow(model, pool, sample, actor=Actor.cli())
             return settings, info
@@ -123,6 +131,8 @@ def rollback(model: Model, config: ConfigOption = None) -> None:
     """Send all of the model's traffic to its stable pool; ends its active rollout."""
 
     async def run() -> tuple[Config, RollbackResult]:
+        from tidegate.tenancy.actors import Actor
+
         async with _services(config) as (settings, policies, _versions):
             return settings, await policies.rollback(model, actor=Actor.cli())
 

@@ -14,21 +14,18 @@ from dataclasses import asdict
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, TextIO, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TextIO, TypeVar
 
 import typer
-from pydantic import ValidationError
 from rich import box
 from rich.console import Console
 from rich.table import Table
 
 from tidegate.commands.listing import JsonOption, print_json, table_console
-from tidegate.config import load_config
 from tidegate.errors import TidegateError
-from tidegate.metering.events import FIELD_NAMES
-from tidegate.metering.periods import parse_bound
-from tidegate.metering.queries import MAX_PAGE, RollupRow, UsageQueries
-from tidegate.store import create_engine, create_sessionmaker, migrate
+
+if TYPE_CHECKING:  # the store and the queries load when a command runs, not for --help
+    from tidegate.metering.queries import RollupRow, UsageQueries
 
 usage_app = typer.Typer(
     help="Usage per tenant and day or model; `usage export` writes raw records as CSV.",
@@ -77,6 +74,8 @@ def usage(
         return
 
     async def run() -> list[RollupRow]:
+        from tidegate.metering.periods import parse_bound
+
         start = parse_bound(since, param="--since", end=False)
         end = parse_bound(until, param="--until", end=True)
         async with _queries(config) as queries:
@@ -120,6 +119,8 @@ def export(
     """Write raw usage records (one row per request, shadow traffic included) as CSV."""
 
     async def run() -> int:
+        from tidegate.metering.periods import parse_bound
+
         start = parse_bound(since, param="--since", end=False)
         end = parse_bound(until, param="--until", end=True)
         async with _queries(config) as queries:
@@ -142,6 +143,9 @@ async def _write_csv(
     since: datetime | None,
     until: datetime | None,
 ) -> int:
+    from tidegate.metering.events import FIELD_NAMES
+    from tidegate.metering.queries import MAX_PAGE
+
     writer = csv.writer(stream)
     writer.writerow(FIELD_NAMES)
     count, after = 0, None
@@ -159,6 +163,10 @@ async def _write_csv(
 
 @asynccontextmanager
 async def _queries(config_path: Path | None) -> AsyncIterator[UsageQueries]:
+    from tidegate.config import load_config
+    from tidegate.metering.queries import UsageQueries
+    from tidegate.store import create_engine, create_sessionmaker, migrate
+
     config = load_config(config_path)
     await migrate(config.store_url)
     engine = create_engine(config.store_url)
@@ -170,6 +178,8 @@ async def _queries(config_path: Path | None) -> AsyncIterator[UsageQueries]:
 
 def _run(coro: Coroutine[Any, Any, T]) -> T:
     """Run a command's coroutine; known failures become one line on stderr and exit code 1."""
+    from pydantic import ValidationError
+
     try:
         return asyncio.run(coro)
     except TidegateError as exc:

@@ -30,8 +30,11 @@ def _download_config(repo_id: str, *, local_files_only: bool) -> Path:
     try:
         from huggingface_hub import hf_hub_download
         from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
-    except ImportError as exc:  # pragma: no cover - a dependency of tokenizers, always present
-        raise HubUnavailableError("huggingface_hub is not installed") from exc
+    except ModuleNotFoundError as exc:  # the `hub` extra
+        raise HubUnavailableError(
+            f"{repo_id} looks like a hub id, and reading it from the hub needs huggingface-hub: "
+            "pip install 'tidegate[hub]' (or pass a local model directory holding config.json)"
+        ) from exc
     try:
         return Path(
             hf_hub_download(
