@@ -13,7 +13,7 @@ PIP_PROGRESS := awk '/ERROR|error:/ { e = 1 } \
   /^Collecting / { n++; printf "    %3d %s\n", n, substr($$0, 12); fflush(); next } \
   /^Installing collected packages:/ { k = split($$0, p, ","); printf "    installing %d package%s\n", k, k == 1 ? "" : "s"; fflush() }'
 
-.PHONY: setup engine system-deps run test test-fast lint bench-overhead bench-priority bench-affinity bench-batch bench-abuse bench-scale-out fuzz config-docs clean
+.PHONY: setup engine system-deps run test test-fast lint bench-overhead bench-priority bench-affinity bench-batch bench-abuse bench-scale-out bench-cli fuzz config-docs clean
 
 $(STAMP): pyproject.toml
 	@echo "==> project environment ($(VENV)): about 1.5 min the first time"
@@ -111,6 +111,11 @@ bench-abuse: setup
 ## commands per request (~1.5 min; needs PostgreSQL and redis-server).
 bench-scale-out: setup
 	$(BIN)/python -m benchmarks.scale_out
+
+## How long `tidegate --help`, a group's --help and `config show` take to start: 20 fresh
+## processes each, median/mean/min/max wall time and CPU (~1 min).
+bench-cli: setup
+	$(BIN)/python -m benchmarks.cli_startup
 
 ## Regenerate the README's configuration reference from the schema.
 config-docs: setup

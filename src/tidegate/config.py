@@ -28,7 +28,10 @@ ProviderName = Literal["openai", "anthropic"]
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+    # The docstring under each field is its documentation; config_docs reads it from this file.
+    # Not pydantic's use_attribute_docstrings: that parses the source of every class at import,
+    # half of this module's import time, paid by every `tidegate` command.
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class ServerConfig(_Section):
@@ -603,7 +606,6 @@ class Config(BaseSettings):
         env_nested_delimiter="__",
         extra="forbid",
         frozen=True,
-        use_attribute_docstrings=True,
     )
 
     home: Path = DEFAULT_HOME

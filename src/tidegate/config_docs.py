@@ -7,7 +7,11 @@ the reference markers in that file.
 from __future__ import annotations
 
 import argparse
+import ast
+import functools
+import inspect
 import json
+import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, get_args, get_origin
@@ -40,6 +44,27 @@ def _default(field: FieldInfo) -> str:
     return json.dumps(value, default=str) if not isinstance(value, str) else value
 
 
+@functools.cache
+def _attribute_docs(model: type[BaseModel]) -> dict[str, str]:
+    """The docstring under each field of `model` and its bases, read from their source."""
+    docs: dict[str, str] = {}
+    for cls in reversed(model.__mro__):
+        if not issubclass(cls, BaseModel) or cls.__module__.startswith("pydantic"):
+            continue
+        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+        body = tree.body[0].body if isinstance(tree.body[0], ast.ClassDef) else []
+        for field, doc in zip(body, body[1:], strict=False):
+            if (
+                isinstance(field, ast.AnnAssign)
+                and isinstance(field.target, ast.Name)
+                and isinstance(doc, ast.Expr)
+                and isinstance(doc.value, ast.Constant)
+                and isinstance(doc.value.value, str)
+            ):
+                docs[field.target.id] = inspect.cleandoc(doc.value.value)
+    return docs
+
+
 def _model(annotation: Any) -> type[BaseModel] | None:
     return (
         annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
@@ -57,7 +82,8 @@ def _rows(
 ) -> Iterator[tuple[str, str, str]]:
     for name, field in model.model_fields.items():
         key = f"{prefix}{name}"
-        description = (field.description or "").replace("\n", " ")
+        doc = field.description or _attribute_docs(model).get(name, "")
+        description = doc.replace("\n", " ")
         section = _model(field.annotation)
         if section is not None:
             yield key, "", description
