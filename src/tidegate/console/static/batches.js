@@ -28,7 +28,7 @@ export async function render(root, who) {
       ["Id", (b) => el("span", { className: "mono" }, b.id)],
       ["Status", (b) => b.status],
       ["Endpoint", (b) => b.endpoint],
-      ["Created", (b) => fmt.time(b.created_at)],
+      ["Created", (b) => el("span", { className: "nowrap" }, fmt.time(b.created_at))],
       ["Requests done / failed / total", (b) => {
         const c = b.request_counts || {};
         return `${fmt.int(c.completed)} / ${fmt.int(c.failed)} / ${fmt.int(c.total)}`;
@@ -56,7 +56,7 @@ export async function render(root, who) {
       ["Name", (f) => f.filename],
       ["Purpose", (f) => f.purpose],
       ["Bytes", (f) => fmt.int(f.bytes), { num: true }],
-      ["Created", (f) => fmt.time(f.created_at)],
+      ["Created", (f) => el("span", { className: "nowrap" }, fmt.time(f.created_at))],
       ["", (f) => download(f.id, "file")],
     ], page.data, { empty: "No files." }),
     el("div", { className: "pager" },
