@@ -24,6 +24,7 @@ from typing import Any
 
 from sqlalchemy import select, update
 
+from tidegate.background import Periodic, TaskSet
 from tidegate.batch.claims import (
     ClaimedLine,
     Sessions,
@@ -44,7 +45,6 @@ from tidegate.batch.ports import BatchFiles
 from tidegate.batch.validate import LineChecker
 from tidegate.config import BatchConfig
 from tidegate.errors import TidegateError
-from tidegate.metering.periodic import Periodic
 from tidegate.protocol.endpoints import ENDPOINT_OF_PATH, Endpoint
 from tidegate.store.db import transaction
 from tidegate.store.models import Batch
@@ -83,7 +83,7 @@ class BatchRunner:
         )
         self._by_batch: Counter[str] = Counter()
         self._by_tenant: Counter[str] = Counter()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = TaskSet()
         self._busy: set[str] = set()
         """Batches this process is validating or finalizing now."""
         self._running: set[tuple[str, int]] = set()
@@ -98,10 +98,7 @@ class BatchRunner:
         """Stop claiming; lines in flight are abandoned (their leases run out and another
         process, or this one restarted, runs them again)."""
         await self._periodic.stop()
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._tasks.cancel_all()
 
     async def _round(self) -> None:
         await self._renew()
@@ -175,9 +172,7 @@ class BatchRunner:
             self._by_batch[batch.id] += 1
             self._by_tenant[batch.tenant_id] += 1
             self._running.add((line.batch_id, line.line_no))
-            task = asyncio.create_task(self._run_line(batch, line, route, principal))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._tasks.spawn(self._run_line(batch, line, route, principal))
 
     async def _run_line(
         self, batch: Batch, line: ClaimedLine, route: Endpoint, who: Principal
@@ -303,6 +298,4 @@ class BatchRunner:
                 self._busy.discard(batch.id)
                 self._periodic.wake()
 
-        task = asyncio.create_task(run())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks.spawn(run())

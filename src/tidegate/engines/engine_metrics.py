@@ -9,7 +9,6 @@ maps all of them onto one ``EngineSample``; label sets (one per engine core) are
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from dataclasses import dataclass
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
+from tidegate.background import BackgroundTask
 from tidegate.observability.metrics import GatewayMetrics
 from tidegate.routing.replicas import Replica
 
@@ -96,18 +96,13 @@ class EngineMetricsScraper:
         self.replicas = replicas
         self.interval_s = interval_s
         self.timeout = aiohttp.ClientTimeout(total=timeout_s)
-        self._task: asyncio.Task[None] | None = None
+        self._task = BackgroundTask("engine-metrics-scraper", self._loop)
 
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._loop(), name="engine-metrics-scraper")
+        self._task.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._task.stop()
 
     async def _loop(self) -> None:
         async with aiohttp.ClientSession(timeout=self.timeout) as session:

@@ -10,7 +10,6 @@ once draining, no other state is taken, so nothing routes traffic back to it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import aiohttp
 
+from tidegate.background import BackgroundTask
 from tidegate.config import EnginesConfig
 from tidegate.engines.backoff import RestartBackoff
 from tidegate.engines.probes import is_healthy, is_ready
@@ -76,12 +76,12 @@ class ReplicaRunner:
         self.load_seconds: float | None = None
         self.restarts = 0
         self._stopping = False
-        self._task: asyncio.Task[None] | None = None
+        self._task = BackgroundTask(f"replica-{self.replica.id}", self._run)
 
     # -- public ---------------------------------------------------------------------------
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name=f"replica-{self.replica.id}")
+        self._task.start()
 
     async def drain(self, *, deadline: float) -> None:
         """Take the replica out of routing and wait (until ``deadline``) for in-flight work."""
@@ -92,11 +92,7 @@ class ReplicaRunner:
 
     async def stop(self) -> None:
         """Stop supervising, then SIGTERM (SIGKILL after stop_timeout_s) the process group."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._task.stop()
         if self.process is not None:
             await self.process.stop(timeout_s=self.settings.stop_timeout_s)
         self.ready_at = None

@@ -34,9 +34,9 @@ from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from tidegate.background import Periodic
 from tidegate.metering.events import UsageEvent
 from tidegate.metering.inserts import insert_new
-from tidegate.metering.periodic import Periodic
 from tidegate.metering.wal import (
     Segment,
     SegmentWriter,

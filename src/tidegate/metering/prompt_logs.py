@@ -19,8 +19,8 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from tidegate.background import Periodic
 from tidegate.metering.inserts import insert_new
-from tidegate.metering.periodic import Periodic
 from tidegate.store.models import PromptLog
 
 logger = logging.getLogger(__name__)

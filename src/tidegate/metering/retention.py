@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from tidegate.metering.periodic import Periodic
+from tidegate.background import Periodic
 from tidegate.store.db import transaction
 from tidegate.store.models import PromptLog, ShadowComparison
 

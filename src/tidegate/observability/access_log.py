@@ -8,13 +8,13 @@ write. The line holds ids, counts and timings only: no key, no prompt and no com
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import sys
 import time
 from typing import BinaryIO
 
 import orjson
 
+from tidegate.background import BackgroundTask
 from tidegate.observability.records import RequestRecord
 
 
@@ -32,18 +32,14 @@ class AccessLog:
         self._flush_interval_s = flush_interval_s
         self._max_buffered = max_buffered
         self._buffer: list[bytes] = []
-        self._task: asyncio.Task[None] | None = None
+        self._task = BackgroundTask("access-log-flush", self._flush_forever)
 
     def start(self) -> None:
-        if self._enabled and self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._flush_forever())
+        if self._enabled:
+            self._task.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._task.stop()
         self.flush()
 
     def write(self, record: RequestRecord, duration_s: float) -> None:

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Gauge
 
+from tidegate.background import BackgroundTask
+
 DEPENDENCIES = ("store", "limit_store")
 """Every label value of tidegate_dependency_up."""
 
@@ -58,7 +60,7 @@ class Dependencies:
             registry=registry,
         )
         self._checking: asyncio.Task[None] | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._task = BackgroundTask("dependency-health", self._run)
 
     def add(self, name: str, *, backend: str, probe: Callable[[], Awaitable[None]] | None) -> None:
         if name not in DEPENDENCIES:
@@ -75,15 +77,15 @@ class Dependencies:
         return {name: c.report(now) for name, c in self._components.items()}
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="dependency-health")
+        self._task.start()
 
     async def stop(self) -> None:
-        for task in (self._task, self._checking):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-        self._task = self._checking = None
+        await self._task.stop()
+        checking, self._checking = self._checking, None
+        if checking is not None:  # a probe round /readyz asked for
+            checking.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await checking
 
     async def _run(self) -> None:
         while True:

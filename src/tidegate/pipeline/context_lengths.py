@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 import aiohttp
 
+from tidegate.background import Periodic
 from tidegate.config import Config
-from tidegate.metering.periodic import Periodic
 from tidegate.pipeline.validation import ModelLimits
 from tidegate.upstream.model_cards import max_model_len
 

@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from tidegate.metering.periodic import Periodic
+from tidegate.background import Periodic
 from tidegate.rollout import lease
 from tidegate.rollout.gates import GateResult
 from tidegate.rollout.metrics import ROLLOUT_STATES, RolloutMetrics

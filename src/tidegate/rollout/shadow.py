@@ -24,8 +24,8 @@ from typing import Any
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from tidegate.background import Periodic, TaskSet
 from tidegate.metering import UsageEvent, UsageMeter
-from tidegate.metering.periodic import Periodic
 from tidegate.observability.records import RequestRecord
 from tidegate.pipeline.completions import PreparedRequest
 from tidegate.protocol.requests import CompletionRequest
@@ -80,7 +80,7 @@ class ShadowMirror:
         self._in_flight = 0
         self._primaries: dict[int, asyncio.Future[float | None]] = {}
         """id(record) → the primary's duration, once the tap reports it finished."""
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = TaskSet()
         self._rows: list[dict[str, Any]] = []
         self._writer = Periodic(
             name="shadow-comparisons", interval_s=flush_interval_s, step=self._flush
@@ -107,11 +107,9 @@ class ShadowMirror:
         self._in_flight += 1
         primary: asyncio.Future[float | None] = asyncio.get_running_loop().create_future()
         self._primaries[id(record)] = primary
-        task = asyncio.create_task(
+        self._tasks.spawn(
             self._mirror(shadow_request(request.request), record, target.pool, primary)
         )
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
         self._metrics.shadow_requests.labels(record.model, "mirrored").inc()
         return True
 
@@ -127,7 +125,7 @@ class ShadowMirror:
     async def stop(self) -> None:
         """Wait briefly for mirrored requests in flight, then cancel them; write what is left."""
         self._open = False
-        tasks = set(self._tasks)
+        tasks = self._tasks.snapshot()
         if tasks:
             _, pending = await asyncio.wait(tasks, timeout=self._stop_grace_s)
             # Shadows that answered but whose primary is still going are written as they are;

@@ -34,7 +34,7 @@ import orjson
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from tidegate.metering.periodic import Periodic
+from tidegate.background import Periodic
 from tidegate.observability.records import RequestRecord
 from tidegate.pipeline.completions import PreparedRequest
 from tidegate.rollout.sync import ActiveRollout, PolicySync

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from tidegate.background import Periodic
 from tidegate.errors import ModelNotFoundError
-from tidegate.metering.periodic import Periodic
 from tidegate.rollout.metrics import RolloutMetrics
 from tidegate.routing.replicas import RoutingTable
 from tidegate.routing.rules import Route

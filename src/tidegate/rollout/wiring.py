@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import uuid
@@ -63,6 +64,36 @@ class RolloutRuntime:
         await self.shadow.stop()
         await self.stats.stop()
         await self.sync.stop()
+
+
+async def wire_rollouts(
+    config: Config,
+    stack: contextlib.AsyncExitStack,
+    *,
+    sessions: async_sessionmaker[AsyncSession],
+    routing: RoutingTable,
+    providers: dict[str, Provider],
+    meter: UsageMeter | None,
+    registry: CollectorRegistry,
+    redact: Callable[[str], str],
+) -> RolloutRuntime | None:
+    """None: rollouts are off. Records the running config as a version, then starts the policy
+    sync, statistics, shadow mirror and controller (stopped in reverse)."""
+    if not config.rollouts.enabled:
+        return None
+    rollouts = build_rollouts(
+        config,
+        sessions=sessions,
+        routing=routing,
+        providers=providers,
+        meter=meter,
+        registry=registry,
+        redact=redact,
+    )
+    await rollouts.services.versions.record_config(config)
+    await rollouts.start()
+    stack.push_async_callback(rollouts.stop)
+    return rollouts
 
 
 def build_rollouts(

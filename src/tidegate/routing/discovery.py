@@ -12,7 +12,6 @@ at most ``discovery_max_replicas`` per entry exist, so they stay bounded as metr
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import socket
 from collections.abc import Awaitable, Callable, Sequence
@@ -21,6 +20,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
+from tidegate.background import BackgroundTask
 from tidegate.config import UpstreamServer
 from tidegate.observability.metrics import GatewayMetrics
 from tidegate.routing.metrics import export_replica_state, forget_replica_state
@@ -112,7 +112,7 @@ class DnsDiscovery:
         self._metrics = metrics
         self._probe_timeout = aiohttp.ClientTimeout(total=probe_timeout_s)
         self._replicas: dict[str, Replica] = {}
-        self._task: asyncio.Task[None] | None = None
+        self._task = BackgroundTask(f"dns-discovery-{target.host}", self._run)
         routing.ensure_pool(target.pool, model=target.model)
 
     @property
@@ -123,14 +123,10 @@ class DnsDiscovery:
     async def start(self) -> None:
         """One resolution now (the gateway starts with what DNS says), then periodically."""
         await self._refresh_logged()
-        self._task = asyncio.create_task(self._run(), name=f"dns-discovery-{self.target.host}")
+        self._task.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._task.stop()
 
     async def refresh(self) -> None:
         """One round: resolve, add new addresses, drain gone ones, remove drained idle ones."""

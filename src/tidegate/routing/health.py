@@ -15,13 +15,13 @@ DNS-discovered ones (discovery owns theirs), so this checker never fights anothe
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from dataclasses import dataclass
 
 import aiohttp
 
+from tidegate.background import BackgroundTask
 from tidegate.config import HealthConfig
 from tidegate.observability.metrics import GatewayMetrics
 from tidegate.routing.metrics import export_replica_state
@@ -60,7 +60,7 @@ class HealthChecker:
         self._healthy_threshold = config.healthy_threshold
         self._metrics = metrics
         self._streaks: dict[Replica, _Streak] = {}
-        self._task: asyncio.Task[None] | None = None
+        self._task = BackgroundTask("health-checks", self._run)
 
     async def start(self) -> None:
         """Start polling (the first round runs at once). Nothing to do when no replica has a
@@ -70,14 +70,10 @@ class HealthChecker:
             return
         for replica in checked:
             self._export_state(replica)
-        self._task = asyncio.create_task(self._run(), name="health-checks")
+        self._task.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._task.stop()
 
     async def check_all(self) -> None:
         """One round: check every replica with a health URL concurrently and apply results."""

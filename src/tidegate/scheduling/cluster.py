@@ -25,7 +25,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from tidegate.metering.periodic import Periodic
+from tidegate.background import Periodic
 from tidegate.routing.replicas import Pool
 from tidegate.scheduling.cluster_lua import LEAVE, SYNC
 from tidegate.scheduling.pool_queue import PoolQueue

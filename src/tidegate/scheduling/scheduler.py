@@ -8,10 +8,10 @@ gives up waiters past their deadline even if their own timer was late.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from typing import TYPE_CHECKING
 
+from tidegate.background import BackgroundTask
 from tidegate.config import SchedulingConfig
 from tidegate.routing.replicas import Pool
 from tidegate.scheduling.classes import PriorityClass
@@ -43,7 +43,7 @@ class Scheduler:
         self._clock = clock
         self._tick_s = tick_s
         self._queues: dict[Pool, PoolQueue] = {}
-        self._ticker: asyncio.Task[None] | None = None
+        self._ticker = BackgroundTask("scheduler-ticker", self._run)
 
     def queue(self, pool: Pool) -> PoolQueue:
         queue = self._queues.get(pool)
@@ -101,15 +101,10 @@ class Scheduler:
             queue.dispatch()
 
     def start(self) -> None:
-        if self._ticker is None:
-            self._ticker = asyncio.get_running_loop().create_task(self._run())
+        self._ticker.start()
 
     async def stop(self) -> None:
-        if self._ticker is not None:
-            self._ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._ticker
-            self._ticker = None
+        await self._ticker.stop()
 
     async def _run(self) -> None:
         while True:
