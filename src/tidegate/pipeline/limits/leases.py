@@ -14,13 +14,13 @@ several renewal periods long, so a missed renewal or two costs nothing.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from tidegate.background import BackgroundTask
 from tidegate.pipeline.limits import lua
 
 __all__ = ["LeaseRenewer"]
@@ -45,7 +45,7 @@ class LeaseRenewer:
         self._now = now
         self._held: dict[str, dict[str, tuple[str, ...]]] = {}
         """Tenant id → admission id → the lease sets it is a member of."""
-        self._task: asyncio.Task[None] | None = None
+        self._task = BackgroundTask("lease-renewer", self._run)
         self._failing = False
         self.renewal_failures = 0
         """Renewal rounds Redis did not answer (read by the metrics)."""
@@ -56,8 +56,7 @@ class LeaseRenewer:
 
     def hold(self, tenant_id: str, member: str, keys: tuple[str, ...]) -> None:
         self._held.setdefault(tenant_id, {})[member] = keys
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run())
+        self._task.start()  # on the first lease; a running renewer is left as it is
 
     def release(self, tenant_id: str, member: str) -> None:
         leases = self._held.get(tenant_id)
@@ -109,8 +108,4 @@ class LeaseRenewer:
                 self._failing = False
 
     async def aclose(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._task.stop()
