@@ -110,8 +110,13 @@ def main() -> None:
     command = tidegate_command()
     with tempfile.TemporaryDirectory() as home:
         # No config file and a scratch home: `config show` prints the defaults, nothing local.
+        # Bytecode is written (the warm-up runs leave it) as an installed tidegate has it.
         env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith("TIDEGATE_")},
+            **{
+                k: v
+                for k, v in os.environ.items()
+                if not k.startswith("TIDEGATE_") and k != "PYTHONDONTWRITEBYTECODE"
+            },
             "HOME": home,
             "COLUMNS": "100",
         }
