@@ -65,7 +65,6 @@ __all__ = [
     "PreparedRequest",
     "RoutingHints",
     "UpstreamStream",
-    "parse_json_object",
     "tenant_session",
 ]
 
