@@ -62,10 +62,7 @@ def test_importing_the_cli_loads_no_heavy_module() -> None:
     [
         ["--help"],
         ["config", "show"],
-        *(
-            [entry.name, "--help"]
-            for entry in (*cli._Root.lazy_commands, *cli._Root.lazy_groups)
-        ),
+        *([entry.name, "--help"] for entry in (*cli._Root.lazy_commands, *cli._Root.lazy_groups)),
     ],
     ids=" ".join,
 )
