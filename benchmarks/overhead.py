@@ -348,7 +348,7 @@ def _parse_args(argv: list[str] | None) -> Options:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="a smoke test: 0.1 s + 0.3 s runs, streams sustained searched up to 4",
+        help="a smoke test: 0.2 s + 0.6 s runs, streams sustained searched up to 4",
     )
     parser.add_argument("--targets", default=",".join(TARGETS), help="comma-separated subset")
     parser.add_argument("--out", type=Path, default=Options.out)
@@ -359,7 +359,7 @@ def _parse_args(argv: list[str] | None) -> Options:
     if unknown:
         parser.error(f"unknown targets: {', '.join(sorted(unknown))}; choose from {TARGETS}")
     if args.quick:
-        return Options(0.1, 0.3, targets, args.out, args.ready_timeout, 0, 0.3, 2, 4)
+        return Options(0.2, 0.6, targets, args.out, args.ready_timeout, 0, 0.6, 2, 4)
     return Options(
         args.warmup, args.duration, targets, args.out, args.ready_timeout, args.c1_requests
     )
