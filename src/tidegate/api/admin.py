@@ -34,10 +34,10 @@ from tidegate.api.admin_json import (
     tenant_json,
 )
 from tidegate.api.asgi import bearer_token
-from tidegate.api.input_guard import read_control_json
+from tidegate.api.input_guard import read_json_as
 from tidegate.api.params import int_param, page_limit
 from tidegate.api.services import ApiServices, ServicesSlot
-from tidegate.errors import InvalidRequestError, NotFoundError
+from tidegate.errors import NotFoundError
 from tidegate.pipeline.limits.seeding import seed_budget_spend
 from tidegate.protocol.admin import (
     Body,
@@ -46,7 +46,6 @@ from tidegate.protocol.admin import (
     TenantUpdate,
     parse_admin_body,
 )
-from tidegate.protocol.requests import RequestValidationFailure
 from tidegate.rollout.traffic_checks import operator_only
 from tidegate.rollout.wiring import RolloutServices
 from tidegate.tenancy.actors import Actor
@@ -189,8 +188,6 @@ def build_admin_routes(services: ServicesSlot) -> list[BaseRoute]:
 
 
 async def _body(request: Request, services: ApiServices, model: type[Body]) -> Body:
-    data = await read_control_json(request, services.max_body_bytes)
-    try:
-        return parse_admin_body(model, data)
-    except RequestValidationFailure as failure:
-        raise InvalidRequestError(failure.message, param=failure.param) from None
+    return await read_json_as(
+        request, services.max_body_bytes, lambda data: parse_admin_body(model, data)
+    )

@@ -24,10 +24,8 @@ from starlette.routing import BaseRoute, Route
 
 from tidegate.api.admin import authorize_rollouts
 from tidegate.api.admin_json import json_response, unix
-from tidegate.api.input_guard import read_control_json
+from tidegate.api.input_guard import read_json_as
 from tidegate.api.services import ApiServices, ServicesSlot
-from tidegate.errors import InvalidRequestError
-from tidegate.protocol.requests import RequestValidationFailure
 from tidegate.protocol.traffic import parse_traffic, parse_version
 from tidegate.rollout.policies import ShadowChange, SplitChange, TrafficInfo
 from tidegate.rollout.versions import VersionInfo
@@ -57,11 +55,7 @@ class TrafficRoutes:
 
     async def put_traffic(self, request: Request) -> Response:
         services, rollouts, actor = await self._authorize(request)
-        body = await _json(request, services)
-        try:
-            update = parse_traffic(body)
-        except RequestValidationFailure as failure:
-            raise InvalidRequestError(failure.message, param=failure.param) from None
+        update = await read_json_as(request, services.max_body_bytes, parse_traffic)
         split = None
         if update.weights is not None:
             split = SplitChange(update.weights, update.sticky_by, update.stable_pool)
@@ -85,10 +79,7 @@ class TrafficRoutes:
 
     async def create_version(self, request: Request) -> Response:
         services, rollouts, actor = await self._authorize(request)
-        try:
-            body = parse_version(await _json(request, services))
-        except RequestValidationFailure as failure:
-            raise InvalidRequestError(failure.message, param=failure.param) from None
+        body = await read_json_as(request, services.max_body_bytes, parse_version)
         info = await rollouts.versions.register(
             request.path_params["model"],
             body.pool,
@@ -101,10 +92,6 @@ class TrafficRoutes:
 
     async def _authorize(self, request: Request) -> tuple[ApiServices, RolloutServices, Actor]:
         return await authorize_rollouts(self._slot, request)
-
-
-async def _json(request: Request, services: ApiServices) -> dict[str, Any]:
-    return await read_control_json(request, services.max_body_bytes)
 
 
 def traffic_json(info: TrafficInfo) -> dict[str, Any]:

@@ -11,7 +11,8 @@ here: a NUL inside a prompt is the client's business and goes to the engine as s
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl
 
 from starlette.requests import Request
@@ -20,8 +21,11 @@ from starlette.routing import BaseRoute, Route
 from tidegate.api.asgi import Receive, Scope, Send, read_control_body
 from tidegate.errors import InvalidRequestError
 from tidegate.protocol.json_body import parse_json_object
+from tidegate.protocol.requests import RequestValidationFailure
 
-__all__ = ["check_params", "find_nul", "guard_routes", "read_control_json"]
+__all__ = ["check_params", "find_nul", "guard_routes", "read_control_json", "read_json_as"]
+
+T = TypeVar("T")
 
 
 def _refuse(name: str, where: str) -> InvalidRequestError:
@@ -65,6 +69,18 @@ async def read_control_json(request: Request, max_body_bytes: int) -> dict[str, 
     if at is not None:
         raise _refuse(at, "body")
     return data
+
+
+async def read_json_as(
+    request: Request, max_body_bytes: int, parse: Callable[[dict[str, Any]], T]
+) -> T:
+    """``read_control_json``, then ``parse`` (a ``protocol`` parser): the one way an admin route
+    turns its body into a typed request, with one 400 for whatever ``parse`` refuses."""
+    data = await read_control_json(request, max_body_bytes)
+    try:
+        return parse(data)
+    except RequestValidationFailure as failure:
+        raise InvalidRequestError(failure.message, param=failure.param) from None
 
 
 def check_params(scope: Scope) -> None:
