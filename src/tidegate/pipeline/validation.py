@@ -3,9 +3,9 @@
 ``RequestValidator.check`` runs after the body has passed the schema (``protocol.requests``) and
 the key and tenant are known. It checks model access, the request's size and sampling caps,
 counts the prompt with the model's own tokenizer (``PromptCounter``), applies the tenant's
-``max_tokens`` default and limit, and normalises the request (its ``set``/``drop``). It
-returns what the limits and quotas reserve: ``prompt_bound + max_tokens * sequences``, where the prompt bound
-is the exact count, or for a model without a tokenizer an upper bound read from the body
+``max_tokens`` default and limit, and normalises the request (its ``set``/``drop``). It returns
+what the limits and quotas reserve: ``prompt_bound + max_tokens * sequences``, where the prompt
+bound is the exact count, or for a model without a tokenizer an upper bound read from the body
 (``prompt_bound``), so a reservation is never smaller than what the engine will count.
 """
 
