@@ -64,7 +64,8 @@ async def relay_events(
     itl: Histogram,
     completion_limit: int | None = None,
 ) -> AsyncGenerator[bytes, None]:
-    """Yield the client's bytes; raise ``StreamFailure`` after an in-band error.
+    """Yield the client's bytes, the events of each upstream read as one piece, and
+    ``DONE_EVENT`` on its own last; raise ``StreamFailure`` after an in-band error.
 
     ``completion_limit``: the completion tokens reserved for the response (all sequences). The
     forwarded request already asks for no more, so an engine that honours max_tokens never
@@ -78,13 +79,20 @@ async def relay_events(
     failure: UpstreamError | None = None
     content_chunks = 0
     capture = record.capture
+    # The events of one upstream read go out as one piece: one write to the client (and one
+    # trip through the ASGI send chain) per read rather than per event, so a gateway that falls
+    # behind catches up instead of paying per event for being behind.
+    out: list[bytes] = []
     try:
         async for chunk in chunks:
+            now: float | None = None  # one clock reading per read: its events arrived together
             for event in splitter.feed(chunk):
                 data = event_data(event)
                 if data is None:
                     continue  # comments and keep-alives carry nothing for the client
                 if data == DONE_PAYLOAD:
+                    if out:
+                        yield _joined(out)
                     yield DONE_EVENT
                     return
                 try:
@@ -104,7 +112,8 @@ async def relay_events(
                 if "error" in payload:  # the engine's own in-band error: relay it, then end
                     record.outcome = "upstream"
                     record.error_type = "upstream_error"
-                    yield event
+                    out.append(event)
+                    yield _joined(out)
                     yield DONE_EVENT
                     return
                 choices = payload.get("choices")
@@ -118,10 +127,12 @@ async def relay_events(
                         record.completion_tokens = max(record.completion_tokens, content_chunks)
                         _mark(record, _BUDGET_EXHAUSTED)
                         record.rejection = "budget"
-                        yield _BUDGET_CUT_EVENT
+                        out.append(_BUDGET_CUT_EVENT)
+                        yield _joined(out)
                         yield DONE_EVENT
                         raise StreamFailure(_BUDGET_EXHAUSTED, None)
-                    now = time.perf_counter()
+                    if now is None:
+                        now = time.perf_counter()
                     if last_content_at is None:
                         record.ttft_s = now - record.started
                     else:
@@ -130,9 +141,13 @@ async def relay_events(
                     content_chunks += 1
                 if capture is not None and choices:
                     capture.add_stream_choices(choices)
-                yield event
+                out.append(event)
             if failure is not None:
                 break
+            if out:
+                piece = _joined(out)
+                out = []
+                yield piece
         else:
             failure = UpstreamError(
                 f"Replica '{replica.id}' ended the stream without [DONE]. Retry the request.",
@@ -148,9 +163,15 @@ async def relay_events(
     if failure is not None:
         record.completion_tokens = max(record.completion_tokens, content_chunks)
         _mark(record, failure)
-        yield error_event(failure.message, failure.error_type, failure.kind)
+        # The events of the same read before the broken one still go out, then the error.
+        out.append(error_event(failure.message, failure.error_type, failure.kind))
+        yield _joined(out)
         yield DONE_EVENT
         raise StreamFailure(failure, failure.kind)
+
+
+def _joined(events: list[bytes]) -> bytes:
+    return events[0] if len(events) == 1 else b"".join(events)
 
 
 def _mark(record: RequestRecord, error: TidegateError) -> None:
