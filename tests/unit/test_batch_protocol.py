@@ -41,6 +41,8 @@ def test_create_request_fields() -> None:
     ("change", "param"),
     [
         ({"endpoint": "/v1/embeddings"}, "endpoint"),
+        ({"endpoint": {}}, "endpoint"),  # unhashable: was a 500 (schemathesis found it)
+        ({"endpoint": ["/v1/completions"]}, "endpoint"),
         ({"input_file_id": ""}, "input_file_id"),
         ({"metadata": {f"k{i}": "v" for i in range(17)}}, "metadata"),
         ({"metadata": {"k": 1}}, "metadata"),

@@ -79,11 +79,10 @@ def parse_create(data: dict[str, Any], *, max_window_s: float) -> BatchCreate:
     if not isinstance(file_id, str) or not file_id:
         raise InvalidRequestError("input_file_id is required.", param="input_file_id")
     endpoint = data.get("endpoint")
-    if endpoint not in ENDPOINT_OF_PATH:
+    if not isinstance(endpoint, str) or endpoint not in ENDPOINT_OF_PATH:
         raise InvalidRequestError(
             f"endpoint must be one of {', '.join(ENDPOINT_OF_PATH)}.", param="endpoint"
         )
-    assert isinstance(endpoint, str)
     window = data.get("completion_window")
     window_s = parse_window(window, max_window_s)
     assert isinstance(window, str)
