@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from pydantic import SecretStr
-from sqlalchemy import event, text
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from tests.support.sql_statements import count_statements
 from tidegate.errors import AuthenticationError, InvalidRequestError, NotFoundError
 from tidegate.store import StoreUnavailableError, create_engine, create_sessionmaker
 from tidegate.store.models import SYSTEM_TENANT_ID
@@ -139,18 +139,18 @@ async def test_revocation_elsewhere_takes_effect_after_the_ttl(sessions: Session
         await gateway.authenticate(plaintext)
 
 
-async def test_cache_hit_is_cheap_and_records_last_use(sessions: Sessions) -> None:
+async def test_cache_hit_never_reaches_the_store_and_records_last_use(sessions: Sessions) -> None:
+    # How fast a hit is belongs to the overhead benchmark; what makes it fast is checked here.
     keys = service(sessions)
     _, plaintext = await keys.create("hot", "member")
     await keys.authenticate(plaintext)
     assert (await keys.list())[0].last_used_at is not None
 
-    calls = 20_000
-    started = time.perf_counter()
-    for _ in range(calls):
+    statements = count_statements(sessions)
+    for _ in range(1_000):
         await keys.authenticate(plaintext)
-    per_call_s = (time.perf_counter() - started) / calls
-    assert per_call_s < 100e-6, f"cache hit took {per_call_s * 1e6:.1f} us"
+    assert [s for s in statements if s.lstrip().upper().startswith("SELECT")] == []
+    assert len(statements) <= 1, statements  # at most one batched last-use write
 
 
 async def test_cache_is_bounded(sessions: Sessions) -> None:
@@ -245,24 +245,12 @@ async def test_unreachable_store_raises_a_tidegate_error() -> None:
         await engine.dispose()
 
 
-def _count_statements(sessions: Sessions) -> list[str]:
-    """Every SQL statement the store runs from now on."""
-    seen: list[str] = []
-    engine = sessions.kw["bind"]
-    event.listen(
-        engine.sync_engine,
-        "before_cursor_execute",
-        lambda _conn, _cursor, statement, *_: seen.append(statement),
-    )
-    return seen
-
-
 async def test_refused_key_is_answered_from_memory_within_the_ttl(sessions: Sessions) -> None:
     keys = KeyService(sessions=sessions, cache_ttl_s=60.0, refused_ttl_s=0.3)
     bogus = "tg-" + "y" * 43
     with pytest.raises(AuthenticationError) as first:
         await keys.authenticate(bogus)
-    statements = _count_statements(sessions)
+    statements = count_statements(sessions)
     for _ in range(50):
         with pytest.raises(AuthenticationError) as again:
             await keys.authenticate(bogus)

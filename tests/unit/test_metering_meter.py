@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from tests.support.sql_statements import count_statements
 from tests.support.usage_events import stored_count, stored_ids, stored_record, usage_event
 from tidegate.metering import UsageMeter
 from tidegate.store import StoreUnavailableError, create_engine, create_sessionmaker
@@ -152,18 +153,20 @@ async def test_a_store_outage_keeps_events_on_disk_for_the_next_start(
 
 
 @pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
-async def test_record_costs_microseconds(sessions: Sessions, tmp_path: Path) -> None:
+async def test_record_does_no_store_work_on_the_request_path(
+    sessions: Sessions, tmp_path: Path
+) -> None:
+    # record() costs one WAL append (its speed is in the overhead benchmark): nothing reaches
+    # the store until the flusher runs, and then every record does.
     usage = meter(sessions, tmp_path / "wal", batch=100_000)
     await usage.start()
+    statements = count_statements(sessions)
     events = [usage_event(f"req_{i:06d}") for i in range(20_000)]
-    started = time.perf_counter()
     for event in events:
         usage.record(event)
-    per_record_us = (time.perf_counter() - started) / len(events) * 1e6
+    assert statements == []
     await usage.stop()
     assert await stored_count(sessions) == len(events)
-    # About 2.5 us on the development machines (one write() syscall); generous for slow CI.
-    assert per_record_us < 50, per_record_us
 
 
 async def test_record_refuses_before_start(sessions: Sessions, tmp_path: Path) -> None:
