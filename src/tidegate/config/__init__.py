@@ -24,6 +24,7 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from tidegate.config.autoscaling import AutoscalingPolicy, ScalingSignal
 from tidegate.config.batch import BatchConfig
 from tidegate.config.engines import EnginePoolConfig, EngineProfile, EnginesConfig, LocalPool
 from tidegate.config.limits import LimitsConfig, ModelPrice, ValidationConfig
@@ -44,6 +45,8 @@ __all__ = [
     "ServerConfig",
     "StoreConfig",
     "TelemetryConfig",
+    "AutoscalingPolicy",
+    "ScalingSignal",
     "EnginePoolConfig",
     "EngineProfile",
     "EnginesConfig",

@@ -6,6 +6,8 @@ from typing import Literal, NamedTuple
 
 from pydantic import Field, model_validator
 
+from tidegate.config.adapters import AdapterConfig
+from tidegate.config.autoscaling import AutoscalingPolicy
 from tidegate.config.section import BUNDLED_MODEL, Section
 
 
@@ -50,9 +52,15 @@ class EnginePoolConfig(Section):
     """What its replicas serve (bundled model, directory or hub id), still under the public
     name engines.served_model_name. Empty: engines.model."""
     replicas: int = Field(default=1, ge=1)
-    """Number of local vLLM replicas in this pool."""
+    """Number of local vLLM replicas in this pool (with autoscaling on: not used)."""
     profile: EngineProfile = Field(default_factory=EngineProfile)
     """Overrides of engines.profile: only the fields set here differ from it."""
+    autoscaling: AutoscalingPolicy = Field(default_factory=AutoscalingPolicy)
+    """This pool's autoscaling policy (off by default: a fixed `replicas` count)."""
+    adapters: list[AdapterConfig] = Field(default_factory=list)
+    """LoRA adapters its replicas serve, each a public model name of its own."""
+    max_loras: int = Field(default=4, ge=1, le=256)
+    """Adapters one replica batches at once (vLLM --max-loras); the planner counts them."""
 
 
 class EnginesConfig(Section):
@@ -62,9 +70,18 @@ class EnginesConfig(Section):
     """The model name clients send in the `model` field."""
     replicas: int = 1
     """Number of local vLLM replicas of the main pool (named served_model_name) `tidegate up`
-    starts (0: none, and no engines.pools either: gateway only)."""
+    starts (0: none, and no engines.pools either: gateway only). With the main pool's
+    autoscaling on, any value above 0 only means "local engines on"; the policy counts."""
     profile: EngineProfile = Field(default_factory=EngineProfile)
     """The main pool's engine profile; each engines.pools entry overrides fields of it."""
+    autoscaling: AutoscalingPolicy = Field(default_factory=AutoscalingPolicy)
+    """The main pool's autoscaling policy (off by default: a fixed `replicas` count). Each
+    engines.pools entry has its own."""
+    adapters: list[AdapterConfig] = Field(default_factory=list)
+    """LoRA adapters the main pool's replicas serve, each a public model name of its own
+    (README "LoRA adapters"); more can be added at runtime (`tidegate adapters add`)."""
+    max_loras: int = Field(default=4, ge=1, le=256)
+    """Adapters one main-pool replica batches at once (vLLM --max-loras)."""
     pools: list[EnginePoolConfig] = Field(default_factory=list)
     """More local pools serving served_model_name (candidates for a rollout). They join the
     model's implicit route after the main pool, so they serve only what splits, rollouts or
@@ -107,11 +124,19 @@ class EnginesConfig(Section):
         its effective model and profile. Empty when replicas is 0."""
         if self.replicas <= 0:
             return []
-        pools = [LocalPool(self.served_model_name, self.model, self.replicas, self.profile)]
+        pools = [
+            LocalPool(
+                self.served_model_name, self.model, self.replicas, self.profile, self.autoscaling
+            )
+        ]
         for pool in self.pools:
             pools.append(
                 LocalPool(
-                    pool.name, pool.model or self.model, pool.replicas, self.pool_profile(pool)
+                    pool.name,
+                    pool.model or self.model,
+                    pool.replicas,
+                    self.pool_profile(pool),
+                    pool.autoscaling,
                 )
             )
         return pools
@@ -125,4 +150,20 @@ class LocalPool(NamedTuple):
     name: str
     model: str
     replicas: int
+    """The fixed replica count (not used when ``autoscaling.enabled``)."""
     profile: EngineProfile
+    autoscaling: AutoscalingPolicy = AutoscalingPolicy()
+
+    @property
+    def initial_replicas(self) -> int:
+        """Replicas started with the pool: the fixed count, or the policy's min_replicas
+        routed plus its warm standbys."""
+        policy = self.autoscaling
+        if policy.enabled:
+            return policy.min_replicas + policy.warm_standby
+        return self.replicas
+
+    @property
+    def most_replicas(self) -> int:
+        """The most replicas the pool ever runs at once (CPU shares are sized for this)."""
+        return self.autoscaling.max_replicas if self.autoscaling.enabled else self.replicas
