@@ -62,15 +62,19 @@ async def race_for_budget(prefix: str, start_at: float, requests: int) -> tuple[
     return sum(r[0] for r in results), sum(r[1] for r in results)
 
 
-async def burst(prefix: str, start_at: float, duration_s: float, rate: float) -> tuple[int, int]:
+async def burst(
+    prefix: str, start_at: float, duration_s: float, rate: float
+) -> tuple[int, int, int]:
     """Sends ``rate`` requests per second to each of two tenants for ``duration_s``. Returns
-    (requests admitted for the rpm tenant, tokens admitted for the tpm tenant)."""
+    (requests admitted for the rpm tenant, tokens admitted for the tpm tenant, requests sent to
+    each tenant): on a loaded host a process can start late or fall behind its rate."""
     limiter = make_limiter(prefix)
-    requests = tokens = 0
+    requests = tokens = sent = 0
     await asyncio.sleep(max(0.0, start_at - time.time()))
     end = start_at + duration_s
     next_at = start_at
     while time.time() < end:
+        sent += 1
         for tenant, limits in (
             ("rpm", RateLimits(requests_per_minute=600)),
             ("tpm", RateLimits(tokens_per_minute=6000)),
@@ -97,14 +101,16 @@ async def burst(prefix: str, start_at: float, duration_s: float, rate: float) ->
         next_at += 1.0 / rate
         await asyncio.sleep(max(0.0, next_at - time.time()))
     await limiter.aclose()
-    return requests, tokens
+    return requests, tokens, sent
 
 
 def race_worker(prefix: str, start_at: float, requests: int) -> tuple[int, int]:
     return asyncio.run(race_for_budget(prefix, start_at, requests))
 
 
-def burst_worker(prefix: str, start_at: float, duration_s: float, rate: float) -> tuple[int, int]:
+def burst_worker(
+    prefix: str, start_at: float, duration_s: float, rate: float
+) -> tuple[int, int, int]:
     return asyncio.run(burst(prefix, start_at, duration_s, rate))
 
 
@@ -149,9 +155,12 @@ def test_bursts_at_ten_times_the_limit_stay_within_it(prefix: str) -> None:
     elapsed = time.time() - start_at  # an upper bound on the time the buckets refilled
     requests = sum(r[0] for r in results)
     tokens = sum(r[1] for r in results)
-    print(f"elapsed {elapsed:.2f} s: {requests} requests, {tokens} tokens admitted")
-    assert 600 <= requests <= (600 + limit_per_s * elapsed) * 1.01
-    assert 6000 <= tokens <= (6000 + 10 * limit_per_s * elapsed) * 1.01
+    sent = sum(r[2] for r in results)
+    print(f"elapsed {elapsed:.2f} s: {sent} sent, {requests} requests, {tokens} tokens admitted")
+    # The limit is the upper bound; the lower one is the full bucket, or all that was sent when
+    # a slow host sent less than that.
+    assert min(600, sent) <= requests <= (600 + limit_per_s * elapsed) * 1.01
+    assert min(6000, 10 * sent) <= tokens <= (6000 + 10 * limit_per_s * elapsed) * 1.01
 
 
 def _today() -> str:
