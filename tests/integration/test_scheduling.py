@@ -142,7 +142,9 @@ async def peak_in_flight(upstream: FakeUpstream) -> AsyncIterator[list[int]]:
 
 
 async def test_interactive_overtakes_queued_batch_and_capacity_holds(tmp_path: Path) -> None:
-    async with environment(tmp_path, delay_s=0.2) as env:
+    # Each batch request holds its slot for 1 s: long enough for the interactive one to reach
+    # the queue before a slot frees, even on a loaded host.
+    async with environment(tmp_path, delay_s=1.0) as env:
         batch = await env.member("offline", tier="batch")
         chat_user = await env.member("chat", tier="interactive")
         async with peak_in_flight(env.upstream) as peak:
