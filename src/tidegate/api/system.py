@@ -8,6 +8,7 @@ bearer of ``server.metrics_token`` or an operator's admin key; the metrics liste
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import time
 
@@ -83,7 +84,9 @@ class SystemRoutes:
     async def metrics(self, request: Request) -> Response:
         services = self._slot.get()
         await _check_metrics_access(services, bearer_token(request.scope))
-        return Response(generate_latest(services.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        # Rendered off the loop (see metrics_listener): a scrape must not stall requests.
+        body = await asyncio.to_thread(generate_latest, services.metrics.registry)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
 
 
 _METRICS_HOW = (

@@ -8,6 +8,8 @@ loop (aiohttp's server), so collectors read the routing state from the thread th
 
 from __future__ import annotations
 
+import asyncio
+
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
@@ -57,5 +59,7 @@ class MetricsListener:
             self._runner = None
 
     async def _metrics(self, request: web.Request) -> web.Response:
-        body = generate_latest(self._registry)
+        # In a worker thread: a large registry takes tens of ms to render, which on the loop is
+        # a stall every request in flight would wait out at each scrape.
+        body = await asyncio.to_thread(generate_latest, self._registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
