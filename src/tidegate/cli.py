@@ -22,8 +22,8 @@ class _Root(LazyGroup):
     lazy_commands = (
         LazyCommand(
             "plan",
-            "tidegate.commands.plan:plan_command",
-            "Size GPUs for a model and write the engine profile.",
+            "tidegate.commands.plan:plan_app",
+            "Size GPUs for a model and write the engine profile; simulate scaling policies.",
         ),
     )
     lazy_groups = (

@@ -1,6 +1,8 @@
-"""``tidegate plan``: which GPU, how many, and the engine profile to run a model with.
+"""``tidegate plan``: which GPU, how many, and the engine profile to run a model with; and
+``tidegate plan simulate``: a traffic trace replayed against scaling policies.
 
-Mounted in cli.py as a single command: ``app.command("plan")(plan_command)``.
+Mounted in cli.py as the group ``plan_app``: ``plan --model ...`` is its callback
+(``plan_command``), ``simulate`` its one sub-command (in ``commands.plan_simulate``).
 The table and YAML go to stdout (``--json``: one JSON object instead); errors go to stderr.
 Exit status: 0 with a recommendation, 1 when nothing fits, 2 on bad input.
 """
@@ -16,6 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from tidegate.commands.listing import table_console
+from tidegate.commands.plan_simulate import simulate_command
 from tidegate.engines.dtype import cpu_kv_element_bytes
 from tidegate.plan.errors import PlanError, PlanInputError
 from tidegate.plan.gpus import find_gpu
@@ -74,12 +77,14 @@ def _plan(
 
 
 def plan_command(
+    ctx: typer.Context,
     model: Annotated[
-        str,
+        str | None,
         typer.Option(
-            help="Model directory, config.json, hub id, or bundled:NAME.", show_default=False
+            help="Model directory, config.json, hub id, or bundled:NAME (required).",
+            show_default=False,
         ),
-    ],
+    ] = None,
     context: Annotated[int, typer.Option(help="Context length per sequence (tokens).")] = 8192,
     concurrency: Annotated[int, typer.Option(help="Sequences served at once.")] = 32,
     dtype: Annotated[str, typer.Option(help="Weights: auto, bf16, or fp8 (quantized).")] = "auto",
@@ -109,6 +114,11 @@ def plan_command(
 ) -> None:
     """Size GPUs (or the CPU engine) for a model, a context length and a concurrency."""
     from tidegate.plan.profile_yaml import engines_section, render_yaml
+
+    if ctx.invoked_subcommand is not None:
+        return
+    if model is None:
+        raise typer.BadParameter("Missing option '--model'.", param_hint="'--model'")
 
     console, err = table_console(), Console(stderr=True)
     request = PlanRequest(
@@ -148,3 +158,8 @@ def plan_command(
         raise typer.Exit(1)
     if out is not None:
         err.print(f"engine profile written to {out} (use: tidegate up --config {out})")
+
+
+plan_app = typer.Typer(add_completion=False)
+plan_app.callback(invoke_without_command=True)(plan_command)
+plan_app.command("simulate")(simulate_command)
