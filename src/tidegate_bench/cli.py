@@ -34,6 +34,7 @@ from tidegate_bench.report_cli import bench_report
 from tidegate_bench.spec import Slo, Target, parse_target, parse_tenant
 
 if TYPE_CHECKING:
+    from tidegate_bench.burst.command import BurstArgs
     from tidegate_bench.records import RequestRecord
     from tidegate_bench.runner import LoadPoint, PointResult, RunSettings
 
@@ -118,6 +119,12 @@ async def _run_points(
     return bound, results
 
 
+def _command_line() -> str:
+    if "run" in sys.argv:
+        return " ".join(["tidegate", "bench", *sys.argv[sys.argv.index("run") :]])
+    return "tidegate bench run"
+
+
 class _NoProgress:
     def __enter__(self) -> _NoProgress:
         return self
@@ -199,14 +206,74 @@ def run(
         typer.Option(help="JSON path, or a folder to write bench-<time>.json in (CSVs beside it)."),
     ] = None,
     progress: Annotated[bool, typer.Option(help="Live progress bar.")] = True,
+    scenario: Annotated[
+        str,
+        typer.Option(
+            help="sweep: one run per --rate/--concurrency value. burst: a baseline at --rate "
+            "(or -c), a burst of --burst-factor times it for --burst-s, a cool-down; per-phase "
+            "figures, the gateway's replicas over time and an --sla verdict."
+        ),
+    ] = "sweep",
+    baseline_s: Annotated[float, typer.Option(help="burst: baseline seconds.")] = 30.0,
+    burst_factor: Annotated[float, typer.Option(help="burst: load multiplier in the burst.")] = 4.0,
+    burst_s: Annotated[float, typer.Option(help="burst: burst seconds.")] = 60.0,
+    cooldown_s: Annotated[
+        float, typer.Option(help="burst: cool-down seconds (at the baseline load).")
+    ] = 60.0,
+    sla: Annotated[
+        str | None,
+        typer.Option(
+            help="burst: bounds every phase must meet, e.g. ttft_p95=2s,error_rate=0.01 (keys "
+            "ttft_p50|p95|p99, e2e_p50|p95|p99, queue_wait_p95, error_rate). Missed: exit 3."
+        ),
+    ] = None,
+    metrics_url: Annotated[
+        str | None,
+        typer.Option(
+            help="burst: the gateway's /metrics (default: beside the target's /v1; off: none)."
+        ),
+    ] = None,
+    metrics_key: Annotated[
+        str | None,
+        typer.Option(
+            envvar="TIDEGATE_METRICS_TOKEN",
+            help="burst: server.metrics_token or an admin key for /metrics (default: the "
+            "target's key).",
+        ),
+    ] = None,
+    scrape_interval: Annotated[
+        float, typer.Option(help="burst: seconds between /metrics scrapes.")
+    ] = 1.0,
+    pool: Annotated[
+        list[str] | None, typer.Option(help="burst: only these pools' replicas and queue wait.")
+    ] = None,
 ) -> None:
     """Run a load test against one or several targets."""
+    if scenario not in ("sweep", "burst"):
+        raise typer.BadParameter("sweep or burst", param_hint="--scenario")
+    if scenario == "sweep" and sla is not None:
+        raise typer.BadParameter("--sla needs --scenario burst", param_hint="--sla")
     with bench_extra("bench run"):
         from tidegate_bench.results import build_document, write_document
         from tidegate_bench.runner import RunSettings
         from tidegate_bench.tokenizer import TokenCounter
         from tidegate_bench.workload_options import WorkloadOptions, build_workload, load_points
     targets = _targets(target, model, api_key)
+    burst: BurstArgs | None = None
+    if scenario == "burst":
+        with bench_extra("bench run"):
+            from tidegate_bench.burst.command import burst_args
+        try:
+            burst = burst_args(
+                targets=targets, concurrency=concurrency, rate=rate, shape=shape,
+                num_requests=num_requests, duration=duration, warmup=warmup, cooldown=cooldown,
+                baseline_s=baseline_s, burst_factor=burst_factor, burst_s=burst_s,
+                cooldown_s=cooldown_s, sla=sla, metrics_url=metrics_url, metrics_key=metrics_key,
+                scrape_interval=scrape_interval, pools=pool or [],
+            )  # fmt: skip
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)) from exc
+        duration = burst.plan.total_s
     if num_requests is None and duration is None:
         num_requests = 200
     if api not in ("chat", "completions"):
@@ -234,6 +301,18 @@ def run(
     slo = Slo(ttft_ms=slo_ttft_ms, tpot_ms=slo_tpot_ms, e2el_ms=slo_e2el_ms)
     started = datetime.now(UTC)
     json_path = _out_path(out, f"bench-{started:%Y%m%d-%H%M%S}.json")
+    if burst is not None:
+        from tidegate_bench.burst.command import run_burst_command
+
+        code = run_burst_command(
+            burst, points[0], settings=settings, prompts=prompts, tenants=tenants,
+            counter=counter, workload=workload_json, slo=slo, json_path=json_path, seed=seed,
+            started=started, show_progress=progress, min_effect=min_effect,
+            command=_command_line(), out=out_console, err=err,
+        )  # fmt: skip
+        if code:
+            raise typer.Exit(code)
+        return
     try:
         bound, results = run_async(
             _run_points(
@@ -248,9 +327,7 @@ def run(
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from exc
     document = build_document(
-        command=" ".join(["tidegate", "bench", *sys.argv[sys.argv.index("run") :]])
-        if "run" in sys.argv
-        else "tidegate bench run",
+        command=_command_line(),
         workload=workload_json, results=results, targets=bound, slo=slo, json_path=json_path,
         seed=seed, min_effect=min_effect, started_at=started,
     )  # fmt: skip

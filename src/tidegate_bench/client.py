@@ -303,20 +303,29 @@ class BenchClient:
         self, path: str, headers: tuple[tuple[str, str], ...] = ()
     ) -> tuple[int, Any]:
         """A small GET (health, model list): raises OSError or TimeoutError on failure."""
-        head = self.head("GET", path, (("Accept", "application/json"), *headers))
+        status, body = await self.get(path, (("Accept", "application/json"), *headers))
+        try:
+            return status, orjson.loads(body) if body else None
+        except orjson.JSONDecodeError:
+            return status, None
+
+    async def get(self, path: str, headers: tuple[tuple[str, str], ...] = ()) -> tuple[int, bytes]:
+        """A GET of a whole body (a /metrics scrape): raises OSError or TimeoutError on failure."""
+        head = self.head("GET", path, headers)
         loop = asyncio.get_running_loop()
         ex = _Exchange(loop.create_future(), False)
         async with asyncio.timeout(self.timeout_s):
             conn = await self._connect()
-            conn.send(head + b"\r\n", ex)
-            await ex.done
+            try:
+                conn.send(head + b"\r\n", ex)
+                await ex.done
+            except BaseException:
+                conn.close()  # a half-read reply must not be reused
+                raise
         conn.current = None
         if conn.keep_alive and not conn.closed:
             self._idle.append(conn)
-        try:
-            return ex.status, orjson.loads(ex.body) if ex.body else None
-        except orjson.JSONDecodeError:
-            return ex.status, None
+        return ex.status, bytes(ex.body)
 
     def close(self) -> None:
         for conn in self._idle:

@@ -20,6 +20,7 @@ from typing import Any, Literal
 import numpy as np
 import orjson
 
+from tidegate_bench.burst.phases import Phase, phased_arrivals, worker_windows
 from tidegate_bench.client import BenchClient, Outcome
 from tidegate_bench.records import RequestRecord
 from tidegate_bench.schedule import ArrivalProcess, arrival_times
@@ -38,6 +39,9 @@ class LoadPoint:
     """Closed loop with this many requests in flight per target."""
     process: ArrivalProcess | None = None
     """Open loop on this arrival process."""
+    phases: tuple[Phase, ...] = ()
+    """A burst scenario: the load (rate or concurrency) times each phase's factor, phase by
+    phase; the run lasts until the last phase ends."""
 
     @property
     def shape(self) -> str:
@@ -86,6 +90,7 @@ class LoadRunner:
         settings: RunSettings,
         counter: TokenCounter,
         on_record: Callable[[RequestRecord], None] | None = None,
+        on_start: Callable[[float], None] | None = None,
     ) -> None:
         if not prompts:
             raise ValueError("a run needs at least one prompt")
@@ -96,6 +101,8 @@ class LoadRunner:
         self.tenants = tuple(tenants) or (Tenant(name="default"),)
         self.counter = counter
         self.on_record = on_record
+        self.on_start = on_start
+        """Called with the run's start (``time.perf_counter()``) once its clock starts."""
         path = "/chat/completions" if settings.api == "chat" else "/completions"
         self._bound = [self._bind(t, model, path) for t, model in targets]
 
@@ -144,7 +151,9 @@ class LoadRunner:
         records: dict[str, list[RequestRecord]] = {b.target.name: [] for b in self._bound}
         # The schedule is computed before the clock starts: drawing it must not make sends late.
         times: list[float] = []
-        if point.process is not None:
+        if point.process is not None and point.phases:
+            times = phased_arrivals(point.process, point.phases, seed=s.seed)
+        elif point.process is not None:
             times = arrival_times(
                 point.process, count=s.count, duration_s=s.duration_s, seed=s.seed
             )
@@ -152,12 +161,15 @@ class LoadRunner:
         monitor = ClientMonitor()
         monitor.start()
         t0 = time.perf_counter()
+        if self.on_start is not None:
+            self.on_start(t0)
         if point.process is not None:
             lags = await self._open_loop(times, tenants, t0, records)
         else:
             assert point.concurrency is not None
             lags = []
-            await self._closed_loop(point.concurrency, tenants, t0, records)
+            windows = worker_windows(point.phases, point.concurrency) if point.phases else None
+            await self._closed_loop(point.concurrency, tenants, t0, records, windows)
         await monitor.stop()
         all_records = [r for rs in records.values() for r in rs]
         stop_s = max((r.scheduled_s for r in all_records), default=0.0)
@@ -214,12 +226,22 @@ class LoadRunner:
         tenants: list[int],
         t0: float,
         records: dict[str, list[RequestRecord]],
+        windows: list[tuple[float, float]] | None = None,
     ) -> None:
+        """``windows``: one (start, end) in seconds from ``t0`` per worker (a burst's phases);
+        None: ``concurrency`` workers for the whole run."""
         s = self.settings
         limit = s.count
-        deadline = t0 + s.duration_s if s.duration_s is not None else float("inf")
+        end = s.duration_s if s.duration_s is not None else float("inf")
+        spans = windows if windows is not None else [(0.0, end)] * concurrency
 
-        async def worker(b: _Bound, indices: itertools.count[int]) -> None:
+        async def worker(
+            b: _Bound, indices: itertools.count[int], start: float, stop: float
+        ) -> None:
+            deadline = t0 + min(stop, end)
+            delay = t0 + start - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
             while time.perf_counter() < deadline:
                 index = next(indices)
                 if limit is not None and index >= limit:
@@ -230,7 +252,7 @@ class LoadRunner:
         workers = []
         for b in self._bound:
             indices = itertools.count()
-            workers += [worker(b, indices) for _ in range(concurrency)]
+            workers += [worker(b, indices, start, stop) for start, stop in spans]
         await asyncio.gather(*workers)
 
     async def _one(
