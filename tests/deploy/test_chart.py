@@ -82,7 +82,7 @@ MULTI_NODE: dict[str, Any] = {
                 "servedModelName": "llama-405b",
                 "profile": {"tensor_parallel_size": 8},
                 "multiNode": {"enabled": True, "pipelineParallelSize": 2},
-                "autoscaling": {"enabled": True, "minReplicas": 1, "maxReplicas": 2},
+                "autoscaling": {"enabled": True, "min_replicas": 1, "max_replicas": 2},
             }
         ]
     }
@@ -406,36 +406,6 @@ def test_provider_keys_stay_in_the_secret(
     assert provider.api_key is not None and provider.api_key.get_secret_value() == "sk-provider"
     for entry in json.loads(secret["TIDEGATE_UPSTREAMS"]):
         UpstreamServer.model_validate(entry)
-
-
-def test_keda_scales_each_pool_on_saturation(rendered: dict[str, list[Manifest]]) -> None:
-    scaled = {
-        m["metadata"]["name"]: m["spec"] for m in by_kind(rendered["keda-on"], "ScaledObject")
-    }
-    assert set(scaled) == {"tg-tidegate-engine-interactive", "tg-tidegate-engine-batch"}
-    spec = scaled["tg-tidegate-engine-batch"]
-    assert spec["scaleTargetRef"] == {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "name": "tg-tidegate-engine-batch",
-    }
-    assert (spec["minReplicaCount"], spec["maxReplicaCount"]) == (0, 2)
-    assert spec["cooldownPeriod"] == 600
-    behavior = spec["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]
-    assert behavior["scaleDown"]["stabilizationWindowSeconds"] == 600
-    (trigger,) = spec["triggers"]
-    assert trigger["type"] == "prometheus" and trigger["metricType"] == "Value"
-    assert trigger["metadata"]["query"] == (
-        'sum(tidegate_pool_in_flight_requests{model="qwen2.5-7b-instruct-batch"})'
-        ' / clamp_min(max(tidegate_pool_capacity{model="qwen2.5-7b-instruct-batch"}), 1)'
-    )
-    assert trigger["metadata"]["threshold"] == "1.0"
-    assert scaled["tg-tidegate-engine-interactive"]["triggers"][0]["metadata"]["threshold"] == "0.8"
-    # With KEDA in charge the Deployment leaves replicas to it.
-    engine = named(rendered["keda-on"], "Deployment", "tg-tidegate-engine-batch")
-    assert "replicas" not in engine["spec"]
-    for name in ("defaults", "keda-off", "two-pools"):
-        assert by_kind(rendered[name], "ScaledObject") == []
 
 
 def test_gateway_hpa_scales_on_request_rate_or_cpu(rendered: dict[str, list[Manifest]]) -> None:
