@@ -73,14 +73,22 @@ def prepare(
         str | None,
         typer.Option("--model", help="A model directory or hub id (default: engines.model)."),
     ] = None,
+    adapter: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--adapter",
+            help="Also build this demo LoRA adapter for the bundled model (pirate); repeatable.",
+        ),
+    ] = None,
 ) -> None:
-    """Make the model loadable by vLLM (converts the bundled GGUF once)."""
+    """Make the model loadable by vLLM (converts the bundled GGUF once; --adapter trains a
+    demo LoRA adapter once)."""
     from tidegate.engines.model_prepare import ModelPreparer
 
     console = Console(stderr=True)
     cfg = _load(console, config)
     try:
-        ModelPreparer(config=cfg, console=console).prepare(model)
+        ModelPreparer(config=cfg, console=console).prepare(model, adapters=adapter or ())
     except EngineError as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from exc

