@@ -8,12 +8,16 @@ What it models is what the gateway and the engine supervisor do:
   nobody waits, else it queues (FIFO); a full queue (``max_queue_depth`` waiting) is a 429, a
   request still waiting after ``queue_timeout_s`` a 503;
 - a granted request goes to the routed ready replica with the fewest requests (least
-  outstanding); a replica runs up to ``max_concurrency`` of them, the rest wait on it, and every
-  running one advances at the pool model's speed for that many (processor sharing);
+  outstanding); a replica runs up to ``max_concurrency`` of them, the rest wait on it, and
+  every running one advances at the pool model's speed for that many (processor sharing). A
+  draining replica's requests still hold their gateway slots while its capacity is gone, as in
+  the gateway's queue;
 - scaling: the same ``ScalingDecider`` the supervisor runs, fed a ``ScalingSample`` every
   ``evaluation_interval_s``. A new replica is routed ``cold_start_s`` after its start, a ready
   standby is promoted at once, a scale-down first cancels a replica still loading, else drains
-  the routed replica with the least work (no new requests; it stops when its last one ends).
+  the routed replica with the least work (no new requests; it stops when its last one ends),
+  carried out as ``engines.autoscaler`` reconciles (same order, same room under max_replicas,
+  draining replicas included).
 
 The pool starts warm: min_replicas routed and warm_standby standbys ready at t = 0 (a fixed pool:
 its N replicas). The run ends when the last request has ended.
@@ -449,7 +453,8 @@ class _Simulation:
             standby_ready=self._count("standby"),
             starting=self._count("starting"),
             signal_value=self._signal(policy, routed_ready),
-            requests_seen=self.seen_since_sample,
+            # As the supervisor: a request arrived, or some wait or run (the idle clock).
+            requests_seen=self.seen_since_sample or self.n_waiting > 0 or self.in_flight > 0,
         )
         self.seen_since_sample = False
         decision = decider.decide(sample)
@@ -483,10 +488,15 @@ class _Simulation:
                 break
             have += 1
         while have > decision.desired_routed:
+            # As the supervisor retires: one still loading first, then the least busy, then
+            # the highest index.
             if loading:
-                self._stop(loading.pop(), now)  # the youngest load is the cheapest to give up
+                self._stop(loading.pop(), now)
             else:
-                victim = min((r for r in self.replicas if r.state == "ready"), key=lambda r: r.load)
+                victim = min(
+                    (r for r in self.replicas if r.state == "ready"),
+                    key=lambda r: (r.load, -r.life.id),
+                )
                 victim.state = "draining"
                 if not victim.load:
                     self._stop(victim, now)
@@ -494,16 +504,18 @@ class _Simulation:
         standbys = [
             r for r in self.replicas if r.role == "standby" and r.state in ("standby", "starting")
         ]
+        standbys.sort(key=lambda r: (r.state == "starting", r.life.id))
         while len(standbys) > decision.desired_standby:
-            self._stop(standbys.pop(), now)
+            self._stop(standbys.pop(), now)  # loading ones first, then the highest index
         for _ in range(decision.desired_standby - len(standbys)):
             if self._occupied() >= policy.max_replicas:
                 break
             self._spawn(now, "standby", loaded=False)
 
     def _occupied(self) -> int:
-        """Routed, standby and loading replicas: what max_replicas bounds."""
-        return sum(1 for r in self.replicas if r.state in ("starting", "standby", "ready"))
+        """Replicas with a process, draining ones included (as in the supervisor, a new one
+        never shares a draining one's cores): what max_replicas bounds."""
+        return sum(1 for r in self.replicas if r.state != "stopped")
 
     def _sample(self, now: float) -> None:
         self.timeline.append(
