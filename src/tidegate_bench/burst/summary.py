@@ -191,6 +191,7 @@ def burst_block(
             "factor": plan.factor,
         },
         "phases": figures,
+        "bin_s": bin_s,
         "series": series(records, plan.total_s, bin_s),
         "gateway": {
             "metrics_url": metrics_url,

@@ -82,6 +82,76 @@ class Comparison(_Frozen):
     significant: bool
 
 
+class BurstPhase(_Frozen):
+    name: str
+    start_s: float
+    end_s: float
+    factor: float
+    requests: int
+    completed: int
+    failed: int
+    error_rate: float | None
+    http_429: int
+    http_503: int
+    offered_rps: float
+    ttft_p50_ms: float | None
+    ttft_p95_ms: float | None
+    e2el_p50_ms: float | None
+    e2el_p95_ms: float | None
+    queue_wait_p50_ms: float | None
+    queue_wait_p95_ms: float | None
+
+
+class BurstPoint(_Frozen):
+    """One bin of the run: load offered and completed (req/s), and the TTFT p95 of its requests."""
+
+    t_s: float
+    offered_rps: float
+    completed_rps: float
+    ttft_p95_ms: float | None
+
+
+class ReplicaRow(_Frozen):
+    t_s: float
+    desired: float | None
+    ready: float | None
+    starting: float | None = None
+    standby: float | None = None
+
+
+class ScaleUp(_Frozen):
+    to_desired_up_s: float | None
+    to_ready_up_s: float | None
+    to_new_replica_first_request_s: float | None
+    new_replica: str | None
+
+
+class SlaCheck(_Frozen):
+    phase: str
+    key: str
+    limit: float
+    value: float | None
+    outcome: Literal["pass", "fail", "unmeasured"]
+
+
+class SlaVerdict(_Frozen):
+    spec: str
+    checks: list[SlaCheck]
+    verdict: Literal["pass", "fail", "unknown"]
+
+
+class Burst(_Frozen):
+    """The ``burst`` block of a ``--scenario burst`` run."""
+
+    phases: list[BurstPhase]
+    bin_s: float = 1.0
+    """Width of each ``series`` bin, seconds."""
+    series: list[BurstPoint]
+    replicas: dict[str, list[ReplicaRow]]
+    scale_up: dict[str, ScaleUp]
+    sla: SlaVerdict | None
+
+
 class Run(_Frozen):
     label: str
     shape: Literal["closed", "constant", "poisson", "gamma", "onoff", "ramp"]
@@ -90,6 +160,7 @@ class Run(_Frozen):
     duration_s: float
     targets: list[TargetResult]
     comparisons: list[Comparison]
+    burst: Burst | None = None
 
 
 class Client(_Frozen):

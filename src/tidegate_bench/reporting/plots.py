@@ -48,14 +48,22 @@ def _label(name: str) -> str:
 
 
 @contextmanager
-def _figure(ncols: int) -> Iterator[tuple[Figure, list[Axes]]]:
+def _figure(ncols: int, nrows: int = 1) -> Iterator[tuple[Figure, list[Axes]]]:
+    """Axes side by side, or (``nrows`` > 1, one column) stacked on one shared time axis."""
     # Target names are user input: never let a "$" in one switch matplotlib into mathtext.
     with matplotlib.rc_context(
         {"text.parse_math": False, "font.family": "DejaVu Sans", "font.size": 9.0}
     ):
         fig = Figure(figsize=FIG_SIZE_IN, dpi=DPI, layout="constrained")
         FigureCanvasAgg(fig)
-        axes = [fig.add_subplot(1, ncols, i + 1) for i in range(ncols)]
+        if nrows > 1:
+            first = fig.add_subplot(nrows, 1, 1)
+            axes = [
+                first,
+                *(fig.add_subplot(nrows, 1, i + 1, sharex=first) for i in range(1, nrows)),
+            ]
+        else:
+            axes = [fig.add_subplot(1, ncols, i + 1) for i in range(ncols)]
         for ax in axes:
             ax.grid(True, alpha=0.3)
         yield fig, axes
@@ -160,3 +168,57 @@ def throughput_over_time(run: Run, index: int, colors: Mapping[str, str]) -> Plo
         return Plot(
             f"throughput_run{index + 1}.png", f"Throughput over time, {run.label}", _png(fig)
         )
+
+
+def burst_timeline(run: Run, index: int) -> Plot | None:
+    """A burst run on one time axis: load (req/s offered and completed), replicas (desired and
+    ready, per pool) and TTFT p95; the burst phase shaded, the SLA's TTFT p95 bound dashed."""
+    burst = run.burst
+    if burst is None or not burst.series:
+        return None
+    with _figure(1, nrows=3) as (fig, axes):
+        load, replicas, ttft = axes
+        width = burst.bin_s
+        # Each bin drawn over its whole width: the last one is repeated at the run's end.
+        ts = [p.t_s for p in burst.series] + [burst.series[-1].t_s + width]
+        for key, color, label in (("offered_rps", PALETTE[0], "offered"),
+                                  ("completed_rps", PALETTE[1], "completed")):  # fmt: skip
+            values = [getattr(p, key) for p in burst.series]
+            load.step(ts, [*values, values[-1]], where="post", color=color, label=label)
+        load.set_ylabel("req/s")
+        for i, (pool, rows) in enumerate(sorted(burst.replicas.items())):
+            rt = [r.t_s for r in rows]
+            name = f"{_label(pool)} " if len(burst.replicas) > 1 else ""
+            desired, ready = (PALETTE[(k + 2 * i) % len(PALETTE)] for k in (2, 3))
+            replicas.step(rt, [r.desired or 0.0 for r in rows], where="post", linestyle="--",
+                          color=desired, label=f"{name}desired")  # fmt: skip
+            replicas.step(rt, [r.ready or 0.0 for r in rows], where="post", color=ready,
+                          label=f"{name}ready")  # fmt: skip
+        if not burst.replicas:
+            replicas.text(0.5, 0.5, "no autoscaling pool in the gateway's metrics",
+                          transform=replicas.transAxes, ha="center", va="center")  # fmt: skip
+        replicas.set_ylabel("replicas")
+        kept = [(p.t_s + width / 2, p.ttft_p95_ms) for p in burst.series if p.ttft_p95_ms]
+        if kept:
+            xs, ys = zip(*kept, strict=True)
+            ttft.plot(xs, ys, marker=".", color=PALETTE[4], label="TTFT p95")
+        bound = next(
+            (c.limit for c in (burst.sla.checks if burst.sla else ()) if c.key == "ttft_p95"), None
+        )
+        if bound is not None:
+            ttft.axhline(bound, linestyle="--", color=PALETTE[3], label="SLA ttft_p95")
+        ttft.set_ylabel("TTFT p95 (ms)")
+        ttft.set_xlabel("time since start (s)")
+        for ax in axes:
+            for phase in burst.phases:
+                if phase.name == "burst":
+                    ax.axvspan(phase.start_s, phase.end_s, color="#d62728", alpha=0.08)
+            ax.set_ylim(bottom=0)
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=7, loc="upper right")
+        for ax in (load, replicas):
+            ax.tick_params(labelbottom=False)
+        if burst.phases:
+            load.set_xlim(0, burst.phases[-1].end_s)
+        load.set_title(f"Burst: load, replicas and TTFT p95, {_label(run.label)} (burst shaded)")
+        return Plot(f"burst_run{index + 1}.png", f"Burst timeline, {run.label}", _png(fig))

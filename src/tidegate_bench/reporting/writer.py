@@ -9,6 +9,7 @@ from tidegate_bench.reporting.html import RunSection, render_html
 from tidegate_bench.reporting.model import BenchResult, Run, load_result
 from tidegate_bench.reporting.plots import (
     Plot,
+    burst_timeline,
     latency_cdfs,
     latency_vs_load,
     target_colors,
@@ -47,7 +48,8 @@ def build(result: BenchResult, base: Path) -> tuple[list[Plot], list[RunSection]
     sections = []
     for index, run in enumerate(result.runs):
         cdf = latency_cdfs(run, index, _run_latencies(run, base, notes), colors)
-        plots = [p for p in (cdf, throughput_over_time(run, index, colors)) if p is not None]
+        candidates = (burst_timeline(run, index), cdf, throughput_over_time(run, index, colors))
+        plots = [p for p in candidates if p is not None]
         sections.append(RunSection(run=run, plots=plots))
     return overview, sections, notes
 
