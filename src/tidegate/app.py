@@ -51,6 +51,7 @@ from tidegate.pipeline.wiring import (
     wire_limits,
     wire_validation,
 )
+from tidegate.rollout.adapter_wiring import wire_adapters
 from tidegate.rollout.wiring import wire_rollouts
 from tidegate.routing.discovery import Resolver, resolve_host
 from tidegate.routing.wiring import start_discovery, start_health_checks, wire_routing
@@ -122,6 +123,9 @@ def build_app(
                 registry=metrics.registry,
                 redact=redactor.redact,
             )
+            adapters = await wire_adapters(
+                config, stack, sessions=sessions, routing=routing.table, http=session
+            )
             tap = None if rollouts is None else rollouts.tap
             batches = wire_batches(config, sessions)
             completions = build_completions(
@@ -161,6 +165,7 @@ def build_app(
                     files=None if batches is None else batches.files,
                     batches=None if batches is None else batches.batches,
                     rollouts=None if rollouts is None else rollouts.services,
+                    adapters=adapters.service,
                     metrics_token=(
                         None
                         if server.metrics_token is None

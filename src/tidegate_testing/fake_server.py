@@ -106,10 +106,18 @@ class FakeUpstream:
         port: int = 0,
         record_requests: bool = True,
         max_model_len: int | None = 2048,
+        adapters: dict[str, str] | None = None,
     ) -> None:
         """``max_model_len``: what GET /v1/models lists for the model, as vLLM does; None:
-        no length, like an engine that does not say (SGLang, TGI)."""
+        no length, like an engine that does not say (SGLang, TGI). ``adapters``: LoRA name →
+        path registered at start (vLLM's --lora-modules)."""
         self.model = model
+        self.adapters: dict[str, str] = dict(adapters or {})
+        """The LoRA adapters it serves, like vLLM with --enable-lora: each is a model name of
+        its own, answering with ``[NAME] `` before the base model's text; loaded and unloaded
+        through /v1/load_lora_adapter and /v1/unload_lora_adapter."""
+        self.refuse_paths: set[str] = set()
+        """Adapter paths whose load fails (400), like a directory vLLM cannot read."""
         self.max_model_len = max_model_len
         self.behaviour = behaviour or FakeBehaviour()
         self.host = host
@@ -145,6 +153,8 @@ class FakeUpstream:
         app.router.add_post("/fake/in-flight/reset", self._reset_in_flight)
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_post("/v1/completions", self._text)
+        app.router.add_post("/v1/load_lora_adapter", self._load_lora)
+        app.router.add_post("/v1/unload_lora_adapter", self._unload_lora)
         return app
 
     async def start(self) -> None:
@@ -202,9 +212,48 @@ class FakeUpstream:
         }
         if self.max_model_len is not None:
             card["max_model_len"] = self.max_model_len
+        cards = [card]
+        for name, path in self.adapters.items():
+            cards.append({**card, "id": name, "root": path, "parent": self.model})
         return web.Response(
-            body=orjson.dumps({"object": "list", "data": [card]}), content_type=_JSON
+            body=orjson.dumps({"object": "list", "data": cards}), content_type=_JSON
         )
+
+    async def _lora_body(self, request: web.Request) -> dict[str, Any] | web.Response:
+        try:
+            body = orjson.loads(await request.read())
+        except orjson.JSONDecodeError:
+            return _error(400, "The request body is not valid JSON.", "BadRequestError")
+        if not isinstance(body, dict) or not isinstance(body.get("lora_name"), str):
+            return _error(400, "lora_name is required.", "BadRequestError")
+        return body
+
+    async def _load_lora(self, request: web.Request) -> web.Response:
+        body = await self._lora_body(request)
+        if isinstance(body, web.Response):
+            return body
+        name, path = body["lora_name"], body.get("lora_path")
+        if not isinstance(path, str) or not path:
+            return _error(400, "lora_path is required.", "BadRequestError")
+        if name in self.adapters:
+            return _error(
+                400, f"The lora adapter '{name}' has already been loaded.", "InvalidUserInput"
+            )
+        if path in self.refuse_paths:
+            return _error(
+                400, f"Loading lora {name} failed: no adapter at {path}", "BadRequestError"
+            )
+        self.adapters[name] = path
+        return web.Response(text=f"Success: LoRA adapter '{name}' added successfully.")
+
+    async def _unload_lora(self, request: web.Request) -> web.Response:
+        body = await self._lora_body(request)
+        if isinstance(body, web.Response):
+            return body
+        name = body["lora_name"]
+        if self.adapters.pop(name, None) is None:
+            return _error(404, f"The lora adapter '{name}' cannot be found.", "NotFoundError")
+        return web.Response(text=f"Success: LoRA adapter '{name}' removed successfully.")
 
     async def _metrics(self, request: web.Request) -> web.Response:
         label = f'{{model_name="{self.model}"}}'
@@ -257,9 +306,12 @@ class FakeUpstream:
         if self._record:
             self.requests.append(body)
             self.request_headers.append({k.lower(): v for k, v in request.headers.items()})
-        if body.get("model") != self.model:
-            message = f"The model `{body.get('model')}` does not exist."
+        served = body.get("model")
+        if served != self.model and served not in self.adapters:
+            message = f"The model `{served}` does not exist."
             return _error(404, message, "NotFoundError", "model")
+        # An adapter's answers are recognisably its own: "[NAME] " comes first.
+        prefix = f"[{served}] " if served != self.model else ""
 
         b = self.behaviour
         if b.fault == "hang":
@@ -282,14 +334,15 @@ class FakeUpstream:
             "id": rid,
             "object": obj,
             "created": int(time.time()),
-            "model": self.model,
+            "model": served,
         }
         if stream:
-            return await self._stream(request, chat, head, body, completion, usage)
+            return await self._stream(request, chat, head, body, completion, usage, prefix)
 
         if b.first_token_delay_s > 0:
             await asyncio.sleep(b.first_token_delay_s)
         text = _TOKEN * completion if pieces is None else "".join(pieces[:completion])
+        text = prefix + text
         choice: dict[str, Any]
         if chat:
             reply = {"role": "assistant", "content": text, "tool_calls": []}
@@ -308,6 +361,7 @@ class FakeUpstream:
         body: dict[str, Any],
         completion: int,
         usage: dict[str, int],
+        prefix: str = "",
     ) -> web.StreamResponse:
         b = self.behaviour
         pieces = _pieces(b)
@@ -335,6 +389,8 @@ class FakeUpstream:
         await response.prepare(request)
         if chat:
             await response.write(chunk("", None, role=True))
+        if prefix:
+            await response.write(chunk(prefix, None))
         if b.first_token_delay_s > 0:
             await asyncio.sleep(b.first_token_delay_s)
         for i in range(completion):
@@ -378,6 +434,13 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=2048,
         help="what GET /v1/models lists as the model's max_model_len; 0: none",
     )
+    parser.add_argument(
+        "--lora-modules",
+        nargs="*",
+        default=[],
+        metavar="NAME=PATH",
+        help="LoRA adapters served from the start, as vLLM's --lora-modules",
+    )
     return parser.parse_args(argv)
 
 
@@ -394,6 +457,7 @@ async def _serve(args: argparse.Namespace) -> None:
         port=args.port,
         record_requests=False,
         max_model_len=args.max_model_len or None,
+        adapters=dict(module.split("=", 1) for module in args.lora_modules),
     )
     await server.start()
     print(f"listening on {server.base_url}", flush=True)

@@ -19,8 +19,8 @@ from tidegate.store import StoreError, StoreUnavailableError, create_engine, mig
 from tidegate.store.migrate import MIGRATIONS_DIR
 from tidegate.store.models import Base
 
-HEAD = "0005"
-PREVIOUS = "0004"
+HEAD = "0007"
+PREVIOUS = "0006"
 
 
 async def schema_state(url: str) -> tuple[list[str], list[str], list[tuple[object, ...]]]:
@@ -52,6 +52,7 @@ async def test_migrate_creates_the_schema_and_is_idempotent(store_url: str) -> N
         "batches",
         "files",
         "leases",
+        "lora_adapters",
         "model_versions",
         "prompt_logs",
         "rollout_step_stats",

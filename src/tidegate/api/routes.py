@@ -9,6 +9,7 @@ from starlette.routing import BaseRoute, Match, Route
 
 from tidegate import __version__
 from tidegate.api.admin import build_admin_routes
+from tidegate.api.admin_adapters import build_adapter_routes
 from tidegate.api.admin_rollouts import build_rollout_routes
 from tidegate.api.admin_shadow import build_shadow_routes
 from tidegate.api.admin_traffic import build_traffic_routes
@@ -54,6 +55,7 @@ def build_routes(
         *build_admin_routes(services),
         *build_usage_routes(services),
         *build_traffic_routes(services),
+        *build_adapter_routes(services),
         *build_shadow_routes(services),
         *build_rollout_routes(services),
         *build_console_routes(enabled=console),

@@ -14,6 +14,7 @@ from tidegate.observability.tracing import Tracing
 from tidegate.pipeline.accounting import RequestAccounting
 from tidegate.pipeline.completions import CompletionService
 from tidegate.pipeline.limits import Limiter
+from tidegate.rollout.adapters import AdapterService
 from tidegate.rollout.wiring import RolloutServices
 from tidegate.routing.replicas import RoutingTable
 from tidegate.tenancy.audit import AuditLog
@@ -44,6 +45,8 @@ class ApiServices:
     rollouts: RolloutServices | None = None
     """Versions, traffic policies, rollouts and shadow reports; None when rollouts.enabled is
     false."""
+    adapters: AdapterService | None = None
+    """Runtime LoRA adapters (/admin/adapters)."""
     metrics_token: str | None = None
     """server.metrics_token: opens /metrics on the API port (so do operators' admin keys)."""
 

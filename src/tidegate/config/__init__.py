@@ -24,6 +24,7 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from tidegate.config.adapters import AdapterConfig, adapter_target
 from tidegate.config.autoscaling import AutoscalingPolicy, ScalingSignal
 from tidegate.config.batch import BatchConfig
 from tidegate.config.engines import EnginePoolConfig, EngineProfile, EnginesConfig, LocalPool
@@ -47,6 +48,8 @@ __all__ = [
     "TelemetryConfig",
     "AutoscalingPolicy",
     "ScalingSignal",
+    "AdapterConfig",
+    "adapter_target",
     "EnginePoolConfig",
     "EngineProfile",
     "EnginesConfig",

@@ -119,6 +119,29 @@ class EnginesConfig(Section):
             )
         return self
 
+    @model_validator(mode="after")
+    def _adapters_fit(self) -> EnginesConfig:
+        # An adapter version is a pool of the routing table: its name must not clash with
+        # pools, and its base_model (when given) must be what its pool serves.
+        pools = {self.served_model_name, *(pool.name for pool in self.pools)}
+        seen: set[str] = set()
+        owners = [(self.model, self.adapters)]
+        owners += [(pool.model or self.model, pool.adapters) for pool in self.pools]
+        for model, adapters in owners:
+            for adapter in adapters:
+                for name in {adapter.name, adapter.target}:
+                    if name in pools:
+                        raise ValueError(f"adapter {name} clashes with the pool of that name")
+                if adapter.target in seen:
+                    raise ValueError(f"adapter {adapter.target} is listed twice")
+                seen.add(adapter.target)
+                if adapter.base_model and adapter.base_model != model:
+                    raise ValueError(
+                        f"adapter {adapter.name} was trained on {adapter.base_model}, but its "
+                        f"pool serves {model}"
+                    )
+        return self
+
     def local_pools(self) -> list[LocalPool]:
         """Every local pool: the main one (served_model_name) first, then ``pools``, each with
         its effective model and profile. Empty when replicas is 0."""
@@ -127,7 +150,7 @@ class EnginesConfig(Section):
         pools = [
             LocalPool(
                 self.served_model_name, self.model, self.replicas, self.profile, self.autoscaling
-            )
+            )._replace(adapters=tuple(self.adapters), max_loras=self.max_loras)
         ]
         for pool in self.pools:
             pools.append(
@@ -137,7 +160,7 @@ class EnginesConfig(Section):
                     pool.replicas,
                     self.pool_profile(pool),
                     pool.autoscaling,
-                )
+                )._replace(adapters=tuple(pool.adapters), max_loras=pool.max_loras)
             )
         return pools
 
@@ -153,6 +176,9 @@ class LocalPool(NamedTuple):
     """The fixed replica count (not used when ``autoscaling.enabled``)."""
     profile: EngineProfile
     autoscaling: AutoscalingPolicy = AutoscalingPolicy()
+    adapters: tuple[AdapterConfig, ...] = ()
+    """Its LoRA adapters (config/adapters.py); runtime ones live in the store."""
+    max_loras: int = 4
 
     @property
     def initial_replicas(self) -> int:

@@ -69,6 +69,8 @@ def plan_replicas(
                 host=host,
                 device=devices[pool.profile.device],
                 profile=pool.profile,
+                adapters=pool.adapters,
+                max_loras=pool.max_loras,
             )
             specs.append(
                 ReplicaSpec(

@@ -10,7 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tidegate.config import Config, EngineProfile
+from tidegate.config import AdapterConfig, Config, EngineProfile
+from tidegate.config.adapters import lora_rank
 from tidegate.engines.device import Device, detect_device
 from tidegate.engines.dtype import engine_dtype
 from tidegate.engines.install import venv_python
@@ -31,9 +32,12 @@ def build_engine_command(
     device: Device | None = None,
     host: str = "127.0.0.1",
     profile: EngineProfile | None = None,
+    adapters: tuple[AdapterConfig, ...] = (),
+    max_loras: int = 4,
 ) -> EngineCommand:
     """``profile``: the replica's pool's effective profile (default: engines.profile). Every
-    pool serves under served_model_name, so clients see one model whichever pool answers."""
+    pool serves under served_model_name, so clients see one model whichever pool answers.
+    ``adapters``: the pool's LoRA adapters, loaded at start under their version's name."""
     engines = config.engines
     profile = profile or engines.profile
     device = device or detect_device(profile.device)
@@ -69,6 +73,24 @@ def build_engine_command(
         env["VLLM_CPU_KVCACHE_SPACE"] = str(profile.cpu_kvcache_space_gib)
     if config.scheduling.engine_priority:
         argv += ["--scheduling-policy", "priority"]
+    if adapters:
+        argv += lora_args(adapters, max_loras=max_loras)
+        # Lets the gateway load and unload adapters at runtime (/v1/load_lora_adapter).
+        env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] = "True"
     argv += profile.extra_args
     env.update(profile.extra_env)
     return EngineCommand(argv=tuple(argv), env=env)
+
+
+def lora_args(adapters: tuple[AdapterConfig, ...], *, max_loras: int) -> list[str]:
+    """vLLM's LoRA flags: support on, the batch's adapter slots and rank, the adapters."""
+    modules = [f"{adapter.target}={adapter.source}" for adapter in adapters]
+    return [
+        "--enable-lora",
+        "--max-loras",
+        str(max_loras),
+        "--max-lora-rank",
+        str(lora_rank(adapters)),
+        "--lora-modules",
+        *modules,
+    ]

@@ -354,6 +354,8 @@ class CompletionService:
                     slot.release()
                 raise
             request.backend = response.target.backend
+            if pool.base is not None:  # an adapter version: its own pool name, not the base's
+                request.backend = f"{pool.name}/{response.target.id}".encode()
             record.pool = pool.name
             return _Call(response, slot, pool)
         raise AssertionError("unreachable: the last pool either returns or raises")
@@ -388,7 +390,7 @@ class CompletionService:
                     response = await self._providers[replica.provider].open(
                         replica,
                         body,
-                        model=replica.upstream_model,
+                        model=pool.upstream_model or replica.upstream_model,
                         priority=ENGINE_PRIORITY[request.klass]
                         if replica.priority_scheduling
                         else None,

@@ -74,6 +74,10 @@ def models_for_pools(config: Config, by_pool: dict[str, ModelLimits]) -> dict[st
     engines = config.engines
     if engines.replicas > 0:
         limits[engines.served_model_name] = by_pool[engines.served_model_name]
+    # A LoRA adapter counts and fits like its base model (same tokenizer, same context).
+    for local in engines.local_pools():
+        for adapter in local.adapters:
+            limits.setdefault(adapter.name, by_pool[local.name])
     # A configured route is validated like its primary pool's model.
     for route in config.routing.routes:
         primary = by_pool.get(route.pools[0])

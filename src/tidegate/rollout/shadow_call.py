@@ -105,7 +105,7 @@ async def call_shadow(
             response = await providers[replica.provider].open(
                 replica,
                 request,
-                model=replica.upstream_model,
+                model=pool.upstream_model or replica.upstream_model,
                 priority=ENGINE_PRIORITY["batch"] if replica.priority_scheduling else None,
                 request_id=request_id,
             )

@@ -152,7 +152,7 @@ class VersionService:
 
     def _add(self, session: AsyncSession, fingerprint: Fingerprint, actor: Actor) -> ModelVersion:
         row = ModelVersion(
-            id=_version_id(),
+            id=new_version_id(),
             model=fingerprint.model,
             pool=fingerprint.pool,
             source=fingerprint.source,
@@ -263,7 +263,7 @@ def _config_or_weights(name: str) -> bool:
     return name == "config.json" or name.endswith(_WEIGHT_SUFFIXES) or name.endswith(".index.json")
 
 
-def _version_id() -> str:
+def new_version_id() -> str:
     # Time-ordered, so versions created within one clock tick still list newest first.
     return f"ver_{time.time_ns():016x}{secrets.token_hex(4)}"
 

@@ -10,6 +10,7 @@ its pool.
 from __future__ import annotations
 
 from tidegate.config import Config, PoolConfig
+from tidegate.routing.adapter_pools import adapter_pool
 from tidegate.routing.balancer import build_balancer
 from tidegate.routing.breaker import CircuitBreaker
 from tidegate.routing.replicas import Pool, Replica, ReplicaState, RoutingTable
@@ -44,6 +45,7 @@ def build_routing(config: Config) -> RoutingTable:
             )
         )
     _add_static_upstreams(config, routing)
+    _add_config_adapters(config, routing, configured)
     unknown = routing.unknown_pools()
     if unknown:
         raise ValueError(
@@ -84,3 +86,21 @@ def _add_static_upstreams(config: Config, routing: RoutingTable) -> None:
                 else None,
             )
         )
+
+def _add_config_adapters(
+    config: Config, routing: RoutingTable, settings: dict[str, PoolConfig]
+) -> None:
+    """Each local pool's adapters, as pools on its replicas (the engines config checked them
+    against the local pools; here against the remote pools and the public models)."""
+    models = set(routing.models())
+    for local in config.engines.local_pools():
+        base = routing.pool(local.name)
+        for adapter in local.adapters:
+            if adapter.name in models:
+                raise ValueError(f"adapter {adapter.name} clashes with the model of that name")
+            if adapter.target in {pool.name for pool in routing.pools()}:
+                raise ValueError(f"adapter {adapter.target} clashes with the pool of that name")
+            routing.add_adapter(
+                adapter_pool(adapter.target, base, settings=settings.get(local.name)),
+                model=adapter.name,
+            )

@@ -62,6 +62,13 @@ class Replica:
     """Requests waiting in the engine's own queue (from its /metrics), for load balancing."""
     kv_cache_usage: float = 0.0
     """The engine's KV cache use, 0..1 (from its /metrics)."""
+    adapters: frozenset[str] = frozenset()
+    """The LoRA adapter versions the engine has registered (from its /v1/models and the
+    gateway's loads), replaced as a whole by the adapter sync; adapter-aware routing reads it."""
+    leases: int = 0
+    """Requests sent to it so far (the autoscaler counts arrivals with it)."""
+    first_lease_at: float | None = None
+    """Wall-clock time of its first request (how long a new replica took to serve)."""
     backend: bytes = field(init=False, default=b"")
     """The x-tidegate-backend header value, POOL/ID."""
 

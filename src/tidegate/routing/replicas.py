@@ -30,6 +30,13 @@ class Pool:
     breaker: CircuitBreaker | None = None
     affinity_prefix_chars: int = 0
     """How much leading prompt the affinity key hashes; 0: the balancer takes no key."""
+    upstream_model: str | None = None
+    """Sent upstream as ``model`` instead of the replica's own name: a LoRA adapter version
+    (its vLLM LoRA name) served by ``base``'s replicas."""
+    base: Pool | None = None
+    """The pool whose replicas (the same list) and capacity this adapter pool shares: the
+    scheduler queues its requests in the base pool's queue."""
+
 
     def candidates(self, now: float | None = None) -> list[Replica]:
         """Ready replicas not ejected by outlier detection."""
@@ -98,6 +105,29 @@ class RoutingTable:
             route.extend(name)
         return pool
 
+    def add_adapter(self, pool: Pool, *, model: str) -> None:
+        """Register an adapter version's pool (sharing its base pool's replicas) and give the
+        public ``model`` a route to it: its first version leads the implicit route, later ones
+        follow (they get what splits and rollouts send them)."""
+        if pool.name in self._pools:
+            return
+        self._pools[pool.name] = pool
+        self.ensure_pool(pool.name, model=model)
+        self._chains.clear()
+
+    def remove_adapter(self, name: str, *, model: str) -> None:
+        """Take an adapter version's pool out; the model's route goes with its last one."""
+        pool = self._pools.get(name)
+        if pool is None or pool.base is None:
+            return
+        del self._pools[name]
+        self._chains.clear()
+        route = self._routes.get(model)
+        if route is not None and not route.explicit:
+            route.pools = tuple(p for p in route.pools if p != name)
+            if not route.pools:
+                del self._routes[model]
+
     def remove(self, replica: Replica) -> None:
         """Take a replica out of its pool (discovery, once a drained one has no requests left)."""
         pool = self._pools.get(replica.pool_name)
@@ -143,7 +173,7 @@ class RoutingTable:
                     retry_after_s=2.0,
                 )
             if len(pools) == len(names):
-                self._chains[names] = pools  # complete: pools are never removed
+                self._chains[names] = pools  # complete (removing an adapter pool clears this)
         return pools
 
     def models(self) -> list[str]:

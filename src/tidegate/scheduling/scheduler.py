@@ -46,6 +46,9 @@ class Scheduler:
         self._ticker = BackgroundTask("scheduler-ticker", self._run)
 
     def queue(self, pool: Pool) -> PoolQueue:
+        # An adapter pool shares its base pool's replicas, so their capacity is queued once.
+        if pool.base is not None:
+            pool = pool.base
         queue = self._queues.get(pool)
         if queue is None:
             queue = self._queues[pool] = PoolQueue(
@@ -61,7 +64,7 @@ class Scheduler:
 
     def try_acquire(self, pool: Pool, klass: PriorityClass) -> Slot | None:
         """A slot at once when the pool has room and nobody waits ahead; None: ``wait``."""
-        queue = self._queues.get(pool) or self.queue(pool)
+        queue = (self._queues.get(pool) if pool.base is None else None) or self.queue(pool)
         return queue.try_acquire(klass)
 
     def predicted_wait_s(self, pool: Pool, klass: PriorityClass) -> float:

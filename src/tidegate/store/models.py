@@ -360,3 +360,21 @@ class Lease(Base):
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     holder: Mapped[str] = mapped_column(String(64))
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+class LoraAdapter(Base):
+    """A LoRA adapter version added at runtime (admin API or CLI): every gateway serves it on
+    its base pool's replicas, loading it into each engine. Configured adapters are not here."""
+
+    __tablename__ = "lora_adapters"
+
+    target: Mapped[str] = mapped_column(String(200), primary_key=True)
+    """The version's pool and vLLM LoRA name: name, or name@version."""
+    name: Mapped[str] = mapped_column(String(200))
+    """The public model name."""
+    version: Mapped[str] = mapped_column(String(32))
+    pool: Mapped[str] = mapped_column(String(200))
+    """The base pool whose replicas serve it."""
+    source: Mapped[str] = mapped_column(String(1000))
+    """The adapter directory or hub id, as the engines see it."""
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    created_by: Mapped[str] = mapped_column(String(200))

@@ -35,8 +35,10 @@ Action = Literal[
     "rollout.rolled_back",
     "rollout.aborted",
     "rollout.promoted",
+    "adapter.added",
+    "adapter.removed",
 ]
-TargetType = Literal["tenant", "api_key", "model", "rollout"]
+TargetType = Literal["tenant", "api_key", "model", "rollout", "adapter"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,247 @@
+"""LoRA adapters as models, end to end through a real gateway on loopback in front of two fake
+vLLM-shaped upstreams (one pool, ``base``, two replicas) that load and serve LoRA adapters and
+answer "[NAME] ..." for an adapter, so every answer says which adapter version produced it.
+
+Adapters are added and removed at runtime through /admin/adapters; the gateway loads them on
+each replica (and again on a replica that lost them), routes the adapter's public name to its
+pool with the upstream ``model`` set to the version's LoRA name, lists it in /v1/models, and
+meters, prices and counts it under its own name. Two versions of one adapter split traffic like
+two pools.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.support.gateway import ADMIN_KEY, auth, create_member, run_gateway, usage_records
+from tidegate_testing.fake_server import FakeUpstream
+
+BASE = "base"
+V1 = "/adapters/support-bot-v1"
+V2 = "/adapters/support-bot-v2"
+
+
+@dataclass
+class Env:
+    http: httpx.AsyncClient
+    fakes: list[FakeUpstream]
+
+    async def add(self, body: Any, key: str = ADMIN_KEY) -> httpx.Response:
+        return await self.http.post("/admin/adapters", json=body, headers=auth(key))
+
+    async def chat(
+        self, model: str, *, key: str = ADMIN_KEY, session: str | None = None
+    ) -> httpx.Response:
+        headers = auth(key)
+        if session is not None:
+            headers["x-tidegate-session-id"] = session
+        return await self.http.post(
+            "/v1/chat/completions",
+            json={"model": model, "messages": [{"role": "user", "content": "hi"}]},
+            headers=headers,
+        )
+
+
+@pytest.fixture
+async def env(tmp_path: Path) -> AsyncIterator[Env]:
+    async with AsyncExitStack() as stack:
+        fakes = [FakeUpstream(model=BASE), FakeUpstream(model=BASE)]
+        for fake in fakes:
+            await fake.start()
+            stack.push_async_callback(fake.stop)
+        gateway = await stack.enter_async_context(
+            run_gateway(
+                tmp_path,
+                upstreams=fakes,
+                sections={
+                    "rollouts": {"sync_interval_s": 0.2},
+                    "pricing": {
+                        "support-bot": {"input_per_million": 1e6, "output_per_million": 2e6}
+                    },
+                },
+            )
+        )
+        http = await stack.enter_async_context(httpx.AsyncClient(base_url=gateway.url))
+        yield Env(http, fakes)
+
+
+def _text(response: httpx.Response) -> str:
+    assert response.status_code == 200, response.text
+    return str(response.json()["choices"][0]["message"]["content"])
+
+
+async def test_an_added_adapter_is_a_model_of_its_own(env: Env) -> None:
+    added = await env.add({"name": "support-bot", "path": V1, "pool": BASE})
+    assert added.status_code == 201, added.text
+    body = added.json()
+    assert body["id"] == "support-bot" and body["pool"] == BASE
+    assert [r["loaded"] for r in body["replicas"]] == [True, True]
+    assert all(fake.adapters == {"support-bot": V1} for fake in env.fakes)
+
+    models = await env.http.get("/v1/models", headers=auth(ADMIN_KEY))
+    assert {"support-bot", BASE} <= {card["id"] for card in models.json()["data"]}
+
+    adapted = await env.chat("support-bot")
+    assert _text(adapted).startswith("[support-bot] ")
+    assert adapted.headers["x-tidegate-backend"].startswith("support-bot/")
+    assert not _text(await env.chat(BASE)).startswith("[")
+    sent = [request["model"] for fake in env.fakes for request in fake.requests]
+    assert sorted(sent) == [BASE, "support-bot"]
+
+    # Usage rows and prices are the adapter's own.
+    records = await usage_records(env.http, [adapted.headers["x-request-id"]])
+    row = next(r for r in records if r["request_id"] == adapted.headers["x-request-id"])
+    assert row["model"] == "support-bot"
+    assert row["cost_usd"] > 0
+    metrics = await env.http.get("/metrics", headers=auth(ADMIN_KEY))
+    assert 'model="support-bot"' in metrics.text
+
+    listed = await env.http.get("/admin/adapters", headers=auth(ADMIN_KEY))
+    assert [a["id"] for a in listed.json()["data"]] == ["support-bot"]
+
+
+async def test_tenant_allow_lists_name_adapters(env: Env) -> None:
+    assert (await env.add({"name": "support-bot", "path": V1})).status_code == 201
+    base_only = await create_member(env.http, "acme", {"allowed_models": [BASE]})
+    refused = await env.chat("support-bot", key=base_only.key)
+    assert refused.status_code == 403, refused.text
+    assert refused.json()["error"]["param"] == "model"
+    assert (await env.chat(BASE, key=base_only.key)).status_code == 200
+    bot_only = await create_member(env.http, "bots", {"allowed_models": ["support-bot"]})
+    assert _text(await env.chat("support-bot", key=bot_only.key)).startswith("[support-bot]")
+    assert (await env.chat(BASE, key=bot_only.key)).status_code == 403
+
+
+async def test_removing_an_adapter_unloads_it_everywhere(env: Env) -> None:
+    assert (await env.add({"name": "support-bot", "path": V1})).status_code == 201
+    removed = await env.http.delete("/admin/adapters/support-bot", headers=auth(ADMIN_KEY))
+    assert removed.status_code == 200, removed.text
+    assert all(fake.adapters == {} for fake in env.fakes)
+    gone = await env.chat("support-bot")
+    assert gone.status_code == 404 and gone.json()["error"]["code"] == "model_not_found"
+    again = await env.http.delete("/admin/adapters/support-bot", headers=auth(ADMIN_KEY))
+    assert again.status_code == 404
+
+
+async def test_a_replica_that_lost_its_adapters_gets_them_back(env: Env) -> None:
+    assert (await env.add({"name": "support-bot", "path": V1})).status_code == 201
+    env.fakes[1].adapters.clear()  # as a restarted engine would
+    deadline = time.monotonic() + 10
+    while env.fakes[1].adapters != {"support-bot": V1}:
+        assert time.monotonic() < deadline, "the sync did not load the adapter again"
+        await asyncio.sleep(0.05)
+
+
+async def test_two_versions_split_traffic_like_two_pools(env: Env) -> None:
+    assert (await env.add({"name": "support-bot", "path": V1})).status_code == 201
+    v2 = await env.add({"name": "support-bot", "version": "v2", "path": V2})
+    assert v2.status_code == 201, v2.text
+    assert v2.json()["id"] == "support-bot@v2"
+    # Before any split the first version serves: the second only gets what a split sends.
+    assert _text(await env.chat("support-bot")).startswith("[support-bot] ")
+
+    split = await env.http.put(
+        "/admin/models/support-bot/traffic",
+        json={"weights": {"support-bot": 50, "support-bot@v2": 50}},
+        headers=auth(ADMIN_KEY),
+    )
+    assert split.status_code == 200, split.text
+    seen: dict[str, set[str]] = {}
+    for index in range(24):
+        session = f"conversation-{index}"
+        for _ in range(2):
+            answer = await env.chat("support-bot", session=session)
+            version = _text(answer).split("]")[0].lstrip("[")
+            assert answer.headers["x-tidegate-backend"].split("/")[0] == version
+            seen.setdefault(session, set()).add(version)
+    assert all(len(versions) == 1 for versions in seen.values()), "a session moved"
+    assert set().union(*seen.values()) == {"support-bot", "support-bot@v2"}
+
+    versions = await env.http.get(
+        "/admin/models/support-bot/versions", headers=auth(ADMIN_KEY)
+    )
+    assert {(v["pool"], v["source"]) for v in versions.json()["data"]} == {
+        ("support-bot", V1),
+        ("support-bot@v2", V2),
+    }
+    # Removing v2 sends its sessions back to v1.
+    assert (
+        await env.http.delete("/admin/adapters/support-bot@v2", headers=auth(ADMIN_KEY))
+    ).status_code == 200
+    for index in range(6):
+        answer = await env.chat("support-bot", session=f"conversation-{index}")
+        assert _text(answer).startswith("[support-bot] ")
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"name": "../etc", "path": V1}, "name"),
+        ({"name": "x" * 10_000, "path": V1}, "name"),
+        ({"name": "a/b", "path": V1}, "name"),
+        ({"name": 5, "path": V1}, "name"),
+        ({"name": ["x"], "path": V1}, "name"),
+        ({"path": V1}, "name"),
+        ({"name": "bot", "path": "/adapters/../../etc/passwd"}, "path"),
+        ({"name": "bot", "path": "relative/dir"}, "path"),
+        ({"name": "bot", "path": "/a\x00b"}, "path"),
+        ({"name": "bot", "path": "/" + "a" * 5000}, "path"),
+        ({"name": "bot", "path": 3}, "path"),
+        ({"name": "bot"}, "path"),
+        ({"name": "bot", "path": V1, "hub_id": "org/x"}, "path"),
+        ({"name": "bot", "hub_id": "not a hub id"}, "hub_id"),
+        ({"name": "bot", "path": V1, "version": "v 2"}, "version"),
+        ({"name": "bot", "path": V1, "pool": "nope"}, "pool"),
+        ({"name": "bot", "path": V1, "pool": 7}, "pool"),
+        ({"name": "bot", "path": V1, "extra": 1}, "extra"),
+        ({"name": BASE, "path": V1}, "name"),
+    ],
+)
+async def test_hostile_adapter_bodies_are_clear_400s(
+    env: Env, body: dict[str, Any], param: str
+) -> None:
+    response = await env.add(body)
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["type"] == "invalid_request_error" and error["param"] == param
+    assert len(response.text) < 2000
+    assert all(fake.adapters == {} for fake in env.fakes)
+
+
+async def test_an_adapter_the_engine_refuses_is_not_added(env: Env) -> None:
+    env.fakes[1].refuse_paths.add("/adapters/broken")
+    response = await env.add({"name": "broken", "path": "/adapters/broken"})
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["code"] == "adapter_refused"
+    assert "no adapter at /adapters/broken" in response.json()["error"]["message"]
+    assert all("broken" not in fake.adapters for fake in env.fakes)
+    assert (await env.chat("broken")).status_code == 404
+
+
+async def test_only_the_operator_manages_adapters(env: Env) -> None:
+    member = await create_member(env.http, "acme")
+    tenant_admin = await env.http.post(
+        "/admin/keys",
+        json={"name": "acme admin", "role": "admin", "tenant_id": member.tenant_id},
+        headers=auth(ADMIN_KEY),
+    )
+    admin_key = tenant_admin.json()["key"]
+    for key in (admin_key, member.key):
+        assert (await env.add({"name": "bot", "path": V1}, key=key)).status_code == 403
+        listed = await env.http.get("/admin/adapters", headers=auth(key))
+        assert listed.status_code == 403
+        deleted = await env.http.delete("/admin/adapters/bot", headers=auth(key))
+        assert deleted.status_code == 403
+    assert (await env.http.get("/admin/adapters")).status_code == 401
+    assert all(fake.adapters == {} for fake in env.fakes)
+    huge = await env.http.delete("/admin/adapters/" + "x" * 5000, headers=auth(ADMIN_KEY))
+    assert huge.status_code == 404 and len(huge.text) < 2000
