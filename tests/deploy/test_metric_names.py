@@ -9,6 +9,7 @@ import yaml
 from prometheus_client import Metric
 
 from tests.deploy.chart import ROOT, by_kind, render
+from tidegate.engines.scaling_metrics import ScalingMetrics
 from tidegate.observability.dependencies import Dependencies
 from tidegate.observability.metrics import GatewayMetrics
 from tidegate.routing.pool_metrics import register_pool_metrics
@@ -27,6 +28,7 @@ def exported() -> set[str]:
     routing.add(Replica(id="r", model="m", base_url="http://x/v1", upstream_model="m"))
     register_pool_metrics(metrics.registry, routing=routing, default_concurrency=8)
     Dependencies(registry=metrics.registry)
+    ScalingMetrics(metrics.registry)  # whether a k8s gateway sets it: test_chart_signal_export
     return {name for metric in metrics.registry.collect() for name in _series(metric)}
 
 
