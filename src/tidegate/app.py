@@ -55,6 +55,7 @@ from tidegate.rollout.adapter_wiring import wire_adapters
 from tidegate.rollout.wiring import wire_rollouts
 from tidegate.routing.discovery import Resolver, resolve_host
 from tidegate.routing.wiring import start_discovery, start_health_checks, wire_routing
+from tidegate.safety.wiring import build_safety
 from tidegate.scheduling.wiring import wire_scheduling
 from tidegate.store.wiring import open_store
 from tidegate.tenancy.wiring import wire_tenancy
@@ -139,6 +140,14 @@ def build_app(
                 tracing=seen.tracing,
                 scheduler=scheduler,
                 tap=tap,
+                safety=build_safety(
+                    config,
+                    registry=metrics.registry,
+                    routing=routing.table,
+                    providers=providers,
+                    session=session,
+                    pii=lambda families: Redactor(families=families),
+                ),
             )
             accounting = RequestAccounting(
                 recorder=RequestRecorder(metrics=metrics, access_log=seen.access_log),

@@ -9,6 +9,7 @@ a 500, never a 4xx.
 
     TidegateError
     ├── InvalidRequestError         400  invalid_request_error   validation
+    │   ├── ContentPolicyError      400  invalid_request_error   validation  (.policy, .check)
     │   └── PayloadTooLargeError    413  invalid_request_error   validation
     ├── AuthenticationError         401  authentication_error    auth
     ├── PermissionDeniedError       403  permission_error        auth
@@ -67,6 +68,16 @@ class InvalidRequestError(TidegateError):
     status = 400
     error_type = "invalid_request_error"
     outcome = "validation"
+
+
+class ContentPolicyError(InvalidRequestError):
+    """A content-safety policy refused the request's text (code ``content_policy_violation``).
+    The message names the policy and the check, never the text."""
+
+    def __init__(self, message: str, *, policy: str, check: str) -> None:
+        super().__init__(message, code="content_policy_violation")
+        self.policy = policy
+        self.check = check
 
 
 class PayloadTooLargeError(InvalidRequestError):

@@ -45,6 +45,24 @@ class FakeBehaviour:
     chunk each); ``tokens`` is then ignored, max_tokens still caps it."""
     ignore_max_tokens: bool = False
     """Generate ``tokens`` whatever max_tokens says, as a misbehaving upstream would."""
+    guard_unsafe_words: tuple[str, ...] | None = None
+    """Answer as a guard model (Llama Guard's format) instead: ``unsafe\nS1`` when the last
+    message holds one of these words (any case), else ``safe``; POST /v1/moderations answers
+    the same verdict in OpenAI's shape. None: an ordinary model. ``first_token_delay_s``
+    makes the guard slow, ``fault: status_500`` makes it fail."""
+
+
+def guard_verdict(text: str, words: tuple[str, ...]) -> bool:
+    """Whether the fake guard calls ``text`` unsafe."""
+    lowered = text.lower()
+    return any(word.lower() in lowered for word in words)
+
+
+def _last_text(messages: Any) -> str:
+    if isinstance(messages, list) and messages and isinstance(messages[-1], dict):
+        content = messages[-1].get("content")
+        return content if isinstance(content, str) else ""
+    return ""
 
 
 def _pieces(b: FakeBehaviour) -> list[str] | None:
@@ -153,6 +171,7 @@ class FakeUpstream:
         app.router.add_post("/fake/in-flight/reset", self._reset_in_flight)
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_post("/v1/completions", self._text)
+        app.router.add_post("/v1/moderations", self._moderations)
         app.router.add_post("/v1/load_lora_adapter", self._load_lora)
         app.router.add_post("/v1/unload_lora_adapter", self._unload_lora)
         return app
@@ -319,6 +338,12 @@ class FakeUpstream:
         if b.fault == "status_500":
             return _error(500, "The fake upstream was told to fail.", "InternalServerError")
 
+        if b.guard_unsafe_words is not None and chat:
+            if b.first_token_delay_s > 0:
+                await asyncio.sleep(b.first_token_delay_s)
+            unsafe = guard_verdict(_last_text(body.get("messages")), b.guard_unsafe_words)
+            return self._guard_answer(body, unsafe)
+
         pieces = _pieces(b)
         configured = b.tokens if pieces is None else len(pieces)
         completion = configured if b.ignore_max_tokens else _completion_tokens(body, configured)
@@ -351,6 +376,38 @@ class FakeUpstream:
             choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": "length"}
         choice["stop_reason"] = None
         payload = {**head, "choices": [choice], "usage": usage}
+        return web.Response(body=orjson.dumps(payload), content_type=_JSON)
+
+    def _guard_answer(self, body: dict[str, Any], unsafe: bool) -> web.Response:
+        reply = {"role": "assistant", "content": "unsafe\nS1" if unsafe else "safe"}
+        choice = {"index": 0, "message": reply, "logprobs": None, "finish_reason": "stop"}
+        payload = {
+            "id": f"chatcmpl-{self._id_prefix}{next(self._ids):08x}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": self.model,
+            "choices": [choice],
+            "usage": _usage(_prompt_tokens(body, True), 3 if unsafe else 1),
+        }
+        return web.Response(body=orjson.dumps(payload), content_type=_JSON)
+
+    async def _moderations(self, request: web.Request) -> web.Response:
+        """OpenAI's /v1/moderations shape, for a guard (``guard_unsafe_words``)."""
+        try:
+            body = orjson.loads(await request.read())
+        except orjson.JSONDecodeError:
+            return _error(400, "The request body is not valid JSON.", "BadRequestError")
+        if self._record:
+            self.requests.append(body)
+        b = self.behaviour
+        if b.first_token_delay_s > 0:
+            await asyncio.sleep(b.first_token_delay_s)
+        if b.fault == "status_500":
+            return _error(500, "The fake upstream was told to fail.", "InternalServerError")
+        text = body.get("input") if isinstance(body, dict) else None
+        flagged = isinstance(text, str) and guard_verdict(text, b.guard_unsafe_words or ())
+        result = {"flagged": flagged, "categories": {"violence": flagged, "hate": False}}
+        payload = {"id": "modr-fake", "model": self.model, "results": [result]}
         return web.Response(body=orjson.dumps(payload), content_type=_JSON)
 
     async def _stream(
@@ -429,6 +486,12 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--first-token-delay-s", type=float, default=0.0)
     parser.add_argument("--token-delay-s", type=float, default=0.0)
     parser.add_argument(
+        "--guard-unsafe-word",
+        action="append",
+        default=None,
+        help="answer as a guard model: unsafe when the text holds this word (repeatable)",
+    )
+    parser.add_argument(
         "--max-model-len",
         type=int,
         default=2048,
@@ -445,10 +508,12 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 async def _serve(args: argparse.Namespace) -> None:
+    words = args.guard_unsafe_word
     behaviour = FakeBehaviour(
         tokens=args.tokens,
         first_token_delay_s=args.first_token_delay_s,
         token_delay_s=args.token_delay_s,
+        guard_unsafe_words=None if words is None else tuple(words),
     )
     server = FakeUpstream(
         model=args.model,

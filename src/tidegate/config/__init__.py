@@ -32,6 +32,16 @@ from tidegate.config.limits import LimitsConfig, ModelPrice, ValidationConfig
 from tidegate.config.metering import MeteringConfig
 from tidegate.config.rollouts import RolloutConfig
 from tidegate.config.routing import HealthConfig, ModelRoute, PoolConfig, RouteRule, RoutingConfig
+from tidegate.config.safety import (
+    ClassifierCheck,
+    DenyListCheck,
+    PiiCheck,
+    RegexCheck,
+    SafetyConfig,
+    SafetyPolicy,
+    ScriptCheck,
+    SizeCheck,
+)
 from tidegate.config.scheduling import ClusterConfig, QueueClassConfig, SchedulingConfig
 from tidegate.config.section import BUNDLED_MODEL, DEFAULT_HOME, ProviderName, Section
 from tidegate.config.server import ConsoleConfig, ServerConfig, StoreConfig, TelemetryConfig
@@ -69,6 +79,14 @@ __all__ = [
     "MeteringConfig",
     "BatchConfig",
     "RolloutConfig",
+    "ClassifierCheck",
+    "DenyListCheck",
+    "PiiCheck",
+    "RegexCheck",
+    "SafetyConfig",
+    "SafetyPolicy",
+    "ScriptCheck",
+    "SizeCheck",
     "Config",
     "load_config",
 ]
@@ -114,6 +132,8 @@ class Config(BaseSettings):
     """The OpenAI Files and Batch APIs."""
     rollouts: RolloutConfig = Field(default_factory=RolloutConfig)
     """Model versions, traffic splits, shadow traffic and staged rollouts."""
+    safety: SafetyConfig = Field(default_factory=SafetyConfig)
+    """Content-safety gates: input and output policies per model and per tenant."""
     console: ConsoleConfig = Field(default_factory=ConsoleConfig)
     """The web console for operators and tenant admins."""
 

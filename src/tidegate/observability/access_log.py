@@ -59,6 +59,7 @@ class AccessLog:
             "status": record.status,
             "outcome": record.outcome,
             "error_type": record.error_type,
+            "safety": record.safety,
             "prompt_tokens": record.prompt_tokens,
             "completion_tokens": record.completion_tokens,
             "cached_tokens": record.cached_tokens,

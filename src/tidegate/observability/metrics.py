@@ -21,7 +21,14 @@ OTHER_TENANTS = "other"
 """Tenant label once more than ``max_tenant_labels`` tenants have been seen."""
 
 RejectionReason = Literal[
-    "auth", "validation", "rate_limit", "concurrency", "budget", "limiter_unavailable", "overload"
+    "auth",
+    "validation",
+    "content_policy",
+    "rate_limit",
+    "concurrency",
+    "budget",
+    "limiter_unavailable",
+    "overload",
 ]
 
 QueueRejection = Literal["queue_full", "queue_timeout", "deadline"]

@@ -46,6 +46,9 @@ class RequestRecord:
     error_type: str | None = None
     rejection: str | None = None
     """Why the gateway itself refused the request (a RejectionReason), if it did."""
+    safety: str | None = None
+    """The content-safety decision that refused or cut the request: ``stage:policy/check``
+    (names from config, never the text)."""
     capture: ResponseCapture | None = None
     """The response's text, finish reason and tool calls; None unless the tenant logs prompts or
     a rollout watches the request (see ``gateway.taps``)."""

@@ -12,6 +12,7 @@ from typing import Any
 
 from tidegate.errors import (
     AuthenticationError,
+    ContentPolicyError,
     InvalidRequestError,
     LimiterUnavailableError,
     LimitExceededError,
@@ -45,6 +46,8 @@ def rejection_reason(error: TidegateError) -> RejectionReason | None:
         return "limiter_unavailable"
     if isinstance(error, AuthenticationError):
         return "auth"
+    if isinstance(error, ContentPolicyError):
+        return "content_policy"
     if isinstance(error, InvalidRequestError | NotFoundError | PermissionDeniedError):
         return "validation"
     if isinstance(error, QueueFullError | QueueTimeoutError):

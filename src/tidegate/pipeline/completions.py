@@ -19,6 +19,7 @@ import time
 from collections.abc import AsyncGenerator
 from typing import Any
 
+import orjson
 from opentelemetry.trace import Span
 
 from tidegate.errors import (
@@ -49,6 +50,7 @@ from tidegate.routing.outlier import OutlierDetector
 from tidegate.routing.replicas import Pool, Replica, RoutingTable
 from tidegate.routing.retry_budget import RetryBudget
 from tidegate.routing.rules import RequestTraits, response_format_type
+from tidegate.safety.gates import SafetyGates
 from tidegate.scheduling import (
     ENGINE_PRIORITY,
     PriorityClass,
@@ -129,6 +131,7 @@ class CompletionService:
         ttft_targets: dict[PriorityClass, float | None],
         scheduler: Scheduler | None = None,
         tap: RequestTap | None = None,
+        safety: SafetyGates | None = None,
     ) -> None:
         """``providers``: the transport per replica provider (openai, anthropic). ``scheduler``:
         per-pool admission and queueing; None sends every request straight to a replica.
@@ -137,6 +140,8 @@ class CompletionService:
         watches (rollout statistics, shadow traffic)."""
         self._scheduler = scheduler
         self._tap = tap
+        self._safety = safety
+        """The content-safety gates (``safety``): input checks before anything is spent."""
         self._routing = routing
         self._providers = providers
         self._metrics = metrics
@@ -187,6 +192,10 @@ class CompletionService:
         model = record.model = model_route.model
         stream = record.stream = request.stream
         tenant = principal.tenant
+        gate = None if self._safety is None else self._safety.gate(model, tenant.safety_policy)
+        if gate is not None:  # before the prompt is counted or anything reserved
+            with self._tracing.stage(span, "safety"):
+                await gate.check_input(request.fields, record)
         with self._tracing.stage(span, "validation"):
             checked = await self._validator.check(route, request, tenant, principal.key, model)
         # The prompt reserved is its count, or an upper bound on it where there is no tokenizer.
@@ -270,6 +279,7 @@ class CompletionService:
             deadline_s=deadline_s,
             spillover=model_route.spillover,
             session_id=session_id,
+            safety=gate if gate is not None and gate.checks_output else None,
         )
         tap = self._tap
         if tap is not None and model in tap.watched:
@@ -441,6 +451,10 @@ class CompletionService:
         finally:
             call.end(reuse=True)  # read() has closed the response already, as it should
         _read_body_usage(completion.json(), record)
+        if request.safety is not None:
+            filtered = await request.safety.check_answer(completion.json(), record)
+            if filtered is not None:
+                completion = Completion(orjson.dumps(filtered), filtered)
         return completion
 
     async def open_stream(self, request: PreparedRequest, record: RequestRecord) -> UpstreamStream:
@@ -461,6 +475,8 @@ class CompletionService:
             itl=self._metrics.itl,
             completion_limit=request.admission.completion_limit,
         )
+        if request.safety is not None:
+            events = request.safety.guard_stream(events, record)
         try:
             async for event in events:
                 yield event

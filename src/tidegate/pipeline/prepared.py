@@ -14,6 +14,7 @@ from tidegate.pipeline.limits import Admission
 from tidegate.protocol.endpoints import Endpoint
 from tidegate.protocol.requests import CompletionRequest
 from tidegate.routing.replicas import Pool
+from tidegate.safety.gates import RequestGate
 from tidegate.scheduling import PriorityClass
 
 __all__ = ["PreparedRequest", "RoutingHints", "tenant_session"]
@@ -58,6 +59,8 @@ class PreparedRequest:
     """x-tidegate-session-id scoped by tenant (``tenant_session``), the explicit affinity key."""
     backend: bytes = b""
     """The x-tidegate-backend value once a replica took the request: POOL/REPLICA."""
+    safety: RequestGate | None = None
+    """The content-safety output checks of the answer; None when no policy checks outputs."""
 
     @property
     def route(self) -> Endpoint:

@@ -29,6 +29,7 @@ from tidegate.routing.metrics import RoutingMetrics
 from tidegate.routing.outlier import OutlierDetector
 from tidegate.routing.replicas import RoutingTable
 from tidegate.routing.retry_budget import RetryBudget
+from tidegate.safety.gates import SafetyGates
 from tidegate.scheduling import Scheduler
 from tidegate.tenancy.tenants import TenantService
 from tidegate.upstream.client import Provider
@@ -136,6 +137,7 @@ def build_completions(
     tracing: Tracing,
     scheduler: Scheduler | None,
     tap: RequestTap | None,
+    safety: SafetyGates | None = None,
 ) -> CompletionService:
     return CompletionService(
         routing=routing,
@@ -153,4 +155,5 @@ def build_completions(
         },
         scheduler=scheduler,
         tap=tap,
+        safety=safety,
     )

@@ -97,6 +97,10 @@ class TenantSettings(_Doc):
     remote_media_urls (http(s) URLs in content parts, which the engine fetches), chat_template,
     chat_template_kwargs, guided_decoding. Empty: none; content parts must use data: URLs.
     Operator-owned, like every tenant setting."""
+    safety_policy: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+    """The content-safety policy (a name in safety.policies) applied to this tenant's requests,
+    on top of the model's own. Operator-owned: a tenant admin can neither remove nor weaken it.
+    A name the gateway does not define refuses the tenant's requests (fails closed)."""
 
 
 class KeySettings(_Doc):
