@@ -183,7 +183,14 @@ def build_app(
                 )
             )
             stack.callback(slot.clear)
-            await start_engines(config, stack, routing=routing.table, metrics=metrics)
+            await start_engines(
+                config,
+                stack,
+                routing=routing.table,
+                metrics=metrics,
+                scheduler=scheduler,
+                audit=tenancy.audit.pool_scaled,
+            )
             if batches is not None:
                 start_runner(
                     config,

@@ -113,6 +113,8 @@ def status(as_json: JsonOption = False, config: ConfigOption = None) -> None:
         print_json({**_fields(snapshot), "supervisor_alive": supervisor_alive})
         return
     console.print(status_table(snapshot, now=time.time()))
+    if any(pool.autoscaling for pool in snapshot.pools):
+        console.print(pools_table(snapshot))
     if not supervisor_alive:
         Console(stderr=True).print(
             f"[yellow]The supervisor (pid {snapshot.supervisor_pid}) is not running; "
@@ -154,6 +156,28 @@ def status_table(snapshot: EngineSnapshot, *, now: float) -> Table:
             _duration(r.load_seconds),
             str(r.restarts),
             r.log,
+        )
+    return table
+
+
+def pools_table(snapshot: EngineSnapshot) -> Table:
+    """Each local pool's routed and standby replicas, wanted and running (autoscaling pools
+    change what they want at runtime)."""
+    table = Table(title="local pools")
+    for column in ("pool", "autoscaling", "routed", "standby", "starting", "draining"):
+        table.add_column(column)
+    for pool in snapshot.pools:
+        states = [r.state for r in snapshot.replicas if r.pool == pool.name]
+        routed = states.count("ready")
+        standby = states.count("standby")
+        scaling = f"{pool.min_replicas}..{pool.max_replicas}" if pool.autoscaling else "off"
+        table.add_row(
+            pool.name,
+            scaling,
+            f"{routed} of {pool.desired_routed}",
+            f"{standby} of {pool.desired_standby}",
+            str(states.count("starting")),
+            str(states.count("draining")),
         )
     return table
 

@@ -83,10 +83,14 @@ class ReplicaRunner:
     def start(self) -> None:
         self._task.start()
 
-    async def drain(self, *, deadline: float) -> None:
-        """Take the replica out of routing and wait (until ``deadline``) for in-flight work."""
+    def begin_drain(self) -> None:
+        """Take the replica out of routing now (``drain`` then waits for in-flight work)."""
         self._set_state(ReplicaState.DRAINING)
         self._stopping = True
+
+    async def drain(self, *, deadline: float) -> None:
+        """Take the replica out of routing and wait (until ``deadline``) for in-flight work."""
+        self.begin_drain()
         while self.replica.outstanding > 0 and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
 

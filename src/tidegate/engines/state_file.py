@@ -31,6 +31,8 @@ class ReplicaRecord:
     load_seconds: float | None
     restarts: int
     log: str
+    role: str = "routed"
+    """routed: in the routing table; standby: a warm standby, loaded but not routed to."""
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ReplicaRecord:
@@ -52,6 +54,35 @@ class ReplicaRecord:
             load_seconds=number("load_seconds"),
             restarts=int(data.get("restarts") or 0),
             log=str(data.get("log", "")),
+            role=str(data.get("role") or "routed"),
+        )
+
+
+@dataclass(frozen=True)
+class PoolRecord:
+    """One local pool's replica counts as the supervisor last saw them."""
+
+    name: str
+    autoscaling: bool
+    desired_routed: int
+    """Routed replicas wanted (the fixed count without autoscaling)."""
+    desired_standby: int
+    min_replicas: int
+    max_replicas: int
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> PoolRecord:
+        def count(key: str) -> int:
+            value = data.get(key)
+            return value if isinstance(value, int) else 0
+
+        return cls(
+            name=str(data.get("name", "?")),
+            autoscaling=bool(data.get("autoscaling")),
+            desired_routed=count("desired_routed"),
+            desired_standby=count("desired_standby"),
+            min_replicas=count("min_replicas"),
+            max_replicas=count("max_replicas"),
         )
 
 
@@ -60,6 +91,7 @@ class EngineSnapshot:
     supervisor_pid: int
     updated_at: float
     replicas: tuple[ReplicaRecord, ...]
+    pools: tuple[PoolRecord, ...] = ()
 
 
 def write_state(path: Path, snapshot: EngineSnapshot) -> None:
@@ -69,6 +101,7 @@ def write_state(path: Path, snapshot: EngineSnapshot) -> None:
             "supervisor_pid": snapshot.supervisor_pid,
             "updated_at": snapshot.updated_at,
             "replicas": [asdict(r) for r in snapshot.replicas],
+            "pools": [asdict(p) for p in snapshot.pools],
         },
     )
 
@@ -81,4 +114,5 @@ def read_state(path: Path) -> EngineSnapshot | None:
         supervisor_pid=int(data.get("supervisor_pid", 0)),
         updated_at=float(data.get("updated_at", 0.0)),
         replicas=tuple(ReplicaRecord.from_json(r) for r in data.get("replicas", [])),
+        pools=tuple(PoolRecord.from_json(p) for p in data.get("pools", [])),
     )

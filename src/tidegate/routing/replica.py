@@ -12,6 +12,7 @@ for it to reach zero when draining.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -144,6 +145,9 @@ class Replica:
     def lease(self) -> InFlightLease:
         """Count one request in flight on this replica until the lease is released (the
         upstream exchange is its only taker); releasing twice counts once."""
+        if not self.leases:
+            self.first_lease_at = time.time()
+        self.leases += 1
         self.outstanding += 1
         return InFlightLease(self)
 

@@ -149,6 +149,8 @@ class PoolQueue:
         """Of those, taken by batch requests."""
         self.waiting = 0
         """Requests queued, all classes."""
+        self.refused_unready = 0
+        """Requests refused because no replica was ready (an autoscaler at zero sees them)."""
         self._share: int | None = None
         """With several gateways: this gateway's share of the capacity (``cluster``); None:
         the whole capacity is ours."""
@@ -197,6 +199,7 @@ class PoolQueue:
                 return None
         capacity = self.replica_capacity()
         if capacity == 0:
+            self.refused_unready += 1
             raise NoReadyReplicaError(
                 f"No replica of pool '{self.pool.name}' is ready yet (engines may still be "
                 "loading). Retry after the Retry-After interval; GET /readyz tells when the model "

@@ -15,7 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tidegate.store.db import transaction
-from tidegate.store.models import AuditEvent
+from tidegate.store.models import SYSTEM_TENANT_ID, AuditEvent
 from tidegate.tenancy.actors import Actor, tenant_not_found
 
 Action = Literal[
@@ -37,8 +37,11 @@ Action = Literal[
     "rollout.promoted",
     "adapter.added",
     "adapter.removed",
+    "pool.scale",
 ]
-TargetType = Literal["tenant", "api_key", "model", "rollout", "adapter"]
+TargetType = Literal["tenant", "api_key", "model", "rollout", "adapter", "pool"]
+AUTOSCALER = Actor.internal("autoscaler")
+"""The actor of the scale events local pools' autoscalers record."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +111,20 @@ class AuditLog:
             if after is not None:
                 query = query.where(AuditEvent.id < after)
             return [_entry(row) for row in await session.scalars(query)]
+
+    async def pool_scaled(self, pool: str, details: dict[str, Any]) -> None:
+        """Record a local pool's scale event (the autoscaler acts on its own: no key, the
+        system tenant), in a transaction of its own."""
+        async with transaction(self._sessions, "audit a scale event") as session:
+            record(
+                session,
+                actor=AUTOSCALER,
+                action="pool.scale",
+                tenant_id=SYSTEM_TENANT_ID,
+                target_type="pool",
+                target_id=pool,
+                details=details,
+            )
 
 
 def _entry(row: AuditEvent) -> AuditEntry:
