@@ -48,6 +48,11 @@ class _Root(LazyGroup):
             "Traffic splits, shadows, rollback and model versions.",
         ),
         LazyCommand(
+            "adapters",
+            "tidegate.commands.adapters:adapters_app",
+            "Add, remove and list LoRA adapters.",
+        ),
+        LazyCommand(
             "shadow",
             "tidegate.commands.shadow:shadow_app",
             "The shadow traffic comparison per model.",

@@ -21,8 +21,11 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
+from typer.testing import CliRunner
 
 from tests.support.gateway import ADMIN_KEY, auth, create_member, run_gateway, usage_records
+from tidegate.commands.adapters import adapters_app
 from tidegate_testing.fake_server import FakeUpstream
 
 BASE = "base"
@@ -34,6 +37,7 @@ V2 = "/adapters/support-bot-v2"
 class Env:
     http: httpx.AsyncClient
     fakes: list[FakeUpstream]
+    home: Path
 
     async def add(self, body: Any, key: str = ADMIN_KEY) -> httpx.Response:
         return await self.http.post("/admin/adapters", json=body, headers=auth(key))
@@ -71,7 +75,7 @@ async def env(tmp_path: Path) -> AsyncIterator[Env]:
             )
         )
         http = await stack.enter_async_context(httpx.AsyncClient(base_url=gateway.url))
-        yield Env(http, fakes)
+        yield Env(http, fakes, tmp_path)
 
 
 def _text(response: httpx.Response) -> str:
@@ -166,9 +170,7 @@ async def test_two_versions_split_traffic_like_two_pools(env: Env) -> None:
     assert all(len(versions) == 1 for versions in seen.values()), "a session moved"
     assert set().union(*seen.values()) == {"support-bot", "support-bot@v2"}
 
-    versions = await env.http.get(
-        "/admin/models/support-bot/versions", headers=auth(ADMIN_KEY)
-    )
+    versions = await env.http.get("/admin/models/support-bot/versions", headers=auth(ADMIN_KEY))
     assert {(v["pool"], v["source"]) for v in versions.json()["data"]} == {
         ("support-bot", V1),
         ("support-bot@v2", V2),
@@ -245,3 +247,35 @@ async def test_only_the_operator_manages_adapters(env: Env) -> None:
     assert all(fake.adapters == {} for fake in env.fakes)
     huge = await env.http.delete("/admin/adapters/" + "x" * 5000, headers=auth(ADMIN_KEY))
     assert huge.status_code == 404 and len(huge.text) < 2000
+
+
+def _cli(env: Env, *args: str) -> tuple[int, str]:
+    config = env.home / "cli.yaml"
+    upstreams = [{"url": fake.base_url, "model": BASE} for fake in env.fakes]
+    config.write_text(yaml.safe_dump({"engines": {"replicas": 0}, "upstreams": upstreams}))
+    result = CliRunner().invoke(
+        adapters_app,
+        [*args, "--config", str(config)],
+        env={"TIDEGATE_HOME": str(env.home), "TIDEGATE_CONFIG": None, "COLUMNS": "200"},  # type: ignore[dict-item]
+    )
+    return result.exit_code, result.output
+
+
+async def test_the_cli_adds_what_running_gateways_then_serve(env: Env) -> None:
+    code, out = await asyncio.to_thread(_cli, env, "add", "cli-bot", "--path", V1)
+    assert code == 0, out
+    deadline = time.monotonic() + 10
+    while (answer := await env.chat("cli-bot")).status_code != 200:
+        assert time.monotonic() < deadline, answer.text
+        await asyncio.sleep(0.05)
+    assert _text(answer).startswith("[cli-bot] ")
+    code, out = await asyncio.to_thread(_cli, env, "list", "--json")
+    assert code == 0 and '"cli-bot"' in out
+    code, out = await asyncio.to_thread(_cli, env, "add", "x", "--path", "/a/../b")
+    assert code != 0 and "'..'" in out
+    code, out = await asyncio.to_thread(_cli, env, "remove", "cli-bot")
+    assert code == 0, out
+    while all("cli-bot" in fake.adapters for fake in env.fakes):
+        assert time.monotonic() < deadline + 10, "the gateway did not unload it"
+        await asyncio.sleep(0.05)
+    assert (await env.chat("cli-bot")).status_code == 404

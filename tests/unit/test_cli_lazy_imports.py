@@ -106,8 +106,8 @@ def test_the_root_lists_every_command_in_the_old_order() -> None:
     root = typer.main.get_command(cli.app)
     assert isinstance(root, typer.core.TyperGroup)
     assert list(root.commands) == [
-        "plan", "up", "engine", "model", "keys", "tenants", "usage", "traffic", "shadow",
-        "rollout", "batch", "bench", "config",
+        "plan", "up", "engine", "model", "keys", "tenants", "usage", "traffic", "adapters",
+        "shadow", "rollout", "batch", "bench", "config",
     ]  # fmt: skip
 
 
