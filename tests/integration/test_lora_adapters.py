@@ -67,7 +67,12 @@ async def env(tmp_path: Path) -> AsyncIterator[Env]:
                 tmp_path,
                 upstreams=fakes,
                 sections={
-                    "rollouts": {"sync_interval_s": 0.2},
+                    "rollouts": {
+                        "sync_interval_s": 0.2,
+                        "controller_interval_s": 0.1,
+                        "stats_flush_interval_s": 0.1,
+                    },
+                    "metering": {"flush_interval_s": 0.05},
                     "pricing": {
                         "support-bot": {"input_per_million": 1e6, "output_per_million": 2e6}
                     },
@@ -279,3 +284,70 @@ async def test_the_cli_adds_what_running_gateways_then_serve(env: Env) -> None:
         assert time.monotonic() < deadline + 10, "the gateway did not unload it"
         await asyncio.sleep(0.05)
     assert (await env.chat("cli-bot")).status_code == 404
+
+
+async def test_streams_of_an_adapter_carry_its_answer(env: Env) -> None:
+    assert (await env.add({"name": "support-bot", "path": V1})).status_code == 201
+    body = {"model": "support-bot", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+    async with env.http.stream(
+        "POST", "/v1/chat/completions", json=body, headers=auth(ADMIN_KEY)
+    ) as response:
+        assert response.status_code == 200
+        text = "".join([line async for line in response.aiter_lines()])
+    assert '"content":"[support-bot] "' in text and "[DONE]" in text
+
+
+async def test_requests_go_to_the_replicas_that_have_the_adapter(env: Env) -> None:
+    assert (await env.add({"name": "support-bot", "path": V1})).status_code == 201
+    # Both have it: one adapter keeps to one replica while its load stays bounded.
+    served = {(await env.chat("support-bot")).headers["x-tidegate-backend"] for _ in range(12)}
+    assert len(served) == 1
+    # A replica that lost it and cannot load it again is passed over.
+    keeper = served.pop().split("/")[1]
+    other = env.fakes[0] if keeper == "u1" else env.fakes[1]
+    holder = env.fakes[1] if other is env.fakes[0] else env.fakes[0]
+    holder.refuse_paths.add(V1)
+    holder.adapters.clear()
+    deadline = time.monotonic() + 10
+    while True:
+        answers = [await env.chat("support-bot") for _ in range(6)]
+        backends = {a.headers.get("x-tidegate-backend", "") for a in answers}
+        if all(a.status_code == 200 for a in answers) and backends == {
+            f"support-bot/{'u0' if other is env.fakes[0] else 'u1'}"
+        }:
+            break
+        assert time.monotonic() < deadline, backends
+        await asyncio.sleep(0.1)
+
+
+async def test_a_staged_rollout_between_two_adapter_versions(env: Env) -> None:
+    assert (await env.add({"name": "support-bot", "path": V1})).status_code == 201
+    assert (await env.add({"name": "support-bot", "version": "v2", "path": V2})).status_code == 201
+    started = await env.http.post(
+        "/admin/rollouts",
+        json={
+            "model": "support-bot",
+            "candidate_pool": "support-bot@v2",
+            "steps": [50, 100],
+            "hold_s": 0.5,
+            "gates": {"min_samples": 5, "ttft_p95_ratio": 100.0, "itl_p95_ratio": 100.0},
+        },
+        headers=auth(ADMIN_KEY),
+    )
+    assert started.status_code == 201, started.text
+    assert started.json()["stable_pool"] == "support-bot"
+    rollout_id = started.json()["id"]
+    deadline = time.monotonic() + 60
+    index = 0
+    while True:
+        index += 1
+        assert (await env.chat("support-bot", session=f"s-{index % 40}")).status_code == 200
+        state = await env.http.get(f"/admin/rollouts/{rollout_id}", headers=auth(ADMIN_KEY))
+        if state.json()["state"] != "running":
+            break
+        assert time.monotonic() < deadline, state.json()
+    assert state.json()["state"] == "promoted", state.json()
+    await asyncio.sleep(0.5)  # the split follows within one sync interval
+    for session in range(8):
+        answer = await env.chat("support-bot", session=f"after-{session}")
+        assert _text(answer).startswith("[support-bot@v2] ")
