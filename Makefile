@@ -13,7 +13,7 @@ PIP_PROGRESS := awk '/ERROR|error:/ { e = 1 } \
   /^Collecting / { n++; printf "    %3d %s\n", n, substr($$0, 12); fflush(); next } \
   /^Installing collected packages:/ { k = split($$0, p, ","); printf "    installing %d package%s\n", k, k == 1 ? "" : "s"; fflush() }'
 
-.PHONY: setup engine system-deps run test test-fast lint bench-overhead bench-priority bench-affinity bench-batch bench-abuse bench-scale-out bench-cli fuzz config-docs clean
+.PHONY: setup engine system-deps run test test-fast lint bench-overhead bench-priority bench-affinity bench-batch bench-abuse bench-scale-out bench-cli bench-burst fuzz config-docs clean
 
 $(STAMP): pyproject.toml
 	@echo "==> project environment ($(VENV)): about 1.5 min the first time"
@@ -116,6 +116,13 @@ bench-scale-out: setup
 ## processes each, median/mean/min/max wall time and CPU (~1 min).
 bench-cli: setup
 	$(BIN)/python -m benchmarks.cli_startup
+
+## Bursts against local autoscaling: one real vLLM CPU replica at min, max 2, a burst of 4x its
+## capacity for 60 s; TTFT p95 with a fixed replica, with autoscaling and with a warm standby,
+## the time to the second replica's first request, and the simulator's prediction of each
+## (~15 min).
+bench-burst: engine
+	$(BIN)/python -m benchmarks.burst
 
 ## Regenerate the README's configuration reference from the schema.
 config-docs: setup

@@ -1,0 +1,373 @@
+"""``make bench-burst``: one real vLLM CPU replica at min, max 2, a burst of 4x its capacity for
+60 s: TTFT p95 with a fixed single replica, with autoscaling and with one warm standby, the time
+from the burst's start to the second replica's first request, and the simulator's prediction of
+each next to the measurement.
+
+    python -m benchmarks.burst [--configs fixed,autoscale,standby] [--burst-s 60]
+        [--capacity-multiple 4] [--baseline-fraction 0.5] [--out bench-results/burst.json]
+
+Each configuration is its own ``tidegate up`` with the bundled model on local CPU replicas (the
+shared engine venv and model of ``make engine``), in a fresh home:
+
+- ``fixed``: one replica, no autoscaling;
+- ``autoscale``: ``engines.autoscaling`` min 1, max 2, signal in_flight_per_replica with the
+  replica's max_num_seqs as target (scale up as soon as requests wait);
+- ``standby``: the same with ``warm_standby: 1`` (the second replica loaded before the burst
+  and promoted when the policy asks for it).
+
+The first gateway (``fixed``) is also the calibration: closed-loop runs at concurrency 1 and
+max_num_seqs give the replica's capacity (req/s at max_num_seqs, which sizes the load) and the
+simulator's pool model (``tidegate.plan.pool_model.from_bench``); its spawn-to-ready time is the
+simulator's cold start. Then the same seeded burst (``tidegate bench run --scenario burst``'s
+runner: a baseline at ``--baseline-fraction`` of capacity, the burst at ``--capacity-multiple``
+of capacity, a cool-down) runs against each configuration, and ``tidegate plan simulate``'s
+engine replays the very requests sent against the pool model and the same policy. Every run's
+bench JSON (with its ``burst`` block, CSVs beside it, ``tidegate bench report`` draws it) is
+written next to ``--out``. It reports and never asserts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import secrets
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import orjson
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from benchmarks.burst_sim import measured, predict, relative_error
+from benchmarks.targets import free_port
+from tidegate.config import AutoscalingPolicy, SchedulingConfig, load_config
+from tidegate.plan.pool_model import from_bench
+from tidegate.plan.simulate import QueueSettings
+from tidegate_bench.burst.gateway_metrics import parse_sample
+from tidegate_bench.burst.phases import BurstPlan
+from tidegate_bench.burst.run import GatewayWatch, run_burst
+from tidegate_bench.burst.scraper import default_metrics_url
+from tidegate_bench.results import build_document, report_header, run_standalone, write_document
+from tidegate_bench.runner import LoadPoint, LoadRunner, RunSettings
+from tidegate_bench.schedule import ArrivalProcess
+from tidegate_bench.spec import Slo, Target
+from tidegate_bench.tokenizer import TokenCounter
+from tidegate_bench.workloads import Lengths, Prompt, synthetic
+
+CONFIGS = ("fixed", "autoscale", "standby")
+SERVED = "smollm2-135m-instruct"
+
+
+@dataclass(frozen=True)
+class Options:
+    configs: tuple[str, ...] = CONFIGS
+    baseline_s: float = 20.0
+    burst_s: float = 60.0
+    cooldown_s: float = 40.0
+    capacity_multiple: float = 4.0
+    """The burst's load, in multiples of one replica's capacity."""
+    baseline_fraction: float = 0.5
+    """The baseline's (and cool-down's) load, as a fraction of one replica's capacity."""
+    max_num_seqs: int = 8
+    input_len: int = 64
+    output_len: int = 32
+    calibrate_s: float = 15.0
+    scale_down_s: float = 30.0
+    """scale_down_stabilization_s and cooldown_s of the autoscaling configurations."""
+    ready_timeout_s: float = 900.0
+    seed: int = 0
+    out: Path = Path("bench-results/burst.json")
+
+
+def policy_of(name: str, options: Options) -> AutoscalingPolicy | None:
+    """The configuration's autoscaling policy (None: a fixed single replica)."""
+    if name == "fixed":
+        return None
+    return AutoscalingPolicy(
+        enabled=True, min_replicas=1, max_replicas=2, warm_standby=1 if name == "standby" else 0,
+        signal="in_flight_per_replica", target=float(options.max_num_seqs),
+        scale_up_stabilization_s=0.0, scale_down_stabilization_s=options.scale_down_s,
+        cooldown_s=options.scale_down_s, idle_scale_to_min_s=0.0, evaluation_interval_s=1.0,
+    )  # fmt: skip
+
+
+def gateway_config(
+    home: Path, policy: AutoscalingPolicy | None, options: Options
+) -> dict[str, Any]:
+    shared = load_config()
+    engines: dict[str, Any] = {
+        "venv": str(shared.engine_venv),
+        "replicas": 1,
+        "ready_timeout_s": options.ready_timeout_s,
+        "health_interval_s": 0.5,
+        "drain_grace_s": 5.0,
+        "stop_timeout_s": 15.0,
+        "profile": {
+            "device": "cpu", "enforce_eager": True, "max_model_len": 1024,
+            "max_num_seqs": options.max_num_seqs,
+        },
+    }  # fmt: skip
+    if policy is not None:
+        engines["autoscaling"] = policy.model_dump(mode="json")
+    (home / "models").symlink_to(shared.models_dir, target_is_directory=True)
+    return {"home": str(home), "server": {"access_log": False}, "engines": engines}
+
+
+@dataclass(frozen=True)
+class Gateway:
+    url: str
+    key: str
+    spawn_to_ready_s: float
+    log: Path
+
+
+def _get(url: str, key: str) -> tuple[int, bytes]:
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {key}"})
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return int(response.status), bytes(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, b""
+    except OSError:
+        return 0, b""
+
+
+@contextlib.asynccontextmanager
+async def gateway(
+    name: str, work: Path, policy: AutoscalingPolicy | None, options: Options
+) -> AsyncIterator[Gateway]:
+    """``tidegate up`` for one configuration, ready with its standbys loaded; stopped (with its
+    replicas) on the way out."""
+    home = work / name
+    home.mkdir()
+    path = home / "tidegate.yaml"
+    path.write_text(yaml.safe_dump(gateway_config(home, policy, options)))
+    port, key = free_port(), "tg-bench-" + secrets.token_hex(16)
+    log = home / "gateway.log"
+    tidegate = Path(sys.executable).with_name("tidegate")
+    started = time.monotonic()
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [str(tidegate), "up", "--config", str(path), "--port", str(port)],
+            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env={**os.environ, "TIDEGATE_ADMIN_KEY": key, "TIDEGATE_HOME": str(home)},
+        )  # fmt: skip
+    origin = f"http://127.0.0.1:{port}"
+    try:
+        standby = policy.warm_standby if policy is not None else 0
+        ready_s = await _wait_ready(proc, origin, key, standby, options.ready_timeout_s, log)
+        yield Gateway(origin + "/v1", key, ready_s - started, log)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=60)  # the supervisor stops its vLLM replicas first
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+async def _wait_ready(
+    proc: subprocess.Popen[bytes], origin: str, key: str, standby: int, timeout_s: float, log: Path
+) -> float:
+    """When /readyz answered 200 (monotonic); then waits for ``standby`` warm standbys."""
+    deadline = time.monotonic() + timeout_s
+    ready_at: float | None = None
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"tidegate exited with {proc.returncode}; see {log}")
+        if ready_at is None and _get(origin + "/readyz", key)[0] == 200:
+            ready_at = time.monotonic()
+        if ready_at is not None:
+            status, body = _get(origin + "/metrics", key)
+            sample = parse_sample(body.decode()) if status == 200 else None
+            loaded = sum(s.get("standby", 0) for s in sample.replicas.values()) if sample else 0
+            if loaded >= standby:
+                return ready_at
+        await asyncio.sleep(0.5)
+    raise RuntimeError(f"tidegate was not ready in {timeout_s:.0f} s; see {log}")
+
+
+def _prompts(options: Options, count: int) -> list[Prompt]:
+    return synthetic(
+        count=count, input_len=Lengths(mean=options.input_len),
+        output_len=Lengths(mean=options.output_len), counter=TokenCounter(None), seed=options.seed,
+    )  # fmt: skip
+
+
+async def calibrate(gw: Gateway, options: Options, out_dir: Path, console: Console) -> Path:
+    """Closed loop at concurrency 1 and max_num_seqs through the fixed gateway (never more than
+    its slots, so nothing waits in its queue): the bench JSON the pool model is fitted from."""
+    target = Target(name="replica", url=gw.url, model=SERVED, key=gw.key)
+    settings = RunSettings(duration_s=options.calibrate_s, ignore_eos=True, seed=options.seed)
+    prompts = _prompts(options, 2000)
+    results = []
+    for c in sorted({1, options.max_num_seqs}):
+        runner = LoadRunner(
+            targets=[(target, SERVED)], prompts=prompts, tenants=[], settings=settings,
+            counter=TokenCounter(None),
+        )  # fmt: skip
+        try:
+            results.append(await runner.run(LoadPoint(label=f"c={c}", concurrency=c)))
+        finally:
+            runner.close()
+        console.log(f"calibration c={c}: {len(results[-1].records['replica'])} requests")
+    path = out_dir / "calibration.json"
+    document = build_document(
+        command="python -m benchmarks.burst (calibration)", workload={"kind": "synthetic"},
+        results=results, targets=[(target, SERVED)], slo=Slo(), json_path=path,
+        seed=options.seed, min_effect=0.05,
+    )  # fmt: skip
+    write_document(path, document)
+    return path
+
+
+async def burst_run(
+    name: str, gw: Gateway, rate: float, plan: BurstPlan, options: Options, out_dir: Path
+) -> tuple[dict[str, Any], Any]:
+    target = Target(name=name, url=gw.url, model=SERVED, key=gw.key)
+    process = ArrivalProcess(shape="poisson", rate=rate)
+    point = LoadPoint(label=f"burst {name}", process=process, phases=plan.phases())
+    settings = RunSettings(
+        duration_s=plan.total_s, ignore_eos=True, seed=options.seed, timeout_s=120.0
+    )
+    outcome = await run_burst(
+        target=target, point=point, plan=plan, settings=settings,
+        prompts=_prompts(options, 4000), tenants=[], counter=TokenCounter(None),
+        watch=GatewayWatch(url=default_metrics_url(gw.url), token=gw.key), sla=None,
+    )  # fmt: skip
+    path = out_dir / f"{name}.json"
+    document = build_document(
+        command=f"python -m benchmarks.burst ({name})", workload={"kind": "synthetic"},
+        results=[outcome.result], targets=[(target, SERVED)], slo=Slo(), json_path=path,
+        seed=options.seed, min_effect=0.05,
+    )  # fmt: skip
+    document["scenario"] = "burst"
+    document["runs"][0]["burst"] = outcome.block
+    write_document(path, document)
+    return outcome.block, outcome.result.records[name]
+
+
+async def run_benchmark(options: Options, console: Console) -> dict[str, Any]:
+    out_dir = options.out.with_suffix("")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    configs = [c for c in CONFIGS if c in options.configs]
+    report = report_header("burst", options)
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="tidegate-bench-burst-") as tmp:
+        work = Path(tmp)
+        async with gateway("fixed-calibration", work, None, options) as gw:
+            console.log(f"one replica ready {gw.spawn_to_ready_s:.0f} s after spawn")
+            calibration = await calibrate(gw, options, out_dir, console)
+        pool = from_bench(calibration, max_concurrency=options.max_num_seqs)
+        pool = replace(pool, cold_start_s=gw.spawn_to_ready_s)
+        doc = orjson.loads(calibration.read_bytes())
+        capacity = max(t["request_throughput"] for r in doc["runs"] for t in r["targets"])
+        rate = options.baseline_fraction * capacity
+        plan = BurstPlan(
+            baseline_s=options.baseline_s, burst_s=options.burst_s, cooldown_s=options.cooldown_s,
+            factor=options.capacity_multiple / options.baseline_fraction,
+        )  # fmt: skip
+        console.log(
+            f"capacity {capacity:.2f} req/s: baseline {rate:.2f} req/s, burst "
+            f"{rate * plan.factor:.2f} req/s for {plan.burst_s:g} s"
+        )
+        queue = QueueSettings.from_config(SchedulingConfig().interactive)
+        for name in configs:
+            policy = policy_of(name, options)
+            async with gateway(name, work, policy, options) as gw:
+                console.log(f"{name}: ready; bursting")
+                block, records = await burst_run(name, gw, rate, plan, options, out_dir)
+            mine = measured(records, block, plan.phases())
+            predicted, _ = predict(
+                records, pool=pool, policy=policy, queue=queue, phases=plan.phases()
+            )
+            rows.append({
+                "config": name,
+                "policy": None if policy is None else policy.model_dump(mode="json"),
+                "measured": mine.as_json(), "simulated": predicted.as_json(),
+                "phases": block["phases"], "scale_up": block["scale_up"],
+                "result": str(out_dir / f"{name}.json"),
+            })  # fmt: skip
+            console.log(f"{name}: done")
+    report |= {
+        "capacity_rps": capacity, "baseline_rps": rate, "burst_rps": rate * plan.factor,
+        "plan": {"baseline_s": plan.baseline_s, "burst_s": plan.burst_s,
+                 "cooldown_s": plan.cooldown_s, "factor": plan.factor},
+        "pool_model": pool.as_json(), "calibration": str(calibration), "configs": rows,
+    }  # fmt: skip
+    return report
+
+
+def _s(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def _pair(m: float | None, s: float | None) -> str:
+    err = relative_error(m, s)
+    tail = "" if err is None else f" ({err * 100:+.0f}%)"
+    return f"{_s(m)} / {_s(s)}{tail}"
+
+
+def render(report: dict[str, Any], console: Console) -> None:
+    table = Table(
+        title=f"tidegate bench burst: capacity {report['capacity_rps']:.2f} req/s, burst "
+        f"{report['burst_rps']:.2f} req/s for {report['plan']['burst_s']:g} s "
+        "(measured / simulated, simulated vs measured)",
+        header_style="bold",
+    )
+    for col in ("config", "TTFT p95 burst s", "TTFT p95 run s", "2nd replica 1st request s",
+                "429", "503", "peak ready"):  # fmt: skip
+        table.add_column(col, justify="left" if col == "config" else "right")
+    for row in report["configs"]:
+        m, s = row["measured"], row["simulated"]
+        table.add_row(
+            row["config"], _pair(m["ttft_p95_s"]["burst"], s["ttft_p95_s"]["burst"]),
+            _pair(m["ttft_p95_s"]["run"], s["ttft_p95_s"]["run"]),
+            _pair(m["to_new_replica_first_request_s"], s["to_new_replica_first_request_s"]),
+            f"{m['http_429']} / {s['http_429']}", f"{m['http_503']} / {s['http_503']}",
+            f"{m['peak_ready'] if m['peak_ready'] is not None else '-'} / {s['peak_ready']}",
+        )  # fmt: skip
+    console.print(table)
+    pm = report["pool_model"]
+    console.print(
+        f"pool model: first token {pm['first_token_s']:.3f} s, TPOT {pm['tpot_s'] * 1000:.1f} ms, "
+        f"slowdown {pm['slowdown']:.3f}/request, cold start {pm['cold_start_s']:.0f} s"
+    )
+
+
+def _parse_args(argv: list[str] | None) -> Options:
+    d = Options()
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--configs", default=",".join(d.configs))
+    floats = ["baseline_s", "burst_s", "cooldown_s", "capacity_multiple", "baseline_fraction"]
+    floats += ["calibrate_s", "scale_down_s", "ready_timeout_s"]
+    for name in floats:
+        parser.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(d, name))
+    for name in ("max_num_seqs", "input_len", "output_len", "seed"):
+        parser.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(d, name))
+    parser.add_argument("--out", type=Path, default=d.out)
+    a = parser.parse_args(argv)
+    configs = tuple(c.strip() for c in a.configs.split(",") if c.strip())
+    if unknown := [c for c in configs if c not in CONFIGS]:
+        parser.error(f"--configs: unknown {', '.join(unknown)} (known: {', '.join(CONFIGS)})")
+    values = {k: v for k, v in vars(a).items() if k != "configs"}
+    return Options(configs=configs, **values)
+
+
+def main(argv: list[str] | None = None) -> None:
+    run_standalone(_parse_args(argv), run_benchmark, render)
+
+
+if __name__ == "__main__":
+    main()
