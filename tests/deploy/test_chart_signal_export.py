@@ -62,7 +62,7 @@ def _signal(text: str, pool: str, signal: str) -> float | None:
     "finds no series: needs a gateway-side export for remote pools (reported to the lead)",
 )
 async def test_the_gateway_exports_the_signal_its_scaled_object_queries(tmp_path: Path) -> None:
-    fake = FakeUpstream(model=MODEL, behaviour=FakeBehaviour(tokens=2, first_token_delay_s=3.0))
+    fake = FakeUpstream(model=MODEL, behaviour=FakeBehaviour(tokens=2, first_token_delay_s=5.0))
     await fake.start()
     values = {
         "engines": {
@@ -92,6 +92,7 @@ async def test_the_gateway_exports_the_signal_its_scaled_object_queries(tmp_path
     task = asyncio.create_task(server.serve())
     chat = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
     metrics_url = f"http://127.0.0.1:{config.server.metrics_port}/metrics"
+    calls: list[asyncio.Task[httpx.Response]] = []
     try:
         while not server.started:
             assert not task.done(), "the gateway exited during startup"
@@ -100,13 +101,14 @@ async def test_the_gateway_exports_the_signal_its_scaled_object_queries(tmp_path
             base_url=f"http://127.0.0.1:{config.server.port}", timeout=30
         ) as client:
             # Three requests on one replica that serves two at a time: 2 in flight, 1 waiting.
-            calls = [
+            calls.extend(
                 asyncio.create_task(
                     client.post("/v1/chat/completions", json=chat, headers=auth(ADMIN_KEY))
                 )
                 for _ in range(3)
-            ]
-            deadline = time.monotonic() + 10
+            )
+            # While the first two are in flight (5 s), the third waits in the gateway's queue.
+            deadline = time.monotonic() + 4
             value = None
             while value != 3.0:
                 assert time.monotonic() < deadline, f"the signal stayed at {value}"
@@ -114,8 +116,10 @@ async def test_the_gateway_exports_the_signal_its_scaled_object_queries(tmp_path
                 value = _signal(
                     (await client.get(metrics_url)).text, MODEL, "in_flight_per_replica"
                 )
-            await asyncio.gather(*calls)
     finally:
+        for call in calls:
+            call.cancel()
+        await asyncio.gather(*calls, return_exceptions=True)
         server.should_exit = True
         await asyncio.wait_for(task, timeout=60)
         await fake.stop()
