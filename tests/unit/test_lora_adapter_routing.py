@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from tidegate.config import Config, PoolConfig, SchedulingConfig
 from tidegate.engines.profile import build_engine_command
+from tidegate.rollout.versions import configured_fingerprints
 from tidegate.routing.adapter_pools import AdapterAffinity, adapter_pool
 from tidegate.routing.build import build_routing
 from tidegate.routing.replica import Replica, ReplicaState
@@ -121,3 +122,20 @@ def test_an_adapter_named_like_a_remote_model_is_refused(tmp_path: Path) -> None
     )
     with pytest.raises(ValueError, match="clashes"):
         build_routing(config)
+
+
+def test_configured_adapters_are_versions_of_their_names(tmp_path: Path) -> None:
+    adapter = tmp_path / "bot"
+    adapter.mkdir()
+    (adapter / "adapter_model.safetensors").write_bytes(b"x" * 10)
+    config = _config(
+        tmp_path,
+        adapters=[
+            {"name": "bot", "path": str(adapter)},
+            {"name": "bot", "version": "v2", "hub_id": "org/bot-v2"},
+        ],
+    )
+    found = {(f.model, f.pool): f for f in configured_fingerprints(config)}
+    assert found[("bot", "bot")].source == str(adapter)
+    assert found[("bot", "bot")].revision.startswith("files:")
+    assert found[("bot", "bot@v2")].source == "org/bot-v2"

@@ -219,6 +219,18 @@ def configured_fingerprints(config: Config) -> list[Fingerprint]:
                 profile_hash=profile_hash(local.profile),
             ),
         )
+        # Each LoRA adapter version: a version of the adapter's public name, on its own pool.
+        for adapter in local.adapters:
+            found.setdefault(
+                (adapter.name, adapter.target),
+                Fingerprint(
+                    model=adapter.name,
+                    pool=adapter.target,
+                    source=adapter.source,
+                    revision=model_revision(config, adapter.path) if adapter.path else "",
+                    profile_hash="",
+                ),
+            )
     for upstream in config.upstreams:
         pool = upstream.pool or upstream.model
         found.setdefault(
