@@ -21,6 +21,16 @@ What it models is what the gateway and the engine supervisor do:
 
 The pool starts warm: min_replicas routed and warm_standby standbys ready at t = 0 (a fixed pool:
 its N replicas). The run ends when the last request has ended.
+
+The Python API (what ``tidegate plan simulate`` and the burst benchmark call)::
+
+    trace = load_trace(Path("run.csv"))  # or [TraceRequest(t, prompt, completion), ...]
+    pool = PoolModel(max_concurrency=4, first_token_s=0.3, tpot_s=0.05, cold_start_s=40)
+    result = simulate(trace, pool, policy)  # an AutoscalingPolicy, a PolicySpec, or N fixed
+    result.ttft_percentile(95)              # seconds; per request: result.requests[i].ttft_s
+    result.timeline                         # one TimelinePoint a second: desired, ready, ...
+    result.replicas[1].first_request_s      # when the second replica served its first request
+    summarize(result, sla=parse_sla("ttft_p95=2s"))  # plan.simulate_report: the table's row
 """
 
 from __future__ import annotations
@@ -174,6 +184,10 @@ class SimulationResult:
 
     def count(self, status: Status) -> int:
         return sum(1 for r in self.requests if r.status == status)
+
+    def ttft_percentile(self, q: float) -> float | None:
+        """TTFT of the answered requests at percentile ``q`` (seconds); None: none answered."""
+        return percentile([v for r in self.requests if (v := r.ttft_s) is not None], q)
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:
