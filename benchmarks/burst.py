@@ -55,9 +55,9 @@ from tidegate.config import AutoscalingPolicy, SchedulingConfig, load_config
 from tidegate.plan.pool_model import from_bench
 from tidegate.plan.simulate import QueueSettings
 from tidegate_bench.burst.gateway_metrics import parse_sample
-from tidegate_bench.burst.phases import BurstPlan
 from tidegate_bench.burst.run import GatewayWatch, run_burst
 from tidegate_bench.burst.scraper import default_metrics_url
+from tidegate_bench.phases import BurstPlan
 from tidegate_bench.results import build_document, report_header, run_standalone, write_document
 from tidegate_bench.runner import LoadPoint, LoadRunner, RunSettings
 from tidegate_bench.schedule import ArrivalProcess

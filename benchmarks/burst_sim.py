@@ -22,7 +22,7 @@ from tidegate.plan.simulate import (
     simulate,
 )
 from tidegate.plan.traces import TraceRequest
-from tidegate_bench.burst.phases import Phase
+from tidegate_bench.phases import Phase
 from tidegate_bench.records import RequestRecord
 
 

@@ -20,8 +20,8 @@ from typing import Any, Literal
 import numpy as np
 import orjson
 
-from tidegate_bench.burst.phases import Phase, phased_arrivals, worker_windows
 from tidegate_bench.client import BenchClient, Outcome
+from tidegate_bench.phases import Phase, phased_arrivals, worker_windows
 from tidegate_bench.records import RequestRecord
 from tidegate_bench.schedule import ArrivalProcess, arrival_times
 from tidegate_bench.selfcheck import ClientHealth, ClientMonitor

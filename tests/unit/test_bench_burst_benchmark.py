@@ -14,7 +14,7 @@ from benchmarks.burst_sim import measured, predict, relative_error, trace_of
 from tidegate.config import load_config
 from tidegate.plan.pool_model import PoolModel
 from tidegate.plan.simulate import QueueSettings
-from tidegate_bench.burst.phases import BurstPlan
+from tidegate_bench.phases import BurstPlan
 from tidegate_bench.records import RequestRecord
 
 

@@ -18,10 +18,10 @@ from tidegate_bench.burst.gateway_metrics import (
 from tidegate_bench.burst.gateway_metrics import (
     Histogram as Hist,
 )
-from tidegate_bench.burst.phases import BurstPlan
 from tidegate_bench.burst.scraper import ScrapeLog, default_metrics_url
 from tidegate_bench.burst.sla import parse_sla
 from tidegate_bench.burst.summary import burst_block, replicas_timeline, series
+from tidegate_bench.phases import BurstPlan
 from tidegate_bench.records import RequestRecord
 
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)

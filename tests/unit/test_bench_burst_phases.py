@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tidegate_bench.burst.phases import (
+from tidegate_bench.phases import (
     BurstPlan,
     phase_at,
     phased_arrivals,

@@ -11,10 +11,10 @@ import orjson
 from matplotlib import image
 
 from tests.unit.test_bench_burst_metrics import _record, _timeline
-from tidegate_bench.burst.phases import BurstPlan
 from tidegate_bench.burst.scraper import ScrapeLog
 from tidegate_bench.burst.sla import parse_sla
 from tidegate_bench.burst.summary import burst_block
+from tidegate_bench.phases import BurstPlan
 from tidegate_bench.reporting import parse_result, write_report
 from tidegate_bench.reporting.plots import FIG_SIZE_PX, burst_timeline
 

@@ -19,11 +19,11 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from tidegate_bench.aio import run_async
 from tidegate_bench.burst import view
 from tidegate_bench.burst.gateway_metrics import REPLICA_STATES
-from tidegate_bench.burst.phases import BURST_SHAPES, BurstPlan
 from tidegate_bench.burst.run import GatewayWatch, run_burst
 from tidegate_bench.burst.scraper import default_metrics_url
 from tidegate_bench.burst.sla import Sla, parse_sla
 from tidegate_bench.console import client_line
+from tidegate_bench.phases import BURST_SHAPES, BurstPlan
 from tidegate_bench.records import RequestRecord
 from tidegate_bench.results import build_document, slug, write_document
 from tidegate_bench.runner import LoadPoint, RunSettings

@@ -8,10 +8,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from tidegate_bench.burst.phases import BurstPlan
 from tidegate_bench.burst.scraper import GatewayScraper, ScrapeLog
 from tidegate_bench.burst.sla import Sla
 from tidegate_bench.burst.summary import burst_block
+from tidegate_bench.phases import BurstPlan
 from tidegate_bench.records import RequestRecord
 from tidegate_bench.runner import LoadPoint, LoadRunner, PointResult, RunSettings, resolve_model
 from tidegate_bench.spec import Target, Tenant

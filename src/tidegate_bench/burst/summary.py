@@ -15,9 +15,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from tidegate_bench.burst.gateway_metrics import REPLICA_STATES, Histogram, Snapshot, nearest
-from tidegate_bench.burst.phases import BurstPlan, Phase, split_by_phase
 from tidegate_bench.burst.scraper import ScrapeLog
 from tidegate_bench.burst.sla import Sla, check_phases, verdict
+from tidegate_bench.phases import BurstPlan, Phase, split_by_phase
 from tidegate_bench.records import RequestRecord
 from tidegate_bench.stats import percentile
 
