@@ -130,7 +130,7 @@ a class given without one has none), else target: effective_target() in tidegate
 {{- /* The gateway names a pool like its upstream entry: `pool`, else the model. Each gateway
 exports the signal of its own share of the pool's requests: the per-replica counts add up over
 gateways (sum), a predicted wait does not (max, the worst gateway's). One gateway: both agree. */ -}}
-{{- $poolName := $pool.upstream.pool | default $pool.servedModelName | replace "\\" "\\\\" | replace "\"" "\\\"" -}}
+{{- $poolName := ($pool.upstream | default dict).pool | default $pool.servedModelName | replace "\\" "\\\\" | replace "\"" "\\\"" -}}
 {{- $aggregate := ternary "max" "sum" (eq $a.signal "predicted_wait") -}}
 {{- $scaledObject := dict
   "minReplicaCount" (min (add $min $standby) $max)
