@@ -9,7 +9,9 @@ are measured, so its p99 sees rare stalls); what each tidegate process says abou
 loop afterwards (the worst stall and the worst full garbage collection, from its /metrics); and
 streams sustained, the most concurrent paced streams (64 chunks, 20 ms apart) carried with no
 frame lost and no stream paused past 200 ms, direct, through the pass-through and through
-tidegate, against an upstream of their own.
+tidegate, against an upstream of their own. The content-safety gates (``overhead_gates``): tidegate
+with a deny-list, the PII detectors or a classifier on a fake guard pool, and the latency each
+adds over tidegate without it.
 
 It reports and never asserts (exit status 0 whatever the figures), so it can run anywhere; the
 pass/fail column says how tidegate compares with the project's overhead targets.
@@ -31,6 +33,13 @@ import orjson
 from rich.console import Console
 
 from benchmarks.gateway_stalls import LoopReport, read_loop_report
+from benchmarks.overhead_gates import (
+    GATE_VARIANTS,
+    gate_costs,
+    gated_launch,
+    guard_launch,
+    render_gates,
+)
 from benchmarks.protections import provision_tenant
 from benchmarks.report import Row, Scenario, compare, make_row, render, to_json
 from benchmarks.stream_capacity import Capacity, capacity_json, streams_sustained
@@ -62,7 +71,7 @@ TIDEGATE_VARIANTS: dict[str, str | None] = {
     "tidegate-protected": "memory",
     "tidegate-redis": "redis",
 }
-TARGETS = ("direct", "passthrough", *TIDEGATE_VARIANTS)
+TARGETS = ("direct", "passthrough", *TIDEGATE_VARIANTS, *GATE_VARIANTS)
 # Streams sustained: who is measured (tidegate as `make run` starts it) and how streams are paced.
 CAPACITY_TARGETS = ("direct", "passthrough", "tidegate")
 PACED_CHUNKS = 64
@@ -160,6 +169,8 @@ def run_benchmark(
         render(rows, console)
         render_loops(loops, console)
         render_capacity(capacities, console)
+        gates = gate_costs(rows)
+        render_gates(gates, console)
         for name, why in skipped.items():
             console.print(f"[yellow]{name} skipped:[/] {why}")
         for failure in failures:
@@ -182,6 +193,7 @@ def run_benchmark(
         "rows": to_json(rows),
         "event_loop": [asdict(loop) | {"gc_ok": loop.gc_ok} for loop in loops],
         "streams_sustained": capacity_json(capacities),
+        "safety_gates": gates,
     }
     options.out.parent.mkdir(parents=True, exist_ok=True)
     options.out.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
@@ -332,6 +344,47 @@ def _start(
             skipped[name] = f"{exc}\n{tail}".strip()
         else:
             targets.append(Target(name, f"{gate}/v1", headers, launch.headers))
+    targets += _start_gated(procs, options, workdir, skipped, launch_tidegate, origin)
+    return targets
+
+
+def _start_gated(
+    procs: Processes,
+    options: Options,
+    workdir: Path,
+    skipped: dict[str, str],
+    launch_tidegate: TidegateLauncher,
+    origin: str,
+) -> list[Target]:
+    """tidegate with one content-safety gate each (and the fake guard pool the classifier asks)."""
+    wanted = [name for name in GATE_VARIANTS if name in options.targets]
+    guard_base_url = None
+    if "tidegate-guard" in wanted:
+        guard_port = free_port()
+        procs.start("guard", guard_launch(guard_port), 15)
+        guard_base_url = f"http://127.0.0.1:{guard_port}/v1"
+    targets = []
+    for name in wanted:
+        gate_port = free_port()
+        home = workdir / f"{name}-home"
+        home.mkdir()
+        launch = gated_launch(
+            launch_tidegate(
+                upstream_base_url=f"{origin}/v1", model=MODEL, port=gate_port, home=home
+            ),
+            home / "tidegate.yaml",
+            variant=name,
+            model=MODEL,
+            upstream_base_url=f"{origin}/v1",
+            guard_base_url=guard_base_url if name == "tidegate-guard" else None,
+        )
+        try:
+            procs.start(name, launch, options.ready_timeout_s)
+        except (StartError, OSError) as exc:
+            skipped[name] = str(exc)
+        else:
+            base = f"http://127.0.0.1:{gate_port}/v1"
+            targets.append(Target(name, base, launch.headers, launch.headers))
     return targets
 
 
