@@ -106,6 +106,10 @@ def plan_command(
         int | None, typer.Option(help="CPU KV cache GiB (default: the least that fits).")
     ] = None,
     served_model_name: Annotated[str | None, typer.Option(help="Name clients use.")] = None,
+    adapters: Annotated[
+        int, typer.Option(help="LoRA adapter slots per replica (vLLM --max-loras); 0: none.")
+    ] = 0,
+    lora_rank: Annotated[int, typer.Option(help="The largest LoRA adapter rank.")] = 16,
     out: Annotated[Path | None, typer.Option(help="Write the engine profile YAML here.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object on stdout.")] = False,
     config: Annotated[
@@ -130,6 +134,8 @@ def plan_command(
         headroom=headroom,
         enforce_eager=enforce_eager,
         block_size=block_size,
+        adapters=adapters,
+        lora_rank=lora_rank,
     )
     try:
         plan = _plan(

@@ -73,6 +73,8 @@ def engines_section(
     data = engines.model_dump(mode="json", include={"model", "served_model_name", "replicas"})
     data["profile"] = profile.model_dump(mode="json", include=set(PROFILE_KEYS))
     data["profile"] = {key: data["profile"][key] for key in PROFILE_KEYS}
+    if plan.request.adapters:
+        data["max_loras"] = plan.request.adapters  # the slots the plan counted
     return {"engines": data}
 
 

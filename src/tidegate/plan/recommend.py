@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from tidegate.plan import memory
 from tidegate.plan.errors import PlanInputError
 from tidegate.plan.gpus import CPU_MAX_BATCHED_TOKENS, GPUS, TP_SIZES, Gpu, gpu_order
+from tidegate.plan.lora import lora_bytes
 from tidegate.plan.model_spec import ModelSpec
 from tidegate.plan.params import ParamCounts, count_params
 
@@ -28,10 +29,18 @@ class PlanRequest:
     enforce_eager: bool = False
     block_size: int | None = None
     """None: vLLM's default for the device."""
+    adapters: int = 0
+    """LoRA slots per replica (vLLM --max-loras, engines.max_loras); 0: no LoRA."""
+    lora_rank: int = 16
+    """The largest adapter rank (vLLM --max-lora-rank)."""
 
     @property
     def required_sequences(self) -> int:
         return math.ceil(self.concurrency * (1 + self.headroom) - 1e-9)
+
+    def lora_bytes(self, spec: ModelSpec) -> int:
+        """The LoRA slots' bytes on one replica, before any TP split."""
+        return lora_bytes(spec, max_loras=self.adapters, rank=self.lora_rank)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -63,6 +72,8 @@ class Recommendation:
     options: tuple[Option, ...]
     chosen: Option | None
     refusal: str = ""
+    lora_bytes: int = 0
+    """The LoRA slots (``request.adapters`` at ``lora_rank``), counted in each overhead."""
 
 
 def tp_sizes(spec: ModelSpec) -> tuple[int, ...]:
@@ -95,6 +106,7 @@ def evaluate_gpu(spec: ModelSpec, weights: int, gpu: Gpu, tp: int, request: Plan
         max_num_seqs=request.concurrency,
         enforce_eager=request.enforce_eager,
     )
+    overhead += math.ceil(request.lora_bytes(spec) / tp)  # the slots are sharded like weights
     usable = int(gpu.memory_bytes * request.gpu_memory_utilization)
     budget = usable - per_gpu_weights - overhead
     per_token = memory.kv_bytes_per_token(spec, kv_dtype=request.kv_dtype, tp=tp)
@@ -137,6 +149,8 @@ def _check_request(spec: ModelSpec, request: PlanRequest) -> None:
         raise PlanInputError("context and concurrency must be at least 1")
     if not 0 < request.gpu_memory_utilization <= 1 or request.headroom < 0:
         raise PlanInputError("gpu_memory_utilization must be in (0, 1] and headroom >= 0")
+    if not 0 <= request.adapters <= 256 or not 1 <= request.lora_rank <= 512:
+        raise PlanInputError("adapters must be 0 to 256 and the LoRA rank 1 to 512")
 
 
 def _refusal(best: Option, request: PlanRequest) -> str:
@@ -183,6 +197,7 @@ def recommend(
         options=options,
         chosen=chosen,
         refusal=refusal,
+        lora_bytes=request.lora_bytes(spec),
     )
 
 
@@ -214,7 +229,7 @@ def evaluate_cpu(
         device="CPU",
         tp=1,
         weights_per_device=memory.weight_bytes(spec, count_params(spec), dtype="auto"),
-        overhead_per_device=0,
+        overhead_per_device=request.lora_bytes(spec),
         kv_budget_per_device=budget,
         kv_bytes_per_token=per_token,
         capacity=capacity,
@@ -259,4 +274,5 @@ def recommend_cpu(
         options=(option,),
         chosen=option if option.fits else None,
         refusal="" if option.fits else f"CPU with {kv_space_gib} GiB of KV: {option.reason}",
+        lora_bytes=request.lora_bytes(spec),
     )

@@ -32,6 +32,12 @@ def describe_model(plan: Recommendation) -> str:
         parts.append(f"sliding window {window.window:,} on {window.num_layers} layers")
     if spec.quantization:
         parts.append(f"{spec.quantization.method} {spec.quantization.bits}-bit")
+    request = plan.request
+    if request.adapters:
+        parts.append(
+            f"LoRA {request.adapters} slots × rank {request.lora_rank}: "
+            f"{plan.lora_bytes / (1 << 20):,.0f} MiB (in overhead/dev)"
+        )
     return "; ".join(parts)
 
 
@@ -98,5 +104,6 @@ def plan_json(plan: Recommendation, *, profile: dict[str, Any] | None) -> dict[s
         "options": [option_json(o) for o in plan.options],
         "chosen": None if plan.chosen is None else option_json(plan.chosen),
         "refusal": plan.refusal or None,
+        "lora_bytes": plan.lora_bytes,
         "profile": profile,
     }
