@@ -14,6 +14,7 @@ claiming first, the supervisor drains the replicas next, usage is flushed last.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import AsyncIterator, Callable
 
 from opentelemetry.sdk.trace.export import SpanExporter
@@ -69,9 +70,11 @@ def build_app(
     access_log: AccessLog | None = None,
     span_exporter: SpanExporter | None = None,
     dns_resolver: Resolver = resolve_host,
+    clock: Callable[[], float] = time.time,
 ) -> Starlette:
     """``access_log`` and ``span_exporter``: where tests collect what the app writes;
-    ``dns_resolver``: how ``discovery: dns`` upstreams are resolved."""
+    ``dns_resolver``: how ``discovery: dns`` upstreams are resolved; ``clock``: the wall
+    clock route rules' time windows read."""
     slot = ServicesSlot()
 
     @contextlib.asynccontextmanager
@@ -97,7 +100,7 @@ def build_app(
                 metrics=metrics,
             )
             validation = wire_validation(config, stack, local_model_dir=local_model_dir(config))
-            routing = wire_routing(config, metrics)
+            routing = wire_routing(config, metrics, clock=clock)
             await start_metrics_listener(config, stack, metrics)
             session = open_session(config, stack)
             await start_discovery(

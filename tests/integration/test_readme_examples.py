@@ -188,6 +188,19 @@ def _move_ports(text: str, ports: dict[int, int]) -> str:
     return text
 
 
+def test_the_cost_and_time_routing_example(workdir: Path, tmp_path: Path) -> None:
+    """The hybrid route: its YAML block is the config file the console block starts from."""
+    blocks = group("hybrid")
+    ports = {9000: free_port(), 9001: free_port(), 8080: free_port()}
+    (config,) = [b for b in blocks if b.lang == "yaml"]
+    (workdir / "hybrid.yaml").write_text(_move_ports("\n".join(config.lines), ports) + "\n")
+    consoles = [b for b in blocks if b.lang == "console"]
+    commands = [_move_ports(c, ports) for b in consoles for c in b.commands()]
+    env = _env(tmp_path / "home", TIDEGATE_SERVER__PORT=str(ports[8080]))
+    output = run_script(commands, cwd=workdir, env=env, timeout_s=180)
+    assert_output_in_order(output, [line for b in consoles for line in b.expected_output()])
+
+
 def test_the_tenants_example(workdir: Path, tmp_path: Path) -> None:
     blocks = group("tenants")
     ports = {9000: free_port(), 8080: free_port()}

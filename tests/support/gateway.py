@@ -6,7 +6,7 @@ import asyncio
 import io
 import socket
 import time
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator, Callable, Collection
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,15 +49,19 @@ class RunningGateway:
 
 @asynccontextmanager
 async def serve(
-    config: Config, *, span_exporter: SpanExporter | None = None
+    config: Config,
+    *,
+    span_exporter: SpanExporter | None = None,
+    clock: Callable[[], float] = time.time,
 ) -> AsyncIterator[RunningGateway]:
     """Run the app built from `config` under uvicorn on its configured loopback port.
 
     ``span_exporter``: where the app's spans go (an InMemorySpanExporter makes them inspectable).
+    ``clock``: the wall clock route rules' time windows read (a fake one moves the day).
     """
     sink = io.BytesIO()
     access_log = AccessLog(stream=sink)
-    app = build_app(config, access_log=access_log, span_exporter=span_exporter)
+    app = build_app(config, access_log=access_log, span_exporter=span_exporter, clock=clock)
     port = config.server.port
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")

@@ -44,6 +44,9 @@ SESSION_HEADER = b"x-tidegate-session-id"
 """An explicit affinity key: requests with the same one go to the same replica."""
 BACKEND_HEADER = b"x-tidegate-backend"
 """On every answer: the pool and replica that served it, POOL/REPLICA."""
+REASON_HEADER = b"x-tidegate-route-reason"
+"""On every answer: why that pool served it (``routing.rules``: default, rule:<i>,
+time_window:<i>, then /cheapest, /fallback, /spillover ... when not the chain's first)."""
 
 log = logging.getLogger(__name__)
 
@@ -148,10 +151,12 @@ class CompletionEndpoint:
                 )
                 metered = True
                 headers.append((BACKEND_HEADER, prepared.backend))
+                headers.append((REASON_HEADER, prepared.reason))
                 await send_bytes(send, 200, result.body, [JSON_CONTENT_TYPE, *headers])
                 return
             events = await services.completions.open_stream(prepared, record)
             headers.append((BACKEND_HEADER, prepared.backend))
+            headers.append((REASON_HEADER, prepared.reason))
             try:
                 state.started = True
                 await send(

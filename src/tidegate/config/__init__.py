@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -31,7 +31,16 @@ from tidegate.config.engines import EnginePoolConfig, EngineProfile, EnginesConf
 from tidegate.config.limits import LimitsConfig, ModelPrice, ValidationConfig
 from tidegate.config.metering import MeteringConfig
 from tidegate.config.rollouts import RolloutConfig
-from tidegate.config.routing import HealthConfig, ModelRoute, PoolConfig, RouteRule, RoutingConfig
+from tidegate.config.routing import (
+    HealthConfig,
+    ModelRoute,
+    PoolConfig,
+    PoolCost,
+    RouteRule,
+    RoutingConfig,
+    TimeWindow,
+    check_pool_prices,
+)
 from tidegate.config.safety import (
     ClassifierCheck,
     DenyListCheck,
@@ -71,6 +80,8 @@ __all__ = [
     "HealthConfig",
     "ModelRoute",
     "PoolConfig",
+    "PoolCost",
+    "TimeWindow",
     "RouteRule",
     "RoutingConfig",
     "LimitsConfig",
@@ -136,6 +147,11 @@ class Config(BaseSettings):
     """Content-safety gates: input and output policies per model and per tenant."""
     console: ConsoleConfig = Field(default_factory=ConsoleConfig)
     """The web console for operators and tenant admins."""
+
+    @model_validator(mode="after")
+    def _priced_pools(self) -> Config:
+        check_pool_prices(self.routing, self.pricing)
+        return self
 
     @classmethod
     def settings_customise_sources(

@@ -2,11 +2,80 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Mapping
+from typing import Literal, Self
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 
 from tidegate.config.section import Section
+
+PoolSelection = Literal["order", "cheapest"]
+"""How a chain's first pool is chosen: in config order, or the cheapest meeting the target."""
+
+
+class PoolCost(Section):
+    """What one request on a pool costs, for routes with ``select: cheapest``. Set either
+    pricing_model (a managed API, paid per token) or accelerator_per_hour and
+    output_throughput (self-hosted capacity, paid per hour)."""
+
+    pricing_model: str | None = None
+    """Managed API: the `pricing` entry its tokens are paid at (prompt tokens at
+    input_per_million, completion tokens at output_per_million)."""
+    accelerator_per_hour: float | None = Field(default=None, gt=0)
+    """Self-hosted: USD per hour of the pool's accelerators (`tidegate bench`'s gpu_hour)."""
+    output_throughput: float | None = Field(default=None, gt=0)
+    """Self-hosted: output tokens per second the pool sustains (`tidegate bench`'s
+    output_throughput, tok/s). A completion token costs accelerator_per_hour / 3600 /
+    output_throughput, the bench's per_million_output_tokens_usd / 1e6."""
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Self:
+        hosted = self.accelerator_per_hour is not None or self.output_throughput is not None
+        if self.pricing_model is not None and hosted:
+            raise ValueError(
+                "set either pricing_model (a managed API) or accelerator_per_hour and "
+                "output_throughput (self-hosted), not both"
+            )
+        if self.pricing_model is None and (
+            self.accelerator_per_hour is None or self.output_throughput is None
+        ):
+            raise ValueError(
+                "set pricing_model (a managed API), or both accelerator_per_hour and "
+                "output_throughput (self-hosted)"
+            )
+        return self
+
+
+class TimeWindow(Section):
+    """When a rule applies: a five-field cron expression read on a time zone's wall clock."""
+
+    cron: str
+    """minute hour day-of-month month day-of-week, as cron reads them: "* 9-17 * * 1-5" is
+    weekdays from 09:00 to 17:59. A request matches when the minute it arrives in does."""
+    timezone: str = "UTC"
+    """An IANA time zone (Europe/Berlin): the window follows its daylight-saving changes."""
+
+    @field_validator("cron")
+    @classmethod
+    def _valid_cron(cls, value: str) -> str:
+        from croniter import croniter  # here: only configs with a window pay its import
+
+        if len(value.split()) != 5 or not croniter.is_valid(value):
+            raise ValueError(
+                f"{value!r} is not a five-field cron expression (minute hour day-of-month "
+                'month day-of-week, for example "* 9-17 * * 1-5")'
+            )
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _valid_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{value!r} is not an IANA time zone (Europe/Berlin, UTC)") from None
+        return value
 
 
 class PoolConfig(Section):
@@ -32,6 +101,12 @@ class PoolConfig(Section):
     circuit_breaker: bool | None = None
     """Stop sending to the whole pool for breaker_open_s after breaker_failures failures in a
     row, then let one probe through. None: on for remote pools, off for local engines."""
+    cost: PoolCost | None = None
+    """What a request here costs, for routes with `select: cheapest` (required there)."""
+    expected_ttft_s: float = Field(default=0.0, ge=0)
+    """Time to first token once a request has a slot (`tidegate bench`'s TTFT p50 of the
+    pool): with the scheduler's predicted queue wait, the predicted TTFT `select: cheapest`
+    holds against the class's ttft_target_s."""
 
 
 class RouteRule(Section):
@@ -51,6 +126,10 @@ class RouteRule(Section):
     """Matches requests whose response_format type is one of these. Empty: any."""
     quality: list[str] = Field(default_factory=list)
     """Matches requests whose x-tidegate-quality header is one of these. Empty: any."""
+    window: TimeWindow | None = None
+    """Matches requests arriving within this time window. None: at any time."""
+    select: PoolSelection | None = None
+    """How the rule's chain picks its first pool (see the route's select). None: the route's."""
 
 
 class ModelRoute(Section):
@@ -67,6 +146,14 @@ class ModelRoute(Section):
     spillover: bool = False
     """Send a request to the next pool when its predicted queue wait here would exceed its
     class's ttft_target_s (baseline on local GPUs, overflow to a managed API)."""
+    select: PoolSelection = "order"
+    """order: the chain's pools in config order. cheapest: the cheapest pool (routing.pools
+    cost) whose predicted TTFT (queue wait + expected_ttft_s) meets the class's
+    ttft_target_s goes first, the others follow as fallbacks; when none meets it, the one with
+    the lowest predicted TTFT."""
+    expected_completion_tokens: int = Field(default=256, ge=1)
+    """select: cheapest: the completion tokens a request is priced at (a request with a lower
+    max_tokens at that)."""
 
 
 class HealthConfig(Section):
@@ -108,3 +195,33 @@ class RoutingConfig(Section):
     pools of the upstreams (and local engines) that name it, in config order."""
     health: HealthConfig = Field(default_factory=HealthConfig)
     """Health checks, ejection, circuit breaking and the retry budget."""
+
+    @model_validator(mode="after")
+    def _cheapest_pools_priced(self) -> Self:
+        priced = {pool.name for pool in self.pools if pool.cost is not None}
+        for r, route in enumerate(self.routes):
+            chains = [(f"routes[{r}]", route.select, route.pools)]
+            chains += [
+                (f"routes[{r}].rules[{i}]", rule.select or route.select, rule.pools)
+                for i, rule in enumerate(route.rules)
+            ]
+            for where, select, pools in chains:
+                missing = [name for name in pools if name not in priced]
+                if select == "cheapest" and missing:
+                    raise ValueError(
+                        f"routing.{where} selects the cheapest pool, but pools "
+                        f"{', '.join(missing)} have no routing.pools entry with a cost"
+                    )
+        return self
+
+
+def check_pool_prices(routing: RoutingConfig, pricing: Mapping[str, object]) -> None:
+    """A pool's cost.pricing_model must name a `pricing` entry (raises ValueError)."""
+    for index, pool in enumerate(routing.pools):
+        model = pool.cost.pricing_model if pool.cost is not None else None
+        if model is not None and model not in pricing:
+            known = ", ".join(sorted(pricing)) or "none"
+            raise ValueError(
+                f"routing.pools[{index}].cost.pricing_model: {model!r} is not in `pricing` "
+                f"(priced models: {known})"
+            )

@@ -40,6 +40,11 @@ class UsageEvent:
     client_request_id: str | None = None
     """The client's x-request-id, for correlation only: ``request_id`` is the gateway's own,
     so a client repeating an id (or borrowing another tenant's) cannot merge records."""
+    pool: str | None = None
+    """The pool that served the request (None: refused before any did)."""
+    route_reason: str | None = None
+    """Why that pool served it (``routing.rules``: default, rule:<i>, time_window:<i>, then
+    /split, /cheapest, /only_meeting_target, /fastest, /fallback or /spillover)."""
 
     def to_json_line(self) -> bytes:
         return orjson.dumps(self, option=orjson.OPT_APPEND_NEWLINE)

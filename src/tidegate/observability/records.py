@@ -31,6 +31,9 @@ class RequestRecord:
     """A public model name from the routing table, or ``unknown``: safe as a metric label."""
     pool: str | None = None
     """The pool whose replica served the request."""
+    route_reason: str | None = None
+    """Why that pool served it (``routing.rules``: default, rule:<i>, time_window:<i>, with
+    /split, /cheapest, /only_meeting_target, /fastest, /fallback or /spillover)."""
     split_pool: str | None = None
     """The pool a traffic split chose for the request (None without a split). When it differs
     from ``pool``, the chosen pool failed or was passed over before the first byte."""

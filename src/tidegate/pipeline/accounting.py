@@ -174,4 +174,6 @@ def _usage_event(record: RequestRecord, duration_s: float) -> UsageEvent:
         outcome=record.outcome,
         kind=record.kind,
         client_request_id=record.client_request_id,
+        pool=record.pool,
+        route_reason=record.route_reason,
     )

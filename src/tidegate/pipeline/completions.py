@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
 import orjson
@@ -45,11 +46,20 @@ from tidegate.protocol.requests import (
     check_counts_raw,
 )
 from tidegate.routing.affinity import affinity_key
+from tidegate.routing.cost import PoolEconomics, cheapest_first
 from tidegate.routing.metrics import RoutingMetrics
 from tidegate.routing.outlier import OutlierDetector
 from tidegate.routing.replicas import Pool, Replica, RoutingTable
 from tidegate.routing.retry_budget import RetryBudget
-from tidegate.routing.rules import RequestTraits, response_format_type
+from tidegate.routing.rules import (
+    FALLBACK,
+    FIRST,
+    SPILLOVER,
+    SPLIT,
+    RequestTraits,
+    Route,
+    response_format_type,
+)
 from tidegate.safety.gates import SafetyGates
 from tidegate.scheduling import (
     ENGINE_PRIORITY,
@@ -132,12 +142,15 @@ class CompletionService:
         scheduler: Scheduler | None = None,
         tap: RequestTap | None = None,
         safety: SafetyGates | None = None,
+        economics: Mapping[str, PoolEconomics] | None = None,
     ) -> None:
         """``providers``: the transport per replica provider (openai, anthropic). ``scheduler``:
         per-pool admission and queueing; None sends every request straight to a replica.
         ``ttft_targets``: per class, the predicted queue wait above which a route with
         spillover moves on to its next pool. ``tap``: sees the requests for the models it
-        watches (rollout statistics, shadow traffic)."""
+        watches (rollout statistics, shadow traffic). ``economics``: the priced pools, for
+        routes that select the cheapest pool meeting the TTFT target."""
+        self._economics: Mapping[str, PoolEconomics] = economics or {}
         self._scheduler = scheduler
         self._tap = tap
         self._safety = safety
@@ -267,9 +280,18 @@ class CompletionService:
             if split is None
             else split.pick(tenant=principal.tenant_name, session_id=session_id, payload=fields)
         )
+        branch = model_route.branch(traits)
+        chain = self._routing.chain(model_route, traits, split_pool=split_pool, names=branch.pools)
+        pick = FIRST
+        if split_pool is not None:
+            pick = SPLIT
+        elif branch.cheapest and len(chain) > 1:
+            chain, pick = self._cheapest(
+                chain, klass, model_route, checked.max_tokens, prompt_tokens
+            )
         prepared = PreparedRequest(
             request,
-            self._routing.chain(model_route, traits, split_pool=split_pool),
+            chain,
             client_wants_usage,
             admission,
             span,
@@ -280,12 +302,42 @@ class CompletionService:
             spillover=model_route.spillover,
             session_id=session_id,
             safety=gate if gate is not None and gate.checks_output else None,
+            branch=branch,
+            pick=pick,
         )
         tap = self._tap
         if tap is not None and model in tap.watched:
             record.tapped = True
             tap.admitted(prepared, record)
         return prepared
+
+    def _cheapest(
+        self,
+        chain: tuple[Pool, ...],
+        klass: PriorityClass,
+        route: Route,
+        max_tokens: int | None,
+        prompt_tokens: int,
+    ) -> tuple[tuple[Pool, ...], int]:
+        """``chain`` with the cheapest pool whose predicted TTFT meets the class's target
+        first (select: cheapest), and how that pool was picked."""
+        scheduler = self._scheduler
+        now = time.monotonic()
+
+        def wait_s(pool: Pool) -> float:
+            if not pool.available(now):
+                return math.inf
+            return 0.0 if scheduler is None else scheduler.expected_wait_s(pool, klass)
+
+        expected = route.expected_completion_tokens
+        return cheapest_first(
+            chain,
+            self._economics,
+            wait_s,
+            target_s=self._ttft_targets.get(klass),
+            prompt_tokens=prompt_tokens,
+            completion_tokens=expected if max_tokens is None else min(max_tokens, expected),
+        )
 
     async def _acquire(
         self, request: PreparedRequest, record: RequestRecord, pool: Pool, *, may_spill: bool
@@ -322,6 +374,7 @@ class CompletionService:
         last pool's error is the client's."""
         chain = request.chain
         last = len(chain) - 1
+        passed = FALLBACK  # why the pools before the one that serves were passed over
         self._retry_budget.on_request()
         for index, pool in enumerate(chain):
             final = index == last
@@ -339,6 +392,7 @@ class CompletionService:
                 continue
             if slot is SPILL:
                 self._routing_metrics.fallback(pool.name, "spillover")
+                passed = SPILLOVER
                 continue
             assert not isinstance(slot, _Spill)
             try:
@@ -367,6 +421,11 @@ class CompletionService:
             if pool.base is not None:  # an adapter version: its own pool name, not the base's
                 request.backend = f"{pool.name}/{response.target.id}".encode()
             record.pool = pool.name
+            branch = request.branch
+            if branch is not None:
+                pick = request.pick if index == 0 else passed
+                record.route_reason = branch.reasons[pick]
+                request.reason = branch.headers[pick]
             return _Call(response, slot, pool)
         raise AssertionError("unreachable: the last pool either returns or raises")
 

@@ -14,6 +14,7 @@ from tidegate.pipeline.limits import Admission
 from tidegate.protocol.endpoints import Endpoint
 from tidegate.protocol.requests import CompletionRequest
 from tidegate.routing.replicas import Pool
+from tidegate.routing.rules import FIRST, Branch
 from tidegate.safety.gates import RequestGate
 from tidegate.scheduling import PriorityClass
 
@@ -61,6 +62,12 @@ class PreparedRequest:
     """The x-tidegate-backend value once a replica took the request: POOL/REPLICA."""
     safety: RequestGate | None = None
     """The content-safety output checks of the answer; None when no policy checks outputs."""
+    branch: Branch | None = None
+    """The route's branch that chose ``chain`` (its reasons say why a pool served)."""
+    pick: int = FIRST
+    """How ``chain``'s first pool was picked (``routing.rules.FIRST`` ... ``FASTEST``)."""
+    reason: bytes = b""
+    """The x-tidegate-route-reason value once a pool took the request."""
 
     @property
     def route(self) -> Endpoint:

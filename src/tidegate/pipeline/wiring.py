@@ -25,6 +25,7 @@ from tidegate.pipeline.limits.seeding import seed_budget_spend
 from tidegate.pipeline.model_limits import models_for_pools, pool_limits
 from tidegate.pipeline.taps import RequestTap
 from tidegate.pipeline.validation import ModelLimits, RequestValidator
+from tidegate.routing.cost import pool_economics
 from tidegate.routing.metrics import RoutingMetrics
 from tidegate.routing.outlier import OutlierDetector
 from tidegate.routing.replicas import RoutingTable
@@ -156,4 +157,5 @@ def build_completions(
         scheduler=scheduler,
         tap=tap,
         safety=safety,
+        economics=pool_economics(config),
     )

@@ -9,17 +9,23 @@ its pool.
 
 from __future__ import annotations
 
+import time
+
 from tidegate.config import Config, PoolConfig
 from tidegate.routing.adapter_pools import adapter_pool
 from tidegate.routing.balancer import build_balancer
 from tidegate.routing.breaker import CircuitBreaker
 from tidegate.routing.replicas import Pool, Replica, ReplicaState, RoutingTable
 from tidegate.routing.rules import Route
+from tidegate.routing.windows import Clock
 
 
-def build_routing(config: Config) -> RoutingTable:
-    """Raises ``ValueError`` when a route names a pool nothing provides."""
-    routing = RoutingTable(routes=[Route.from_config(route) for route in config.routing.routes])
+def build_routing(config: Config, *, clock: Clock = time.time) -> RoutingTable:
+    """Raises ``ValueError`` when a route names a pool nothing provides. ``clock``: what the
+    rules' time windows read (seconds since the epoch)."""
+    routing = RoutingTable(
+        routes=[Route.from_config(route, clock=clock) for route in config.routing.routes]
+    )
     configured = {pool.name: pool for pool in config.routing.pools}
     remote = {upstream.pool or upstream.model for upstream in config.upstreams}
     local = [pool.name for pool in config.engines.local_pools()]
@@ -86,6 +92,7 @@ def _add_static_upstreams(config: Config, routing: RoutingTable) -> None:
                 else None,
             )
         )
+
 
 def _add_config_adapters(
     config: Config, routing: RoutingTable, settings: dict[str, PoolConfig]

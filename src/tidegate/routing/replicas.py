@@ -37,7 +37,6 @@ class Pool:
     """The pool whose replicas (the same list) and capacity this adapter pool shares: the
     scheduler queues its requests in the base pool's queue."""
 
-
     def candidates(self, now: float | None = None) -> list[Replica]:
         """Ready replicas not ejected by outlier detection."""
         if now is None:
@@ -156,11 +155,18 @@ class RoutingTable:
         return route
 
     def chain(
-        self, route: Route, traits: RequestTraits | None, *, split_pool: str | None = None
+        self,
+        route: Route,
+        traits: RequestTraits | None,
+        *,
+        split_pool: str | None = None,
+        names: tuple[str, ...] | None = None,
     ) -> tuple[Pool, ...]:
         """The pools a request tries, in order: the route's rules pick the names (None: the
-        route's default chain); ``split_pool`` (the traffic split's choice) goes first."""
-        names = route.chain(traits) if traits is not None else route.pools
+        route's default chain) unless ``names`` (the branch the caller chose) gives them;
+        ``split_pool`` (the traffic split's choice) goes first."""
+        if names is None:
+            names = route.chain(traits) if traits is not None else route.pools
         if split_pool is not None and names[0] != split_pool:
             names = (split_pool, *(name for name in names if name != split_pool))
         pools = self._chains.get(names)

@@ -4,6 +4,7 @@ discovery of ``discovery: dns`` upstreams and the active health checks."""
 from __future__ import annotations
 
 import contextlib
+import time
 from dataclasses import dataclass
 
 import aiohttp
@@ -16,6 +17,7 @@ from tidegate.routing.health import HealthChecker
 from tidegate.routing.metrics import RoutingMetrics
 from tidegate.routing.pool_metrics import register_pool_metrics
 from tidegate.routing.replicas import RoutingTable
+from tidegate.routing.windows import Clock
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,10 +26,10 @@ class Routing:
     metrics: RoutingMetrics
 
 
-def wire_routing(config: Config, metrics: GatewayMetrics) -> Routing:
+def wire_routing(config: Config, metrics: GatewayMetrics, *, clock: Clock = time.time) -> Routing:
     """Remote upstreams are ready at once; local engines join when the supervisor starts them,
-    discovered ones when DNS names them."""
-    table = build_routing(config)
+    discovered ones when DNS names them. ``clock``: what route rules' time windows read."""
+    table = build_routing(config, clock=clock)
     register_pool_metrics(
         metrics.registry, routing=table, default_concurrency=config.engines.profile.max_num_seqs
     )

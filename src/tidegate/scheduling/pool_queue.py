@@ -250,6 +250,17 @@ class PoolQueue:
             ahead += len(self._queues["batch"])
         return (ahead + 1) * hold / capacity
 
+    def expected_wait_s(self, klass: PriorityClass) -> float:
+        """``predicted_wait_s``, but 0 when a slot of the class is free now and nobody of
+        its class (or above) waits ahead, as ``try_acquire`` would grant it."""
+        queues = self._queues
+        if not queues["interactive"] and not (klass == "batch" and queues["batch"]):
+            capacity = self.capacity()
+            limit = capacity if klass == "interactive" else self.batch_limit(capacity)
+            if self.in_flight < limit:
+                return 0.0
+        return self.predicted_wait_s(klass)
+
     def enqueue(
         self, klass: PriorityClass, *, tenant: str, cost: int, deadline_s: float | None
     ) -> Waiter:

@@ -70,6 +70,10 @@ class Scheduler:
     def predicted_wait_s(self, pool: Pool, klass: PriorityClass) -> float:
         return self.queue(pool).predicted_wait_s(klass)
 
+    def expected_wait_s(self, pool: Pool, klass: PriorityClass) -> float:
+        """The wait a request of the class arriving now would see: 0 with a free slot."""
+        return self.queue(pool).expected_wait_s(klass)
+
     async def wait(
         self,
         pool: Pool,

@@ -129,6 +129,10 @@ class UsageRecord(Base):
     """live, batch or shadow (shadow usage is never charged to the tenant)."""
     client_request_id: Mapped[str | None] = mapped_column(String(128))
     """The client's x-request-id (correlation only; not unique)."""
+    pool: Mapped[str | None] = mapped_column(String(200))
+    """The pool that served the request."""
+    route_reason: Mapped[str | None] = mapped_column(String(64))
+    """Why that pool served it (``routing.rules``: default, rule:<i>, time_window:<i> ...)."""
 
 
 class PromptLog(Base):
@@ -360,6 +364,7 @@ class Lease(Base):
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     holder: Mapped[str] = mapped_column(String(64))
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
 
 class LoraAdapter(Base):
     """A LoRA adapter version added at runtime (admin API or CLI): every gateway serves it on
