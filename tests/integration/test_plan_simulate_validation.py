@@ -1,14 +1,17 @@
-"""The simulator against a real run: a burst through a real gateway (uvicorn on loopback) in front
-of a fake upstream with fixed latencies and 2 slots, measured with the bench's own client and
-written with the bench's own CSV writer; that CSV replayed by ``plan simulate`` with a pool
-model calibrated the way a bench run calibrates it (unloaded requests, one at a time) predicts
-the measured TTFT p95 within 25%.
+"""The simulator against real runs, each recorded with the bench's own client and CSV writer
+and that CSV replayed by ``plan simulate`` with a pool model calibrated the way a bench run
+calibrates it (unloaded requests, one at a time):
 
-The burst is 2.5× the pool's capacity for 2 s, so the p95 is made of the queue (about 2 s of
-waiting): what the simulator has to get right, and large beside the host's timing noise.
+- a fixed pool: a burst of 2.5× its capacity for 2 s through a real gateway (uvicorn on
+  loopback) in front of a fake upstream with fixed latencies and 2 slots. The TTFT p95 is made
+  of the queue (about 2 s of waiting), large beside the host's timing noise;
+- an autoscaling pool (1 → 2): the real supervisor runs fake replicas that load for 3 s (the
+  first one's measured load time is the simulator's cold start), and a burst scales it up.
 
-The README's simulator example (``<!-- readme-test: simulate -->``) runs here too, as written,
-from the repository root (its trace and policies are committed under docs/simulate/).
+Each time the simulated TTFT p95 (and the time from the burst's start to the new replica's
+first request) is within 25% of the measured one. The README's simulator example
+(``<!-- readme-test: simulate -->``) runs here too, as written, from the repository root (its
+trace and policies are committed under docs/simulate/).
 """
 
 from __future__ import annotations
@@ -21,6 +24,9 @@ from pathlib import Path
 import httpx
 import orjson
 
+from tests.integration.test_autoscaling_pool import MODEL as SCALING_MODEL
+from tests.integration.test_autoscaling_pool import gateway as scaling_gateway
+from tests.integration.test_autoscaling_pool import scaling_config
 from tests.integration.test_readme_examples import (
     ROOT,
     _env,
@@ -29,6 +35,7 @@ from tests.integration.test_readme_examples import (
     run_script,
 )
 from tests.support.gateway import ADMIN_KEY, auth, run_gateway
+from tidegate.engines.state_file import STATE_FILE_NAME, read_state
 from tidegate.plan.pool_model import PoolModel
 from tidegate.plan.simulate import QueueSettings, percentile, simulate
 from tidegate.plan.traces import load_trace
@@ -156,3 +163,63 @@ def test_the_readme_simulator_example(tmp_path: Path) -> None:
     commands = [c for b in blocks for c in b.commands()]
     output = run_script(commands, cwd=ROOT, env=_env(tmp_path / "home"), timeout_s=120)
     assert_output_in_order(output, [line for b in blocks for line in b.expected_output()])
+
+
+async def test_a_simulated_scale_up_matches_the_supervisors(tmp_path: Path) -> None:
+    """An autoscaling pool (1 → 2) of fake replicas that load for 3 s, run by the real
+    supervisor behind the real gateway: a burst of 2.5× one replica's capacity scales it up.
+    The simulator, given the first replica's measured load time as the cold start, predicts the
+    run's TTFT p95 and the time from the burst's start to the new replica's first request within
+    25%."""
+    config = scaling_config(tmp_path, warm_standby=0, load_s=3.0)
+    policy = config.engines.autoscaling
+    async with scaling_gateway(config) as gw:
+
+        async def loaded() -> bool:
+            return await gw.replicas("ready") == 1
+
+        await gw.until(loaded)
+        snapshot = read_state(config.state_dir / STATE_FILE_NAME)
+        assert snapshot is not None
+        (r0,) = snapshot.replicas
+        assert r0.ready_at is not None and r0.started_at is not None
+        cold_start_s = r0.ready_at - r0.started_at
+        client = BenchClient(base_url=str(gw.http.base_url).rstrip("/") + "/v1", timeout_s=60.0)
+        head = client.head(
+            "POST",
+            "/chat/completions",
+            (("Content-Type", "application/json"), ("Authorization", f"Bearer {ADMIN_KEY}")),
+        )
+        body = orjson.dumps({
+            "model": SCALING_MODEL, "messages": [{"role": "user", "content": "hi"}],
+            "max_tokens": 4, "stream": True, "stream_options": {"include_usage": True},
+        })  # fmt: skip
+        try:
+            pool = await calibrate(client, head, body)
+            # 1 req/s for 4 s, 5 req/s for 8 s, 1 req/s for 6 s; one replica serves 2 req/s.
+            times = [i * 1.0 for i in range(4)]
+            times += [4.0 + i * 0.2 for i in range(40)] + [12.0 + i * 1.0 for i in range(6)]
+            wall_start = time.time() + 0.05
+            records = await replay(client, head, body, times)
+        finally:
+            client.close()
+        first_r1 = await gw.metric(
+            "tidegate_replica_first_request_timestamp_seconds", pool=SCALING_MODEL, replica="r1"
+        )
+    assert all(r.ok for r in records), [r.error for r in records if not r.ok]
+    assert first_r1 > 0, "the pool never scaled up"
+    measured_first = first_r1 - (wall_start + 4.0)
+    measured_p95 = percentile([v / 1000 for r in records if (v := r.ttft_ms) is not None], 95)
+
+    csv_path = tmp_path / "scaling.csv"
+    write_csv(csv_path, records)
+    model = pool.with_options(cold_start_s=cold_start_s)  # max_num_seqs 2, as SLOTS
+    result = simulate(load_trace(csv_path), model, policy, queue=QueueSettings())
+    simulated_p95 = result.ttft_percentile(95)
+    (new,) = [r for r in result.replicas if r.id == 1]
+    assert new.first_request_s is not None
+    simulated_first = new.first_request_s - 4.0
+    assert measured_p95 is not None and simulated_p95 is not None
+    figures = (simulated_p95, measured_p95, simulated_first, measured_first, cold_start_s)
+    assert abs(simulated_p95 - measured_p95) <= 0.25 * measured_p95, figures
+    assert abs(simulated_first - measured_first) <= 0.25 * measured_first, figures
