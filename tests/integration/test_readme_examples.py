@@ -213,6 +213,19 @@ def test_the_tenants_example(workdir: Path, tmp_path: Path) -> None:
     assert len(export) == 1 + 4, export  # a header and one row per request
 
 
+def test_the_content_safety_example(workdir: Path, tmp_path: Path) -> None:
+    """A tenant refused by its content-safety policy: the YAML block is the config file."""
+    blocks = group("safety")
+    ports = {9000: free_port(), 9002: free_port(), 8080: free_port()}
+    (config,) = [b for b in blocks if b.lang == "yaml"]
+    (workdir / "safety.yaml").write_text(_move_ports("\n".join(config.lines), ports) + "\n")
+    consoles = [b for b in blocks if b.lang == "console"]
+    commands = [_move_ports(c, ports) for b in consoles for c in b.commands()]
+    env = _env(tmp_path / "home", TIDEGATE_SERVER__PORT=str(ports[8080]))
+    output = run_script(commands, cwd=workdir, env=env, timeout_s=180)
+    assert_output_in_order(output, [line for b in consoles for line in b.expected_output()])
+
+
 @dataclass(frozen=True)
 class MakeRun:
     port: int

@@ -94,6 +94,14 @@ LogPrompts = Annotated[
     bool | None,
     typer.Option("--log-prompts/--no-log-prompts", help="Keep redacted prompts and completions."),
 ]
+SafetyPolicy = Annotated[
+    str | None,
+    typer.Option(
+        "--safety-policy",
+        help="The content-safety policy (a name in safety.policies) applied on top of the "
+        "model's. Empty: none.",
+    ),
+]
 
 
 def _number(value: float | None) -> float | None:
@@ -122,6 +130,7 @@ def tenant_settings_patch(
     max_prompt_tokens: int | None = None,
     log_prompts: bool | None = None,
     extensions: str | None = None,
+    safety_policy: str | None = None,
 ) -> dict[str, Any]:
     patch = limits_patch(limits)
     if models is not None:
@@ -132,6 +141,8 @@ def tenant_settings_patch(
         patch["log_prompts"] = log_prompts
     if extensions is not None:
         patch["allowed_extensions"] = _models(extensions)  # None: back to the default, none
+    if safety_policy is not None:
+        patch["safety_policy"] = safety_policy.strip() or None  # empty: none
     return patch
 
 

@@ -22,6 +22,7 @@ from tidegate.commands.policy_options import (
     LogPrompts,
     MaxPromptTokens,
     Models,
+    SafetyPolicy,
     limit_options,
     tenant_settings_patch,
 )
@@ -47,6 +48,7 @@ def create(
     max_prompt_tokens: MaxPromptTokens = None,
     log_prompts: LogPrompts = None,
     extensions: Extensions = None,
+    safety_policy: SafetyPolicy = None,
     config: ConfigOption = None,
 ) -> None:
     """Create a tenant and print its id."""
@@ -56,6 +58,7 @@ def create(
         max_prompt_tokens=max_prompt_tokens,
         log_prompts=log_prompts,
         extensions=extensions,
+        safety_policy=safety_policy,
     )
 
     async def run() -> TenantInfo:
@@ -112,6 +115,7 @@ def update(
     max_prompt_tokens: MaxPromptTokens = None,
     log_prompts: LogPrompts = None,
     extensions: Extensions = None,
+    safety_policy: SafetyPolicy = None,
     config: ConfigOption = None,
 ) -> None:
     """Change a tenant; options left out keep their value. Gateways apply it within
@@ -122,6 +126,7 @@ def update(
         max_prompt_tokens=max_prompt_tokens,
         log_prompts=log_prompts,
         extensions=extensions,
+        safety_policy=safety_policy,
     )
 
     async def run() -> TenantInfo:
