@@ -21,11 +21,13 @@ from typing import Any
 
 import httpx
 import pytest
+import typer
 import yaml
 from typer.testing import CliRunner
 
 from tests.support.gateway import ADMIN_KEY, auth, create_member, run_gateway, usage_records
 from tidegate.commands.adapters import adapters_app
+from tidegate.commands.traffic import traffic_app
 from tidegate_testing.fake_server import FakeUpstream
 
 BASE = "base"
@@ -254,12 +256,12 @@ async def test_only_the_operator_manages_adapters(env: Env) -> None:
     assert huge.status_code == 404 and len(huge.text) < 2000
 
 
-def _cli(env: Env, *args: str) -> tuple[int, str]:
+def _cli(env: Env, *args: str, app: typer.Typer = adapters_app) -> tuple[int, str]:
     config = env.home / "cli.yaml"
     upstreams = [{"url": fake.base_url, "model": BASE} for fake in env.fakes]
     config.write_text(yaml.safe_dump({"engines": {"replicas": 0}, "upstreams": upstreams}))
     result = CliRunner().invoke(
-        adapters_app,
+        app,
         [*args, "--config", str(config)],
         env={"TIDEGATE_HOME": str(env.home), "TIDEGATE_CONFIG": None, "COLUMNS": "200"},  # type: ignore[dict-item]
     )
@@ -276,14 +278,32 @@ async def test_the_cli_adds_what_running_gateways_then_serve(env: Env) -> None:
     assert _text(answer).startswith("[cli-bot] ")
     code, out = await asyncio.to_thread(_cli, env, "list", "--json")
     assert code == 0 and '"cli-bot"' in out
+    # A second version, and the whole traffic moved to it, from the CLI alone.
+    code, out = await asyncio.to_thread(
+        _cli, env, "add", "cli-bot", "--version", "v2", "--path", V2
+    )
+    assert code == 0, out
+    code, out = await asyncio.to_thread(
+        _cli, env, "split", "cli-bot", "cli-bot@v2=100", "cli-bot=0", app=traffic_app
+    )
+    assert code == 0, out
+    while not _text(answer := await env.chat("cli-bot")).startswith("[cli-bot@v2] "):
+        assert time.monotonic() < deadline + 10, _text(answer)
+        await asyncio.sleep(0.05)
     code, out = await asyncio.to_thread(_cli, env, "add", "x", "--path", "/a/../b")
     assert code != 0 and "'..'" in out
     code, out = await asyncio.to_thread(_cli, env, "remove", "cli-bot")
     assert code == 0, out
-    while all("cli-bot" in fake.adapters for fake in env.fakes):
+    while any("cli-bot" in fake.adapters for fake in env.fakes):
         assert time.monotonic() < deadline + 10, "the gateway did not unload it"
         await asyncio.sleep(0.05)
-    assert (await env.chat("cli-bot")).status_code == 404
+    # The name stays served while a version of it is left.
+    assert _text(await env.chat("cli-bot")).startswith("[cli-bot@v2] ")
+    code, out = await asyncio.to_thread(_cli, env, "remove", "cli-bot@v2")
+    assert code == 0, out
+    while (await env.chat("cli-bot")).status_code != 404:
+        assert time.monotonic() < deadline + 20, "the gateway still serves cli-bot"
+        await asyncio.sleep(0.05)
 
 
 async def test_streams_of_an_adapter_carry_its_answer(env: Env) -> None:

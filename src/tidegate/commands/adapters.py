@@ -27,6 +27,7 @@ adapters_app = typer.Typer(help="Add, remove and list LoRA adapters.", no_args_i
 
 @asynccontextmanager
 async def _service(config_path: Path | None) -> AsyncIterator[AdapterService]:
+    from tidegate.rollout.adapter_sync import add_stored_adapters
     from tidegate.rollout.adapters import AdapterService
     from tidegate.routing.build import build_routing
 
@@ -35,6 +36,7 @@ async def _service(config_path: Path | None) -> AsyncIterator[AdapterService]:
             routing = build_routing(config)
         except ValueError as exc:
             raise InvalidRequestError(f"invalid routing configuration: {exc}") from None
+        await add_stored_adapters(config, routing, sessions)
         yield AdapterService(config=config, sessions=sessions, routing=routing, sync=None)
 
 

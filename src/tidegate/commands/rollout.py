@@ -56,6 +56,7 @@ def parse_steps(text: str) -> list[float]:
 
 async def _service(config_path: Path | None, run: Callable[[RolloutService], Awaitable[T]]) -> T:
     """Run ``run`` with a RolloutService on the configured store."""
+    from tidegate.rollout.adapter_sync import add_stored_adapters
     from tidegate.rollout.rollouts import RolloutService
     from tidegate.rollout.shadow_reports import ShadowReports
     from tidegate.routing.build import build_routing
@@ -65,6 +66,7 @@ async def _service(config_path: Path | None, run: Callable[[RolloutService], Awa
             routing = build_routing(config)
         except ValueError as error:
             raise InvalidRequestError(str(error)) from None
+        await add_stored_adapters(config, routing, sessions)
         service = RolloutService(
             sessions=sessions,
             routing=routing,

@@ -39,6 +39,7 @@ Model = Annotated[str, typer.Argument(help="The public model name clients send."
 async def _services(
     config_path: Path | None,
 ) -> AsyncIterator[tuple[Config, TrafficPolicies, VersionService]]:
+    from tidegate.rollout.adapter_sync import add_stored_adapters
     from tidegate.rollout.policies import TrafficPolicies
     from tidegate.rollout.versions import VersionService
     from tidegate.routing.build import build_routing
@@ -48,6 +49,7 @@ async def _services(
             routing = build_routing(config)
         except ValueError as exc:
             raise InvalidRequestError(f"invalid routing configuration: {exc}") from None
+        await add_stored_adapters(config, routing, sessions)
         yield (
             config,
             TrafficPolicies(sessions=sessions, routing=routing, sync=None),

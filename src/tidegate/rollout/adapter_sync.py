@@ -180,3 +180,20 @@ class AdapterSync:
                 if result.ok:
                     have.discard(spec.target)
         replica.adapters = frozenset(have)
+
+
+async def add_stored_adapters(
+    config: Config, routing: RoutingTable, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """Give a routing table built from the config (the CLI's) the pools of the adapters added
+    at runtime, so traffic splits and rollouts may name them as a gateway's table does."""
+    async with transaction(sessions, "read the LoRA adapters") as session:
+        rows = list(await session.scalars(select(LoraAdapter)))
+    settings = {pool.name: pool for pool in config.routing.pools}
+    known = {pool.name: pool for pool in routing.pools()}
+    for row in rows:
+        base = known.get(row.pool)
+        if base is not None and row.target not in known:
+            routing.add_adapter(
+                adapter_pool(row.target, base, settings=settings.get(row.pool)), model=row.name
+            )
