@@ -135,6 +135,7 @@ def _timeline() -> tuple[list[Snapshot], float]:
             gw.set("chat", 1, ready=1, draining=1)
         elif t == 30:
             gw.set("chat", 1, ready=1)
+            gw.first.remove("chat", "chat-r1")  # stopped: its series goes
         elif t == -1:
             gw.set("chat", 1, ready=1)
             gw.first.labels("chat", "chat-r0").set(start_unix - 100)
@@ -164,7 +165,8 @@ def test_replicas_timeline_and_scale_up_times() -> None:
     up = block["scale_up"]["chat"]
     assert up["ready_at_burst_start"] == 1.0 and up["max_desired"] == 2.0
     assert up["to_desired_up_s"] == 2.0 and up["to_ready_up_s"] == 7.0
-    # chat-r0 served before the burst: the new replica is chat-r1, 7.4 s after the burst began.
+    # chat-r0 served before the burst: the new replica is chat-r1, 7.4 s after the burst began
+    # (stopped before the last scrape, still found in the earlier ones).
     assert up["new_replica"] == "chat-r1"
     assert up["to_new_replica_first_request_s"] == pytest.approx(7.4)
     waits = {p["name"]: p for p in block["phases"]}

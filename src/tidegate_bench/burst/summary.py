@@ -132,27 +132,28 @@ def scale_up(
     the first request of a replica that had served none before the burst (the gateway's own
     timestamp)."""
     burst_unix = started_unix + burst_start_s
-    last = snapshots[-1].sample if snapshots else None
+    # Every first request any scrape saw: a replica stopped in the cool-down loses its series,
+    # and one that reuses its id gets a new time.
+    seen = {
+        (pool, replica, unix)
+        for snap in snapshots
+        for (pool, replica), unix in snap.sample.first_request_unix.items()
+    }
     out: dict[str, dict[str, Any]] = {}
     for pool, rows in timeline.items():
         at_start = [r for r in rows if (r["t_s"] or 0.0) <= burst_start_s]
-        firsts = {
-            replica: unix
-            for (p, replica), unix in (last.first_request_unix.items() if last else ())
-            if p == pool
-        }
-        new = {replica: unix for replica, unix in firsts.items() if unix >= burst_unix}
-        first_new = min(new.items(), key=lambda kv: kv[1], default=None)
+        new = [(unix, replica) for p, replica, unix in seen if p == pool and unix >= burst_unix]
+        first_new = min(new, default=None)
         out[pool] = {
             "ready_at_burst_start": at_start[-1]["ready"] if at_start else None,
             "max_desired": max((r["desired"] or 0.0 for r in rows), default=None),
             "max_ready": max((r["ready"] or 0.0 for r in rows), default=None),
             "to_desired_up_s": _first_after(rows, "desired", burst_start_s),
             "to_ready_up_s": _first_after(rows, "ready", burst_start_s),
-            "new_replica": None if first_new is None else first_new[0],
+            "new_replica": None if first_new is None else first_new[1],
             "to_new_replica_first_request_s": None
             if first_new is None
-            else first_new[1] - burst_unix,
+            else first_new[0] - burst_unix,
         }
     return out
 
