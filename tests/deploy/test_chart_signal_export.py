@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 import uvicorn
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
@@ -55,12 +54,6 @@ def _signal(text: str, pool: str, signal: str) -> float | None:
     return None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the gateway exports tidegate_pool_scaling_signal only for pools its own supervisor "
-    "scales (engines/autoscaler.py); the chart's pools are remote (discovery: dns), so KEDA "
-    "finds no series: needs a gateway-side export for remote pools (reported to the lead)",
-)
 async def test_the_gateway_exports_the_signal_its_scaled_object_queries(tmp_path: Path) -> None:
     fake = FakeUpstream(model=MODEL, behaviour=FakeBehaviour(tokens=2, first_token_delay_s=5.0))
     await fake.start()

@@ -9,11 +9,14 @@ import yaml
 from prometheus_client import Metric
 
 from tests.deploy.chart import ROOT, by_kind, render
+from tidegate.config import SchedulingConfig
 from tidegate.engines.scaling_metrics import ScalingMetrics
 from tidegate.observability.dependencies import Dependencies
 from tidegate.observability.metrics import GatewayMetrics
 from tidegate.routing.pool_metrics import register_pool_metrics
 from tidegate.routing.replicas import Replica, RoutingTable
+from tidegate.scheduling.scheduler import Scheduler
+from tidegate.scheduling.signals import SignalExporter
 
 _SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",)}
 
@@ -28,7 +31,10 @@ def exported() -> set[str]:
     routing.add(Replica(id="r", model="m", base_url="http://x/v1", upstream_model="m"))
     register_pool_metrics(metrics.registry, routing=routing, default_concurrency=8)
     Dependencies(registry=metrics.registry)
-    ScalingMetrics(metrics.registry)  # whether a k8s gateway sets it: test_chart_signal_export
+    ScalingMetrics(metrics.registry)
+    # The signal every pool exports (test_chart_signal_export: a k8s gateway sets it).
+    scheduler = Scheduler(config=SchedulingConfig(), default_concurrency=8)
+    SignalExporter(routing=routing, scheduler=scheduler, registry=metrics.registry)
     return {name for metric in metrics.registry.collect() for name in _series(metric)}
 
 

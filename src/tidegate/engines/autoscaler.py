@@ -1,8 +1,8 @@
 """The autoscaler of one local pool: samples the pool, asks its ``ScalingDecider``, acts.
 
 Every ``evaluation_interval_s`` it reads the pool's signal from the gateway's scheduler queue
-(requests waiting and in flight, the predicted interactive wait; without the scheduler, the
-replicas' own in-flight and engine queue counts) and the replicas' states, and reconciles the
+(``scheduling.signals``: the values the gateway exports for KEDA; without the scheduler, from
+the replicas' own in-flight and engine queue counts) and the replicas' states, and reconciles the
 pool with the decision: more routed replicas come from ready standbys first (promoted at once),
 then from standbys still loading, then from new replicas; fewer routed replicas are drained,
 then stopped; standbys are refilled while there is room under max_replicas. Reconciling is
@@ -33,6 +33,7 @@ from tidegate.engines.replica_set import Member, PoolReplicas, Role
 from tidegate.engines.scaling_metrics import Direction, ScalingMetrics
 from tidegate.routing.replicas import Pool
 from tidegate.scheduling.scheduler import Scheduler
+from tidegate.scheduling.signals import queue_signal, signal_value
 
 log = logging.getLogger(__name__)
 
@@ -111,43 +112,36 @@ class PoolAutoscaler:
             seen = seen or refused != self._refused_seen
             self._refused_seen = refused
         counts = self.replicas.counts()
-        waiting, in_flight = self._load()
-        self.last_signal = self._signal(counts.routed_ready, waiting, in_flight)
-        self._metrics.signal(self.replicas.name, self.policy.signal, self.last_signal)
+        self.last_signal, busy = self._signal(counts.routed_ready)
         return ScalingSample(
             now=self._clock(),
             routed_ready=counts.routed_ready,
             standby_ready=counts.standby_ready,
             starting=counts.routed_starting + counts.standby_starting,
             signal_value=self.last_signal,
-            requests_seen=seen or waiting > 0 or in_flight > 0,
+            requests_seen=seen or busy,
         )
 
     def export(self) -> None:
         counts = self.replicas.counts()
         self._metrics.replicas(self.replicas.name, counts.by_state(), self.replicas.desired_routed)
 
-    def _load(self) -> tuple[int, int]:
-        """Requests waiting for a slot and in flight on the pool."""
+    def _signal(self, ready: int) -> tuple[float, bool]:
+        """The policy's signal (``scheduling.signals``, as exported) and whether any request
+        is waiting or in flight."""
+        signal = self.policy.signal
         if self._scheduler is not None:
             queue = self._scheduler.queue(self.pool)
-            return queue.waiting, queue.in_flight
+            busy = queue.waiting > 0 or queue.in_flight > 0
+            return queue_signal(signal, queue, ready=ready), busy
         # No gateway queue: requests wait in the engines' own queues.
         routed = [m.runner.replica for m in self.replicas.active(Role.ROUTED)]
         total = sum(r.outstanding for r in routed)
         waiting = min(total, sum(r.engine_waiting for r in routed))
-        return waiting, total - waiting
-
-    def _signal(self, ready: int, waiting: int, in_flight: int) -> float:
-        signal = self.policy.signal
-        if signal == "predicted_wait":
-            if self._scheduler is None:
-                return 0.0
-            return self._scheduler.queue(self.pool).predicted_wait_s("interactive")
-        per = max(1, ready)  # none ready: the pool's totals (the decider wants one then)
-        if signal == "queue_depth":
-            return waiting / per
-        return (in_flight + waiting) / per
+        value = signal_value(
+            signal, ready=ready, waiting=waiting, in_flight=total - waiting, predicted_wait_s=0.0
+        )
+        return value, total > 0
 
     # -- acting ----------------------------------------------------------------------------
 

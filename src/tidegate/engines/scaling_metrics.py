@@ -1,10 +1,10 @@
 """The local pools' replica counts and scaling events as Prometheus metrics.
 
 Labels come from fixed sets: ``pool`` is a local pool name from config, ``replica`` one of its
-replica ids (bounded by max_replicas), ``state`` one of ``POOL_REPLICA_STATES``, ``signal`` an
-``AutoscalingPolicy.signal``, ``direction`` up or down, ``reason`` one of
-``autoscaling.policy.SCALING_REASONS``. The Helm chart's KEDA ScaledObject queries
-``tidegate_pool_scaling_signal``; `tidegate bench --scenario burst` reads the rest.
+replica ids (bounded by max_replicas), ``state`` one of ``POOL_REPLICA_STATES``,
+``direction`` up or down, ``reason`` one of ``autoscaling.policy.SCALING_REASONS``.
+`tidegate bench --scenario burst` reads them; the signals themselves are exported by
+``scheduling.signals`` for every pool.
 """
 
 from __future__ import annotations
@@ -28,13 +28,6 @@ Direction = Literal["up", "down"]
 
 class ScalingMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
-        self._signal = Gauge(
-            "tidegate_pool_scaling_signal",
-            "The autoscaling signal of a local pool as its policy computes it (the value the "
-            "Helm chart's KEDA ScaledObject compares with the target).",
-            ["pool", "signal"],
-            registry=registry,
-        )
         self._replicas = Gauge(
             "tidegate_pool_replicas",
             "A local pool's replicas by state: starting (loading), standby (warm, not routed), "
@@ -62,9 +55,6 @@ class ScalingMetrics:
             ["pool", "replica"],
             registry=registry,
         )
-
-    def signal(self, pool: str, signal: str, value: float) -> None:
-        self._signal.labels(pool, signal).set(value)
 
     def replicas(self, pool: str, counts: dict[PoolReplicaState, int], desired: int) -> None:
         for state in POOL_REPLICA_STATES:

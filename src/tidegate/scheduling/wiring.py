@@ -1,5 +1,6 @@
-"""Scheduling for the app's lifespan: the per-pool priority scheduler and, when pools' capacity
-is shared with other gateways (scheduling.cluster.mode), this gateway's cluster membership."""
+"""Scheduling for the app's lifespan: the per-pool priority scheduler, the export of each pool's
+autoscaling signals and, when pools' capacity is shared with other gateways
+(scheduling.cluster.mode), this gateway's cluster membership."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from tidegate.observability.metrics import GatewayMetrics
 from tidegate.routing.replicas import RoutingTable
 from tidegate.scheduling.cluster import ClusterCapacity
 from tidegate.scheduling.scheduler import Scheduler
+from tidegate.scheduling.signals import SignalExporter
 
 
 def cluster_shared(config: Config) -> bool:
@@ -37,6 +39,9 @@ async def wire_scheduling(
     )
     scheduler.start()
     stack.push_async_callback(scheduler.stop)
+    signals = SignalExporter(routing=routing, scheduler=scheduler, registry=metrics.registry)
+    signals.start()
+    stack.push_async_callback(signals.stop)
     if shared:
         # Stopped before the scheduler: a clean exit hands its slots back at once.
         cluster = _cluster(config, scheduler, routing, metrics)
