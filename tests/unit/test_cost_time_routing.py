@@ -338,3 +338,47 @@ def test_a_pool_cost_names_a_priced_model_or_a_self_hosted_price(tmp_path: Path)
     with pytest.raises(ValidationError, match="greater than 0"):
         cost = {"accelerator_per_hour": 1, "output_throughput": 0}
         load(tmp_path, routing={"pools": [{"name": "a", "cost": cost}]})
+
+
+BENCH_RESULT = Path(__file__).resolve().parents[1] / "data" / "bench" / "result.json"
+
+
+def test_a_self_hosted_cost_can_come_from_a_bench_result(tmp_path: Path) -> None:
+    cost = {"bench_result": str(BENCH_RESULT), "bench_target": "vllm-local", "bench_run": "c=10"}
+    config = load(tmp_path, routing={"pools": [{"name": "local", "cost": cost}]})
+    read = config.routing.pools[0].cost
+    assert read is not None and read.output_throughput == 884.419
+    # The run was priced at gpu_hour 2.5: its per_million_output_tokens_usd (0.7852) gives it back.
+    assert read.accelerator_per_hour == pytest.approx(2.5, rel=1e-4)
+    assert pool_economics(config)["local"].request_usd(0, 1_000_000) == pytest.approx(0.7852)
+    # The last run by default; an accelerator price set by hand wins over the bench's.
+    cost = {"bench_result": str(BENCH_RESULT), "bench_target": "vllm-local"}
+    last = load(
+        tmp_path,
+        routing={"pools": [{"name": "local", "cost": {**cost, "accelerator_per_hour": 4.0}}]},
+    )
+    read = last.routing.pools[0].cost
+    assert read is not None and (read.output_throughput, read.accelerator_per_hour) == (
+        2624.809,
+        4.0,
+    )
+
+
+@pytest.mark.parametrize(
+    ("cost", "message"),
+    [
+        ({"bench_result": "/nonexistent/result.json"}, "not a readable `tidegate bench run`"),
+        ({"bench_result": str(BENCH_RESULT)}, "set bench_target to one of vllm-local, managed-api"),
+        ({"bench_result": str(BENCH_RESULT), "bench_target": "nope"}, "set bench_target"),
+        (
+            {"bench_result": str(BENCH_RESULT), "bench_target": "vllm-local", "bench_run": "c=7"},
+            "no run 'c=7' (runs: c=1, c=10, c=50)",
+        ),
+    ],
+)
+def test_a_bad_bench_result_is_a_config_error(
+    tmp_path: Path, cost: dict[str, str], message: str
+) -> None:
+    with pytest.raises(ValidationError) as raised:
+        load(tmp_path, routing={"pools": [{"name": "local", "cost": cost}]})
+    assert "routing.pools.0.cost" in str(raised.value) and message in str(raised.value)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Literal, Self
+from typing import Any, Literal, Self
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, field_validator, model_validator
@@ -28,6 +28,30 @@ class PoolCost(Section):
     """Self-hosted: output tokens per second the pool sustains (`tidegate bench`'s
     output_throughput, tok/s). A completion token costs accelerator_per_hour / 3600 /
     output_throughput, the bench's per_million_output_tokens_usd / 1e6."""
+    bench_result: str | None = None
+    """Self-hosted: a `tidegate bench run` JSON result (a path, absolute or from the working
+    directory, read at config load) that gives output_throughput, and accelerator_per_hour
+    when unset (from the target's per_million_output_tokens_usd, if it ran with gpu_hour)."""
+    bench_target: str | None = None
+    """The bench_result target to read (its name). None: the only one."""
+    bench_run: str | None = None
+    """The bench_result run to read (its label, for example "c=10"). None: the last."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_bench(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or not data.get("bench_result"):
+            return data
+        from tidegate.config.bench_result import bench_figures
+
+        throughput, per_hour = bench_figures(
+            str(data["bench_result"]), target=data.get("bench_target"), run=data.get("bench_run")
+        )
+        filled = {**data}
+        filled.setdefault("output_throughput", throughput)
+        if per_hour is not None:
+            filled.setdefault("accelerator_per_hour", per_hour)
+        return filled
 
     @model_validator(mode="after")
     def _one_kind(self) -> Self:
