@@ -38,7 +38,7 @@ from tidegate.safety.checks import (
     SizeLimit,
 )
 from tidegate.safety.classifier import Classifier, GuardPool
-from tidegate.safety.gates import SafetyGates
+from tidegate.safety.gates import OFFLOAD_CHARS, SafetyGates
 from tidegate.safety.metrics import SafetyMetrics
 from tidegate.safety.text import answer_texts, request_text
 
@@ -267,6 +267,39 @@ async def test_the_model_and_the_tenant_policies_both_apply() -> None:
         _count(registry, policy="tenant-policy", check="deny_list", stage="input", outcome="pass")
         == 2
     )
+
+
+async def test_a_long_text_is_checked_off_the_event_loop() -> None:
+    gates, _ = _gates(
+        {
+            "model-policy": {
+                "input": [
+                    {"kind": "pii", "families": ["EMAIL"]},
+                    {"kind": "regex", "patterns": [r"(a+)+$"], "timeout_ms": 50},
+                ]
+            }
+        }
+    )
+    gate = gates.gate("m", None)
+    assert gate is not None
+    long = "plain words here " * (OFFLOAD_CHARS // 8)
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.001)
+            ticks += 1
+
+    task = asyncio.create_task(ticker())
+    try:
+        with pytest.raises(ContentPolicyError, match=r"\(EMAIL\)"):
+            await gate.check_input({"prompt": long + " write to a@example.com"}, _record())
+        with pytest.raises(ContentPolicyError, match="could not decide"):
+            await gate.check_input({"prompt": "a" * (OFFLOAD_CHARS + 10) + "!"}, _record())
+    finally:
+        task.cancel()
+    assert ticks > 0  # the loop ran while the checks did
 
 
 async def test_classifier_failures_follow_on_error_and_output_guards_see_the_prompt() -> None:

@@ -86,6 +86,8 @@ class Patterns:
         self.label = config.label
         self.on_error = config.on_error
         flags = regex.IGNORECASE if config.ignore_case else 0
+        # concurrent: the search lets go of the GIL, so a long text checked on a worker thread
+        # (gates.OFFLOAD_CHARS) leaves the event loop running.
         self._patterns = [regex.compile(pattern, flags) for pattern in config.patterns]
         self._timeout_s = config.timeout_ms / 1000
 
@@ -96,7 +98,7 @@ class Patterns:
             if left <= 0:
                 raise CheckError("the patterns ran out of time on this text")
             try:
-                found = pattern.search(text, timeout=left)
+                found = pattern.search(text, concurrent=True, timeout=left)
             except TimeoutError:
                 raise CheckError("the patterns ran out of time on this text") from None
             if found is not None:

@@ -101,7 +101,10 @@ class GuardPool(_Base):
             )
             completion = await response.read()
         except TidegateError as error:
-            raise CheckError(f"the guard pool '{self._pool}' failed: {error.message}") from None
+            # Not the error's message: an upstream's error body may quote the text.
+            raise CheckError(
+                f"the guard pool '{self._pool}' failed ({error.error_type}, {error.status})"
+            ) from None
         return self._verdict(completion.json())
 
     def _verdict(self, data: Any) -> str | None:
