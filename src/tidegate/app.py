@@ -128,7 +128,12 @@ def build_app(
                 redact=redactor.redact,
             )
             adapters = await wire_adapters(
-                config, stack, sessions=sessions, routing=routing.table, http=session
+                config,
+                stack,
+                sessions=sessions,
+                routing=routing.table,
+                http=session,
+                validation=validation,
             )
             tap = None if rollouts is None else rollouts.tap
             batches = wire_batches(config, sessions)

@@ -371,3 +371,21 @@ async def test_a_staged_rollout_between_two_adapter_versions(env: Env) -> None:
     for session in range(8):
         answer = await env.chat("support-bot", session=f"after-{session}")
         assert _text(answer).startswith("[support-bot@v2] ")
+
+
+async def test_an_added_adapter_is_validated_like_its_base_model(env: Env) -> None:
+    assert (await env.add({"name": "support-bot", "path": V1})).status_code == 201
+    for model in (BASE, "support-bot"):
+        response = await env.http.post(
+            "/v1/chat/completions",
+            json={
+                "model": model,
+                "messages": [{"role": "user", "content": "hi"}],
+                "max_tokens": 100_000,
+            },
+            headers=auth(ADMIN_KEY),
+        )
+        # The engine lists max_model_len 2048: the base's context bounds its adapter too.
+        assert response.status_code == 400, (model, response.text)
+        assert "2,048 tokens" in response.json()["error"]["message"]
+    assert all(len(fake.requests) == 0 for fake in env.fakes)

@@ -91,6 +91,11 @@ class RequestValidator:
         self._models = dict(models)
         self._unsupported = UnsupportedParams(actions=config.unsupported_params)
 
+    def add_model(self, model: str, limits: ModelLimits) -> None:
+        """Validate ``model`` with ``limits`` from now on, unless it has its own: a LoRA
+        adapter added at runtime counts and fits like its base pool's model."""
+        self._models.setdefault(model, limits)
+
     async def check(
         self,
         route: Endpoint,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import aiohttp
@@ -70,7 +71,11 @@ class AdapterSync:
         http: aiohttp.ClientSession,
         interval_s: float,
         load_timeout_s: float = 60.0,
+        on_added: Callable[[str, str], None] | None = None,
     ) -> None:
+        """``on_added(name, pool)``: a runtime adapter's public name joined, on that base pool
+        (validation then counts its prompts like the pool's)."""
+        self._on_added = on_added
         self._sessions = sessions
         self._routing = routing
         self._http = http
@@ -127,6 +132,8 @@ class AdapterSync:
             )
             self._runtime[target] = spec
             self._removed.pop(target, None)
+            if self._on_added is not None:
+                self._on_added(spec.name, spec.pool)
             log.info("adapter %s added on pool %s (%s)", target, spec.pool, spec.source)
 
     async def _reconcile(self) -> None:
