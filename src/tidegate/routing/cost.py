@@ -75,11 +75,8 @@ def cheapest_first(
         else:
             missing.append((ttft, index, pool))
     pick = CHEAPEST if len(meeting) > 1 else ONLY_MEETING_TARGET if meeting else FASTEST
-    meeting.sort(key=_key)
-    missing.sort(key=_key)
+    # (cost or TTFT, index) is unique, so sorting never compares two pools.
+    meeting.sort()
+    missing.sort()
     ordered = tuple(pool for _, _, pool in (*meeting, *missing))
     return (chain if ordered == chain else ordered), pick
-
-
-def _key(entry: tuple[float, int, Pool]) -> tuple[float, int]:
-    return entry[0], entry[1]
