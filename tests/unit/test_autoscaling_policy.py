@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -268,3 +269,13 @@ def test_pools_carry_their_policy(tmp_path: Any) -> None:
         "queue_depth",
         4.0,
     )
+
+
+def test_the_readme_policy_example_is_a_valid_config(tmp_path: Any) -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("## Autoscaling: local replicas on queue pressure", 1)[1]
+    block = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    path = tmp_path / "tidegate.yaml"
+    path.write_text(block)
+    loaded = load_config(path).engines.autoscaling
+    assert loaded == AutoscalingPolicy(enabled=True, target=16)
