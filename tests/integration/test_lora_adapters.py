@@ -357,6 +357,12 @@ async def test_a_staged_rollout_between_two_adapter_versions(env: Env) -> None:
     assert started.status_code == 201, started.text
     assert started.json()["stable_pool"] == "support-bot"
     rollout_id = started.json()["id"]
+    # Neither version can go while the rollout runs.
+    for version in ("support-bot", "support-bot@v2"):
+        refused = await env.http.delete(f"/admin/adapters/{version}", headers=auth(ADMIN_KEY))
+        assert refused.status_code == 400 and refused.json()["error"]["code"] == (
+            "adapter_in_rollout"
+        )
     deadline = time.monotonic() + 60
     index = 0
     while True:

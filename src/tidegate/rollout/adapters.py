@@ -13,18 +13,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tidegate.config import Config, adapter_target
 from tidegate.errors import InvalidRequestError, NotFoundError
 from tidegate.protocol.adapters import AdapterCreate
 from tidegate.rollout.adapter_sync import AdapterSpec, AdapterSync, configured_adapters, stored_spec
+from tidegate.rollout.sync import ACTIVE_STATES
 from tidegate.rollout.traffic_checks import operator_only
 from tidegate.rollout.versions import new_version_id
 from tidegate.routing.replicas import RoutingTable
 from tidegate.store.db import lock, transaction
-from tidegate.store.models import SYSTEM_TENANT_ID, LoraAdapter, ModelVersion
+from tidegate.store.models import SYSTEM_TENANT_ID, LoraAdapter, ModelVersion, Rollout
 from tidegate.tenancy import audit
 from tidegate.tenancy.actors import Actor
 
@@ -149,6 +150,20 @@ class AdapterService:
                     code="adapter_not_found",
                 )
             spec = stored_spec(row)
+            rollout = await session.scalar(
+                select(Rollout.id).where(
+                    Rollout.model == spec.name,
+                    Rollout.state.in_(ACTIVE_STATES),
+                    or_(Rollout.stable_pool == target, Rollout.candidate_pool == target),
+                )
+            )
+            if rollout is not None:
+                raise InvalidRequestError(
+                    f"The adapter version '{target}' is part of the active rollout {rollout}: "
+                    "abort, roll back or promote it first.",
+                    param="name",
+                    code="adapter_in_rollout",
+                )
             await session.delete(row)
             audit.record(
                 session,
