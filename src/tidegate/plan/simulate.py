@@ -219,9 +219,10 @@ class _Replica:
     """Granted but beyond max_concurrency: waiting inside the engine."""
     version: int = 0
 
-    @property
-    def load(self) -> int:
-        return len(self.running) + len(self.held)
+
+def _load(replica: _Replica) -> int:
+    """Requests on the replica: running and waiting inside it."""
+    return len(replica.running) + len(replica.held)
 
 
 class _Simulation:
@@ -237,6 +238,10 @@ class _Simulation:
         self.events: list[tuple[float, int, int, object]] = []
         self.seq = itertools.count()
         self.replicas: list[_Replica] = []
+        self.counts: dict[ReplicaState, int] = dict.fromkeys(
+            ("starting", "standby", "ready", "draining", "stopped"), 0
+        )
+        """Replicas per state, kept by ``_set_state``."""
         self.waiting: deque[RequestOutcome] = deque()
         self.n_waiting = 0
         self.in_flight = 0
@@ -315,11 +320,8 @@ class _Simulation:
 
     # -- the gateway's queue ------------------------------------------------------------------
 
-    def _routed(self) -> list[_Replica]:
-        return [r for r in self.replicas if r.state == "ready"]
-
     def _capacity(self) -> int:
-        return self.pool.max_concurrency * sum(1 for r in self.replicas if r.state == "ready")
+        return self.pool.max_concurrency * self.counts["ready"]
 
     def _arrive(self, request: RequestOutcome, now: float) -> None:
         self.seen_since_sample = True
@@ -356,8 +358,9 @@ class _Simulation:
             self._grant(request, now)
 
     def _grant(self, request: RequestOutcome, now: float) -> None:
-        routed = self._routed()
-        replica = min(routed, key=lambda r: r.load)  # least outstanding; the first on ties
+        # Least outstanding, the first on ties (the gateway's power of two choices is the same
+        # for two replicas and close to it for more).
+        replica = min((r for r in self.replicas if r.state == "ready"), key=_load)
         request.granted_s = now
         request.replica = replica.life.id
         if replica.life.first_request_s is None:
@@ -382,6 +385,7 @@ class _Simulation:
         life = ReplicaLife(id=len(self.replicas), started_s=now)
         replica = _Replica(life=life, state="starting", role=role, last_t=now)
         self.replicas.append(replica)
+        self.counts["starting"] += 1
         if loaded:
             self._loaded(replica, now)
         else:
@@ -391,9 +395,11 @@ class _Simulation:
         if replica.state != "starting":
             return  # cancelled while loading
         replica.life.ready_s = now
-        replica.state = "ready" if replica.role == "routed" else "standby"
-        if replica.state == "ready":
+        if replica.role == "routed":
+            self._set_state(replica, "ready")
             self._dispatch(now)
+        else:
+            self._set_state(replica, "standby")
 
     def _advance(self, replica: _Replica, now: float) -> None:
         if replica.running:
@@ -431,21 +437,24 @@ class _Simulation:
                 start = replica.work + self.pool.prefill_work_s(held.prompt_tokens)
                 heapq.heappush(replica.running, (start, next(self.seq), held, False))
         self._reschedule(replica)
-        if replica.state == "draining" and not replica.load:
+        if replica.state == "draining" and not _load(replica):
             self._stop(replica, now)
         if ended and self.n_waiting:
             self._dispatch(now)
 
     def _stop(self, replica: _Replica, now: float) -> None:
-        replica.state = "stopped"
+        self._set_state(replica, "stopped")
         replica.life.stopped_s = now
 
     # -- scaling ------------------------------------------------------------------------------
 
-    def _count(self, state: ReplicaState, role: str | None = None) -> int:
-        return sum(
-            1 for r in self.replicas if r.state == state and (role is None or r.role == role)
-        )
+    def _count(self, state: ReplicaState) -> int:
+        return self.counts[state]
+
+    def _set_state(self, replica: _Replica, state: ReplicaState) -> None:
+        self.counts[replica.state] -= 1
+        self.counts[state] += 1
+        replica.state = state
 
     def _signal(self, policy: AutoscalingPolicy, routed_ready: int) -> float:
         if policy.signal == "predicted_wait":
@@ -492,7 +501,8 @@ class _Simulation:
                 (r for r in self.replicas if r.state == "starting" and r.role == "standby"), None
             )
             if standby is not None:
-                standby.state, standby.role = "ready", "routed"  # promoted: no load wait
+                standby.role = "routed"
+                self._set_state(standby, "ready")  # promoted: no load wait
                 self._dispatch(now)
             elif standby_loading is not None:
                 standby_loading.role = "routed"  # routed as soon as it is loaded
@@ -509,10 +519,10 @@ class _Simulation:
             else:
                 victim = min(
                     (r for r in self.replicas if r.state == "ready"),
-                    key=lambda r: (r.load, -r.life.id),
+                    key=lambda r: (_load(r), -r.life.id),
                 )
-                victim.state = "draining"
-                if not victim.load:
+                self._set_state(victim, "draining")
+                if not _load(victim):
                     self._stop(victim, now)
             have -= 1
         standbys = [
@@ -529,7 +539,7 @@ class _Simulation:
     def _occupied(self) -> int:
         """Replicas with a process, draining ones included (as in the supervisor, a new one
         never shares a draining one's cores): what max_replicas bounds."""
-        return sum(1 for r in self.replicas if r.state != "stopped")
+        return len(self.replicas) - self.counts["stopped"]
 
     def _sample(self, now: float) -> None:
         self.timeline.append(
