@@ -395,3 +395,19 @@ async def test_an_added_adapter_is_validated_like_its_base_model(env: Env) -> No
         assert response.status_code == 400, (model, response.text)
         assert "2,048 tokens" in response.json()["error"]["message"]
     assert all(len(fake.requests) == 0 for fake in env.fakes)
+
+
+async def test_shadow_traffic_to_a_second_adapter_version(env: Env) -> None:
+    assert (await env.add({"name": "support-bot", "path": V1})).status_code == 201
+    assert (await env.add({"name": "support-bot", "version": "v2", "path": V2})).status_code == 201
+    shadow = await env.http.put(
+        "/admin/models/support-bot/traffic",
+        json={"shadow": {"pool": "support-bot@v2", "sample": 1.0}},
+        headers=auth(ADMIN_KEY),
+    )
+    assert shadow.status_code == 200, shadow.text
+    assert _text(await env.chat("support-bot")).startswith("[support-bot] ")  # the client's
+    deadline = time.monotonic() + 10
+    while "support-bot@v2" not in [r["model"] for f in env.fakes for r in f.requests]:
+        assert time.monotonic() < deadline, "no shadow request reached the second version"
+        await asyncio.sleep(0.05)
