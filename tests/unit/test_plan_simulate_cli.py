@@ -166,3 +166,20 @@ def test_plan_without_a_sub_command_still_sizes_a_model() -> None:
     assert code == 0 and json.loads(stdout)["chosen"]["fits"] is True
     code, _, stderr = run("--context", "4096")
     assert code == 2 and "Missing option '--model'" in stderr
+
+
+def test_the_planners_profile_gives_the_slots_per_replica(tmp_path: Path) -> None:
+    # `tidegate plan --out` writes an engine profile; its max_num_seqs is the simulated
+    # replica's concurrency.
+    profile = tmp_path / "profile.yaml"
+    code, _, stderr = run(
+        "--model", str(CONFIGS / "qwen2.5-7b.json"), "--context", "4096", "--concurrency", "24",
+        "--gpu", "H100-80GB", "--out", str(profile),
+    )  # fmt: skip
+    assert code == 0, stderr
+    code, stdout, stderr = run(
+        "simulate", "--trace", str(EXAMPLE / "burst-trace.jsonl"), "--policy", "fixed:1",
+        "--config", str(profile), "--first-token-s", "0.1", "--tpot-s", "0.01", "--json",
+    )  # fmt: skip
+    assert code == 0, stderr
+    assert json.loads(stdout)["pool"]["max_concurrency"] == 24
