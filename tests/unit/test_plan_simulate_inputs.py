@@ -15,7 +15,10 @@ from tidegate.plan.simulate_inputs import parse_policy, parse_sla
 from tidegate.plan.traces import TraceRequest, load_trace
 from tidegate_bench.coldstart import ColdStart
 from tidegate_bench.records import RequestRecord
-from tidegate_bench.results import write_csv
+from tidegate_bench.results import build_document, write_csv, write_document
+from tidegate_bench.runner import LoadPoint, PointResult
+from tidegate_bench.selfcheck import ClientHealth
+from tidegate_bench.spec import Slo, Target
 
 
 def record(index: int, scheduled: float, prompt: int | None, output: int | None) -> RequestRecord:
@@ -236,3 +239,38 @@ def test_sla_targets() -> None:
 def test_a_bad_sla_names_its_problem(text: str, message: str) -> None:
     with pytest.raises(PlanInputError, match=message):
         parse_sla(text)
+
+
+def timed(index: int, ttft_s: float, tpot_s: float, tokens: int = 5) -> RequestRecord:
+    start = float(index)
+    content = tuple(start + ttft_s + i * tpot_s for i in range(tokens))
+    return RequestRecord(
+        index=index, target="replica", tenant="t", scheduled_s=start, sent_s=start,
+        end_s=content[-1], content_s=content, prompt_tokens=10, output_tokens=tokens,
+        cached_tokens=None, token_mismatch=False, status=200, error="",
+    )  # fmt: skip
+
+
+def test_the_pool_model_fits_a_document_the_bench_wrote(tmp_path: Path) -> None:
+    # Concurrency 1: TTFT 200 ms, TPOT 20 ms; concurrency 4: 26 ms (+10% per extra sequence).
+    target = Target(name="replica", url="http://127.0.0.1:1/v1")
+    health = ClientHealth(schedule_lag_p99_ms=0.0, loop_lag_p99_ms=0.0, cpu_percent=1.0)
+    results = [
+        PointResult(
+            point=LoadPoint(label=f"c{c}", concurrency=c),
+            records={"replica": [timed(i, 0.2, tpot) for i in range(5)]},
+            health=health,
+            window_start_s=0.0,
+        )
+        for c, tpot in ((1, 0.020), (4, 0.026))
+    ]
+    json_path = tmp_path / "run.json"
+    doc = build_document(
+        command="tidegate bench run", workload={}, results=results,
+        targets=[(target, "m")], slo=Slo(), json_path=json_path, seed=0, min_effect=0.05,
+    )  # fmt: skip
+    write_document(json_path, doc)
+    model = from_bench(json_path, max_concurrency=4)
+    assert model.tpot_s == pytest.approx(0.020)
+    assert model.slowdown == pytest.approx(0.1)
+    assert model.first_token_s == pytest.approx(0.2)
