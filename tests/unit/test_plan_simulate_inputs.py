@@ -39,12 +39,12 @@ def test_the_bench_csv_is_a_trace(tmp_path: Path) -> None:
          record(3, 4.0, 20, 9)],
     )  # fmt: skip
     trace = load_trace(path)
-    # In arrival order from 0; the failed request arrived too, at the median sizes.
+    # In arrival order, at the run's times; the failed request arrived too, at the median sizes.
     assert trace == [
-        TraceRequest(0.0, 30, 7),
-        TraceRequest(0.5, 10, 5),
-        TraceRequest(1.5, 20, 7),
-        TraceRequest(2.5, 20, 9),
+        TraceRequest(1.5, 30, 7),
+        TraceRequest(2.0, 10, 5),
+        TraceRequest(3.0, 20, 7),
+        TraceRequest(4.0, 20, 9),
     ]
 
 
@@ -53,7 +53,7 @@ def test_jsonl_is_a_trace(tmp_path: Path) -> None:
     rows = [{"t": 1.0, "prompt_tokens": 3, "completion_tokens": 4}, {"t": 0.5, "prompt_tokens": 1,
             "completion_tokens": 2}]  # fmt: skip
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n\n")
-    assert load_trace(path) == [TraceRequest(0.0, 1, 2), TraceRequest(0.5, 3, 4)]
+    assert load_trace(path) == [TraceRequest(0.5, 1, 2), TraceRequest(1.0, 3, 4)]
 
 
 @pytest.mark.parametrize(

@@ -41,7 +41,7 @@ class TraceRequest:
 
 
 def load_trace(path: Path) -> list[TraceRequest]:
-    """The trace's requests in arrival order (at least one)."""
+    """The trace's requests in arrival order (at least one); the simulation starts at t = 0."""
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -51,8 +51,7 @@ def load_trace(path: Path) -> list[TraceRequest]:
     if not requests:
         raise TraceError(f"trace {path} holds no requests")
     requests.sort(key=lambda r: r.t)
-    start = requests[0].t
-    return [TraceRequest(r.t - start, r.prompt_tokens, r.completion_tokens) for r in requests]
+    return requests  # times kept as given, so a timeline lines up with the run it came from
 
 
 def _seconds(value: object, where: str) -> float:
