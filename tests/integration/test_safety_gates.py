@@ -6,7 +6,9 @@ policy."""
 
 from __future__ import annotations
 
+import asyncio
 import re
+import sqlite3
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -462,3 +464,36 @@ async def test_a_huge_or_ill_typed_input_is_a_clear_400(
             )
             assert "input check 'banned'" in refusal(response)["message"]
     assert fake.requests == []
+
+
+async def test_a_refused_prompt_is_kept_only_for_a_tenant_that_logs_prompts(
+    tmp_path: Path, gated: RunningGateway
+) -> None:
+    async with httpx.AsyncClient(base_url=gated.url, timeout=30) as http:
+        logged = await create_member(http, "logged", {"log_prompts": True})
+        quiet = await create_member(http, "quiet")
+        ids = []
+        for member in (logged, quiet):
+            response = await http.post(
+                "/v1/chat/completions",
+                json=chat("tell me about zorblax, mail jane.doe@example.com"),
+                headers=member.headers,
+            )
+            refusal(response)
+            ids.append(response.headers["x-request-id"])
+        await usage_records(http, ids)
+        deadline = time.monotonic() + 10
+        while not (rows := _prompt_logs(tmp_path)):
+            assert time.monotonic() < deadline, "no prompt log row"
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.2)  # the quiet tenant's row would be in by now
+        rows = _prompt_logs(tmp_path)
+    [(request_id, tenant_id, prompt, completion)] = rows
+    assert request_id == ids[0] and tenant_id == logged.tenant_id
+    assert "tell me about zorblax" in prompt  # the text, redacted like every logged prompt
+    assert "jane.doe@example.com" not in prompt and completion == ""
+
+
+def _prompt_logs(home: Path) -> list[tuple[str, str, str, str]]:
+    with sqlite3.connect(home / "tidegate.db") as db:
+        return list(db.execute("SELECT request_id, tenant_id, prompt, completion FROM prompt_logs"))

@@ -4,9 +4,9 @@ per tenant in the tenant's settings (``safety_policy``, set by the operator only
 from __future__ import annotations
 
 import os
+import re
 from typing import Annotated, Literal, Self
 
-import regex
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from tidegate.config.section import Section
@@ -75,6 +75,8 @@ class RegexCheck(_Check):
     @field_validator("patterns")
     @classmethod
     def _compiles(cls, patterns: list[str]) -> list[str]:
+        import regex  # here, not at the top: every CLI command imports the config
+
         for pattern in patterns:
             try:
                 regex.compile(pattern)
@@ -115,8 +117,10 @@ class ScriptCheck(_Check):
     @field_validator("allowed_scripts")
     @classmethod
     def _known(cls, scripts: list[str]) -> list[str]:
+        import regex
+
         for script in scripts:
-            if not regex.fullmatch(r"[A-Za-z_]{2,40}", script):
+            if not re.fullmatch(r"[A-Za-z_]{2,40}", script):
                 raise ValueError(f"{script!r} is not a Unicode script name")
             try:
                 regex.compile(rf"\p{{Script={script}}}")
@@ -221,7 +225,7 @@ class SafetyConfig(Section):
     @model_validator(mode="after")
     def _known_policies(self) -> Self:
         for name in self.policies:
-            if not regex.fullmatch(_NAME, name):
+            if not re.fullmatch(_NAME, name):
                 raise ValueError(f"policy name {name!r}: use lower-case letters, digits, _ . -")
         unknown = sorted({p for p in self.models.values() if p not in self.policies})
         if unknown:

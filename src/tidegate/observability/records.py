@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from tidegate.errors import Outcome
 from tidegate.observability.capture import ResponseCapture
@@ -52,6 +53,9 @@ class RequestRecord:
     safety: str | None = None
     """The content-safety decision that refused or cut the request: ``stage:policy/check``
     (names from config, never the text)."""
+    refused_fields: Mapping[str, Any] | None = None
+    """The body of a request a content-safety check refused, kept only when its tenant logs
+    prompts (``log_prompt``), so that the prompt log holds refused prompts too."""
     capture: ResponseCapture | None = None
     """The response's text, finish reason and tool calls; None unless the tenant logs prompts or
     a rollout watches the request (see ``gateway.taps``)."""

@@ -137,6 +137,8 @@ class RequestAccounting:
             self._tap.finished(record, duration_s=duration_s, payload=payload)
         if record.tenant_id is None:
             return  # refused before its key was known: there is no tenant to meter
+        if payload is None:
+            payload = record.refused_fields  # a content-safety refusal (tenants logging prompts)
         if self._meter is not None:
             self._meter.record(_usage_event(record, duration_s))
         if (

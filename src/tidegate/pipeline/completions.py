@@ -205,6 +205,10 @@ class CompletionService:
         model = record.model = model_route.model
         stream = record.stream = request.stream
         tenant = principal.tenant
+        if tenant.log_prompts:
+            record.log_prompt = True
+            record.prompt_retention_days = tenant.prompt_retention_days
+            record.capture = ResponseCapture()
         gate = None if self._safety is None else self._safety.gate(model, tenant.safety_policy)
         if gate is not None:  # before the prompt is counted or anything reserved
             with self._tracing.stage(span, "safety"):
@@ -256,10 +260,6 @@ class CompletionService:
             client_wants_usage = bool(options.get("include_usage"))
             # Always ask for usage, so every stream can be metered.
             request.set("stream_options", {**options, "include_usage": True})
-        if tenant.log_prompts:
-            record.log_prompt = True
-            record.prompt_retention_days = tenant.prompt_retention_days
-            record.capture = ResponseCapture()
         reserved = checked.reserved_tokens
         cost = reserved if reserved is not None else prompt_tokens + _UNBOUNDED_COMPLETION_COST
         fields = request.fields

@@ -195,14 +195,14 @@ class RequestGate:
                 "this gateway defines no such policy (safety.policies)",
                 undecided=True,
             )
-            raise refused(missing, record)
+            raise refused(missing, record, fields)
         text = request_text(fields)
         if plan.output and any(step.classifier for step in plan.output):
             self._prompt = text  # the guard judges an answer in its conversation
         if plan.input:
             refusal = await run_checks(plan.input, text, prompt=None, request_id=record.request_id)
             if refusal is not None:
-                raise refused(refusal, record)
+                raise refused(refusal, record, fields)
 
     async def check_answer(self, data: Any, record: RequestRecord) -> Any:
         """A whole answer: None when it passes, else the answer to send instead, its choices

@@ -3,6 +3,7 @@ request's record says about it; the answer sent instead of a refused whole answe
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,8 +43,13 @@ class Refusal:
         return f"{self.stage}:{self.policy}/{self.check}"
 
 
-def refused(refusal: Refusal, record: RequestRecord) -> ContentPolicyError:
+def refused(
+    refusal: Refusal, record: RequestRecord, fields: Mapping[str, Any]
+) -> ContentPolicyError:
+    """The refused request's error; its text is kept only for a tenant that logs prompts."""
     record.safety = refusal.label
+    if record.log_prompt:
+        record.refused_fields = fields
     return ContentPolicyError(refusal.message(), policy=refusal.policy, check=refusal.check)
 
 
