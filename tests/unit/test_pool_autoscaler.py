@@ -27,7 +27,16 @@ from prometheus_client import generate_latest
 from typer.testing import CliRunner
 
 from tidegate.commands.engine import engine_app
-from tidegate.config import AutoscalingPolicy, Config, EngineProfile, EnginesConfig, LocalPool
+from tidegate.config import (
+    AutoscalingPolicy,
+    Config,
+    EnginePoolConfig,
+    EngineProfile,
+    EnginesConfig,
+    LocalPool,
+)
+from tidegate.engines import pools
+from tidegate.engines.cpu_binding import BIND_VARIABLE
 from tidegate.engines.profile import EngineCommand
 from tidegate.engines.replica_set import Role
 from tidegate.engines.state_file import (
@@ -383,3 +392,28 @@ def test_engine_status_shows_standbys_and_the_wanted_counts(tmp_path: Path) -> N
     data = json.loads(as_json.output)
     assert data["pools"][0]["desired_routed"] == 2
     assert [r["role"] for r in data["replicas"]] == ["routed", "routed", "standby"]
+
+
+def test_cpu_shares_are_sized_for_max_replicas(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pools, "available_cores", lambda: [0, 1, 2, 3])
+    config = Config(
+        home=tmp_path,
+        engines=EnginesConfig(
+            model="/models/m",
+            served_model_name=SERVED,
+            profile=EngineProfile(device="cpu"),
+            autoscaling=policy(min_replicas=1, max_replicas=2),
+            pools=[EnginePoolConfig(name="cand")],
+        ),
+    )
+    # One replica of the main pool runs at start, but its share leaves room for the second.
+    specs = pools.plan_replicas(config, ports=[1, 2], resolve=lambda m: m)
+    assert [(s.id, s.command.env[BIND_VARIABLE]) for s in specs] == [
+        ("r0", "0,1"),
+        ("cand-r0", "3"),
+    ]
+    planner = pools.ReplicaPlanner(config, resolve=lambda m: m)
+    later = planner.spec(SERVED, 1, 3)
+    assert (later.id, later.port, later.command.env[BIND_VARIABLE]) == ("r1", 3, "2")

@@ -89,9 +89,13 @@ class PoolAutoscaler:
     def evaluate(self) -> ScalingDecision:
         sample = self.sample()
         decision = self.decider.decide(sample)
-        self.replicas.desired_routed = decision.desired_routed
-        self.replicas.desired_standby = decision.desired_standby
+        replicas = self.replicas
+        wanted = (decision.desired_routed, decision.desired_standby)
+        changed = wanted != (replicas.desired_routed, replicas.desired_standby)
+        replicas.desired_routed, replicas.desired_standby = wanted
         self._reconcile(decision)
+        if changed:
+            replicas.changed()  # engines.json shows what is wanted, even before it can happen
         self.export()
         return decision
 

@@ -172,6 +172,10 @@ class PoolReplicas:
 
     # -- changing ----------------------------------------------------------------------------
 
+    def changed(self) -> None:
+        """Something the state file shows changed (the wanted counts)."""
+        self._on_change()
+
     def start(self, role: Role) -> Member | None:
         """Start one more replica in ``role``; None when the pool already runs its most."""
         if len(self.members) >= self.most:
