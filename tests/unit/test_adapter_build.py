@@ -21,12 +21,12 @@ from tidegate.engines.adapter_build import (
     AdapterBuilder,
     adapter_dir,
     check_recipes,
+    prepare_with_adapters,
 )
 from tidegate.engines.errors import EngineSetupError
 from tidegate.engines.install import plan_install
 from tidegate.engines.marker import read_json, write_json_atomic
 from tidegate.engines.model_prepare import MARKER_NAME as MODEL_MARKER
-from tidegate.engines.model_prepare import ModelPreparer
 
 FAKE_PYTHON = """#!/bin/sh
 # Stand-in for the engine venv's python running lora_train.py:
@@ -85,10 +85,14 @@ def test_unknown_adapter_and_other_models_are_refused() -> None:
 
 
 def test_an_unknown_adapter_is_refused_before_the_model_is_prepared(tmp_path: Path) -> None:
-    preparer = ModelPreparer(config=Config(home=tmp_path), console=Console(quiet=True))
     # No engine venv here: refusing later would fail on the missing GGUF instead.
     with pytest.raises(EngineSetupError, match="Unknown adapter"):
-        preparer.prepare(adapters=["ninja"])
+        prepare_with_adapters(
+            config=Config(home=tmp_path),
+            console=Console(quiet=True),
+            model=None,
+            adapters=["ninja"],
+        )
 
 
 def test_the_base_model_must_be_prepared_first(tmp_path: Path) -> None:

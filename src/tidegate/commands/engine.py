@@ -83,12 +83,12 @@ def prepare(
 ) -> None:
     """Make the model loadable by vLLM (converts the bundled GGUF once; --adapter trains a
     demo LoRA adapter once)."""
-    from tidegate.engines.model_prepare import ModelPreparer
+    from tidegate.engines.adapter_build import prepare_with_adapters
 
     console = Console(stderr=True)
     cfg = _load(console, config)
     try:
-        ModelPreparer(config=cfg, console=console).prepare(model, adapters=adapter or ())
+        prepare_with_adapters(config=cfg, console=console, model=model, adapters=adapter or ())
     except EngineError as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from exc

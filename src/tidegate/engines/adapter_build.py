@@ -26,10 +26,9 @@ from tidegate.engines import lora_train
 from tidegate.engines.errors import EngineSetupError
 from tidegate.engines.install import venv_python
 from tidegate.engines.marker import marker_matches, read_json, write_json_atomic
+from tidegate.engines.model_prepare import MARKER_NAME as MODEL_MARKER_NAME
 from tidegate.engines.model_prepare import (
-    MARKER_NAME as MODEL_MARKER_NAME,
-)
-from tidegate.engines.model_prepare import (
+    ModelPreparer,
     bundled_name,
     prepared_dir,
     sha256_file,
@@ -59,6 +58,20 @@ RECIPES = {
 
 STYLE_PREFIX = lora_train.PREFIX
 """How every answer of the pirate adapter starts (the tests check it)."""
+
+
+def prepare_with_adapters(
+    *, config: Config, console: Console, model: str | None, adapters: Sequence[str]
+) -> str:
+    """`tidegate model prepare [--adapter NAME ...]`: the model, then each adapter for it;
+    returns what vLLM gets as --model. The names are checked before any work."""
+    model = model or config.engines.model
+    check_recipes(adapters, model)
+    resolved = ModelPreparer(config=config, console=console).prepare(model)
+    builder = AdapterBuilder(config=config, console=console)
+    for adapter in adapters:
+        builder.build(adapter, model)
+    return resolved
 
 
 def check_recipes(adapters: Sequence[str], model: str) -> None:

@@ -14,7 +14,6 @@ import hashlib
 import shutil
 import tempfile
 import time
-from collections.abc import Sequence
 from pathlib import Path
 
 from rich.console import Console
@@ -97,21 +96,9 @@ class ModelPreparer:
         self.console = console
         self.log_path = config.logs_dir / "model-prepare.log"
 
-    def prepare(self, model: str | None = None, *, adapters: Sequence[str] = ()) -> str:
-        """Make ``model`` (default: the configured one) loadable; returns what vLLM gets.
-        ``adapters``: demo LoRA adapters to build for it too (adapter_build.RECIPES)."""
+    def prepare(self, model: str | None = None) -> str:
+        """Make ``model`` (default: the configured one) loadable; returns what vLLM gets."""
         model = model or self.config.engines.model
-        # Imported here: the builder uses this module's helpers.
-        from tidegate.engines.adapter_build import AdapterBuilder, check_recipes
-
-        check_recipes(adapters, model)  # before the model's work, not after it
-        resolved = self._prepare_model(model)
-        builder = AdapterBuilder(config=self.config, console=self.console)
-        for adapter in adapters:
-            builder.build(adapter, model)
-        return resolved
-
-    def _prepare_model(self, model: str) -> str:
         name = bundled_name(model)
         if name is None:
             resolved = resolve_model(self.config, model)
