@@ -29,7 +29,9 @@ from tidegate.config import AdapterConfig, Config, RolloutConfig
 from tidegate.engines.adapter_build import STYLE_PREFIX, AdapterBuilder
 from tidegate.engines.state_file import STATE_FILE_NAME, ReplicaRecord, read_state
 
-pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
+# The first test's setup may train the adapter (up to 3 min on a busy 2-core host) before the
+# replica loads (1-2 min): more than the suite's 300 s.
+pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(600)]
 
 MODEL = "smollm2-135m-instruct"
 ADAPTER = "pirate"
@@ -61,7 +63,7 @@ async def gateway(engine_config: Config, pirate_dir: Path) -> AsyncIterator[Runn
         }
     )
     async with serve(config) as running:
-        deadline = time.monotonic() + 240  # pytest-timeout: 300 s
+        deadline = time.monotonic() + 280
         while (record := _replica(running)) is None or record.state != "ready":
             assert time.monotonic() < deadline, f"the replica was not ready: {record}"
             await asyncio.sleep(0.5)
