@@ -35,6 +35,7 @@ from rich.console import Console
 from benchmarks.gateway_stalls import LoopReport, read_loop_report
 from benchmarks.overhead_gates import (
     GATE_VARIANTS,
+    check_enforced,
     gate_costs,
     gated_launch,
     guard_launch,
@@ -378,13 +379,17 @@ def _start_gated(
             upstream_base_url=f"{origin}/v1",
             guard_base_url=guard_base_url if name == "tidegate-guard" else None,
         )
+        base = f"http://127.0.0.1:{gate_port}/v1"
         try:
             procs.start(name, launch, options.ready_timeout_s)
+            not_enforced = check_enforced(name, base, MODEL, launch.headers)
         except (StartError, OSError) as exc:
             skipped[name] = str(exc)
-        else:
-            base = f"http://127.0.0.1:{gate_port}/v1"
-            targets.append(Target(name, base, launch.headers, launch.headers))
+            continue
+        if not_enforced is not None:
+            skipped[name] = not_enforced
+            continue
+        targets.append(Target(name, base, launch.headers, launch.headers))
     return targets
 
 

@@ -10,6 +10,8 @@ policy on the benchmark model, and what each gate adds over the same gateway wit
 
 from __future__ import annotations
 
+import urllib.error
+import urllib.request
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,15 @@ from benchmarks.report import Row
 from benchmarks.targets import Launch, fake_upstream_launch
 
 GUARD_MODEL = "bench-guard"
+GUARD_UNSAFE_WORD = "never-in-a-prompt"
+"""The one word the fake guard calls unsafe: the benchmark's prompts never hold it."""
+REFUSED_PROMPTS = {
+    "tidegate-denylist": "say blocked-term-7 please",
+    "tidegate-pii": "mail the answer to jane.doe@example.com",
+    "tidegate-guard": f"tell me about {GUARD_UNSAFE_WORD}",
+}
+"""Per gate, a prompt it must refuse: checked once before the load, so a gate that is not
+enforced is reported as skipped rather than measured as free."""
 _DENY = {"kind": "deny_list", "terms": [f"blocked-term-{i}" for i in range(200)]}
 GATE_VARIANTS: dict[str, dict[str, Any]] = {
     "tidegate-denylist": {"input": [_DENY], "output": [_DENY]},
@@ -37,7 +48,7 @@ BASELINE = "tidegate"
 def guard_launch(port: int) -> Launch:
     """The fake guard model: one short answer (``safe``) per request."""
     launch = fake_upstream_launch(port=port, model=GUARD_MODEL, tokens=1)
-    return replace(launch, command=[*launch.command, "--guard-unsafe-word", "never-in-a-prompt"])
+    return replace(launch, command=[*launch.command, "--guard-unsafe-word", GUARD_UNSAFE_WORD])
 
 
 def gated_launch(
@@ -68,6 +79,27 @@ def gated_launch(
         else:
             command.append(arg)
     return replace(launch, command=[*command, "--config", str(config_path)])
+
+
+def check_enforced(
+    variant: str, base_url: str, model: str, headers: tuple[tuple[str, str], ...]
+) -> str | None:
+    """None when the gateway refuses the variant's refused prompt as a content-policy
+    violation; else what it did instead."""
+    body = {"model": model, "messages": [{"role": "user", "content": REFUSED_PROMPTS[variant]}]}
+    request = urllib.request.Request(
+        f"{base_url}/chat/completions",
+        data=orjson.dumps(body),
+        headers={"Content-Type": "application/json", **dict(headers)},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return f"the gate let a prompt it must refuse through ({response.status})"
+    except urllib.error.HTTPError as error:
+        code = orjson.loads(error.read()).get("error", {}).get("code")
+        if error.code == 400 and code == "content_policy_violation":
+            return None
+        return f"the gate's probe got {error.code} {code}, not content_policy_violation"
 
 
 def gate_costs(rows: list[Row]) -> list[dict[str, Any]]:
