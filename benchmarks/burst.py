@@ -52,6 +52,7 @@ from rich.table import Table
 from benchmarks.burst_sim import measured, predict, relative_error
 from benchmarks.targets import free_port
 from tidegate.config import AutoscalingPolicy, SchedulingConfig, load_config
+from tidegate.engines.state_file import STATE_FILE_NAME, read_state
 from tidegate.plan.pool_model import from_bench
 from tidegate.plan.simulate import QueueSettings
 from tidegate_bench.burst.gateway_metrics import parse_sample
@@ -88,6 +89,13 @@ class Options:
     ready_timeout_s: float = 900.0
     seed: int = 0
     out: Path = Path("bench-results/burst.json")
+    venv: str = ""
+    """The engine venv (empty: the shared one of ``make engine``)."""
+    model: str = ""
+    """What the replicas serve (empty: the bundled model)."""
+    engine_args: tuple[str, ...] = ()
+    """More arguments for each replica (engines.profile.extra_args)."""
+    engine_env: tuple[tuple[str, str], ...] = ()
 
 
 def policy_of(name: str, options: Options) -> AutoscalingPolicy | None:
@@ -107,7 +115,7 @@ def gateway_config(
 ) -> dict[str, Any]:
     shared = load_config()
     engines: dict[str, Any] = {
-        "venv": str(shared.engine_venv),
+        "venv": options.venv or str(shared.engine_venv),
         "replicas": 1,
         "ready_timeout_s": options.ready_timeout_s,
         "health_interval_s": 0.5,
@@ -115,9 +123,12 @@ def gateway_config(
         "stop_timeout_s": 15.0,
         "profile": {
             "device": "cpu", "enforce_eager": True, "max_model_len": 1024,
-            "max_num_seqs": options.max_num_seqs,
+            "max_num_seqs": options.max_num_seqs, "extra_args": list(options.engine_args),
+            "extra_env": dict(options.engine_env),
         },
     }  # fmt: skip
+    if options.model:
+        engines["model"] = options.model
     if policy is not None:
         engines["autoscaling"] = policy.model_dump(mode="json")
     (home / "models").symlink_to(shared.models_dir, target_is_directory=True)
@@ -129,6 +140,9 @@ class Gateway:
     url: str
     key: str
     spawn_to_ready_s: float
+    """From ``tidegate up`` to /readyz 200."""
+    replica_load_s: float | None
+    """The first replica's own start to ready (engines.json), the simulator's cold start."""
     log: Path
 
 
@@ -167,7 +181,13 @@ async def gateway(
     try:
         standby = policy.warm_standby if policy is not None else 0
         ready_s = await _wait_ready(proc, origin, key, standby, options.ready_timeout_s, log)
-        yield Gateway(origin + "/v1", key, ready_s - started, log)
+        state = read_state(home / "state" / STATE_FILE_NAME)
+        loads = [
+            r.ready_at - r.started_at
+            for r in (state.replicas if state is not None else ())
+            if r.ready_at is not None and r.started_at is not None
+        ]
+        yield Gateway(origin + "/v1", key, ready_s - started, min(loads, default=None), log)
     finally:
         proc.terminate()
         try:
@@ -185,7 +205,8 @@ async def _wait_ready(
     ready_at: float | None = None
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"tidegate exited with {proc.returncode}; see {log}")
+            tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
+            raise RuntimeError(f"tidegate exited with {proc.returncode}; {log} ends:\n{tail}")
         if ready_at is None and _get(origin + "/readyz", key)[0] == 200:
             ready_at = time.monotonic()
         if ready_at is not None:
@@ -267,10 +288,15 @@ async def run_benchmark(options: Options, console: Console) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="tidegate-bench-burst-") as tmp:
         work = Path(tmp)
         async with gateway("fixed-calibration", work, None, options) as gw:
-            console.log(f"one replica ready {gw.spawn_to_ready_s:.0f} s after spawn")
+            console.log(
+                f"one replica ready {gw.spawn_to_ready_s:.1f} s after spawn (its own load "
+                f"{_s(gw.replica_load_s)} s)"
+            )
             calibration = await calibrate(gw, options, out_dir, console)
         pool = from_bench(calibration, max_concurrency=options.max_num_seqs)
-        pool = replace(pool, cold_start_s=gw.spawn_to_ready_s)
+        spawn_to_ready = gw.spawn_to_ready_s
+        cold_start = gw.replica_load_s if gw.replica_load_s is not None else gw.spawn_to_ready_s
+        pool = replace(pool, cold_start_s=cold_start)
         doc = orjson.loads(calibration.read_bytes())
         capacity = max(t["request_throughput"] for r in doc["runs"] for t in r["targets"])
         rate = options.baseline_fraction * capacity
@@ -305,6 +331,7 @@ async def run_benchmark(options: Options, console: Console) -> dict[str, Any]:
         "plan": {"baseline_s": plan.baseline_s, "burst_s": plan.burst_s,
                  "cooldown_s": plan.cooldown_s, "factor": plan.factor},
         "pool_model": pool.as_json(), "calibration": str(calibration), "configs": rows,
+        "gateway_spawn_to_ready_s": spawn_to_ready,
     }  # fmt: skip
     return report
 
@@ -357,6 +384,8 @@ def _parse_args(argv: list[str] | None) -> Options:
     for name in ("max_num_seqs", "input_len", "output_len", "seed"):
         parser.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(d, name))
     parser.add_argument("--out", type=Path, default=d.out)
+    parser.add_argument("--venv", default=d.venv, help="engine venv (default: the shared one)")
+    parser.add_argument("--model", default=d.model, help="model (default: the bundled one)")
     a = parser.parse_args(argv)
     configs = tuple(c.strip() for c in a.configs.split(",") if c.strip())
     if unknown := [c for c in configs if c not in CONFIGS]:

@@ -20,7 +20,7 @@ from tidegate_bench.burst.gateway_metrics import (
 )
 from tidegate_bench.burst.scraper import ScrapeLog, default_metrics_url
 from tidegate_bench.burst.sla import parse_sla
-from tidegate_bench.burst.summary import burst_block, replicas_timeline, series
+from tidegate_bench.burst.summary import burst_block, replicas_timeline, scale_up, series
 from tidegate_bench.phases import BurstPlan
 from tidegate_bench.records import RequestRecord
 
@@ -213,3 +213,21 @@ def test_nearest_scrape() -> None:
     assert nearest(snaps, 2.0).t_s == 2.01  # type: ignore[union-attr]
     assert nearest(snaps, math.inf).t_s == 3.0  # type: ignore[union-attr]
     assert nearest([], 1.0) is None
+
+
+def test_a_pool_that_scaled_before_the_burst_reports_a_negative_time() -> None:
+    gw = Gateway()
+    gw.set("chat", 1, ready=1)
+    start_unix = 1_800_000_000.0
+    snaps = [Snapshot(-0.5, start_unix - 0.5, gw.sample())]
+    gw.first.labels("chat", "r0").set(start_unix + 0.2)  # the incumbent: it serves first
+    gw.set("chat", 2, ready=2)
+    gw.first.labels("chat", "r1").set(start_unix + 3.0)  # in the baseline, before the burst
+    snaps.append(Snapshot(4.0, start_unix + 4.0, gw.sample()))
+    up = scale_up(snaps, replicas_timeline(snaps), 5.0, start_unix)["chat"]
+    assert up["new_replica"] == "r1"
+    assert up["to_new_replica_first_request_s"] == pytest.approx(-2.0)
+    # Before r1 served, only the incumbent had: no new replica yet.
+    gw.first.remove("chat", "r1")
+    early = [snaps[0], Snapshot(4.0, start_unix + 4.0, gw.sample())]
+    assert scale_up(early, replicas_timeline(early), 5.0, start_unix)["chat"]["new_replica"] is None

@@ -129,8 +129,11 @@ def scale_up(
 ) -> dict[str, dict[str, Any]]:
     """Per pool: replicas at the burst's start and at most, and the seconds from the burst's start
     to a higher desired count, to one more ready replica (both to the scrape interval), and to
-    the first request of a replica that had served none before the burst (the gateway's own
-    timestamp)."""
+    the first request of the first replica beyond those routed when the run began (the gateway's
+    own timestamp; negative when the pool scaled up before the burst).
+
+    The replicas routed at the start are the ones that served first: with N of them, the
+    (N+1)-th replica by first-request time is the new one."""
     burst_unix = started_unix + burst_start_s
     # Every first request any scrape saw: a replica stopped in the cool-down loses its series,
     # and one that reuses its id gets a new time.
@@ -142,8 +145,10 @@ def scale_up(
     out: dict[str, dict[str, Any]] = {}
     for pool, rows in timeline.items():
         at_start = [r for r in rows if (r["t_s"] or 0.0) <= burst_start_s]
-        new = [(unix, replica) for p, replica, unix in seen if p == pool and unix >= burst_unix]
-        first_new = min(new, default=None)
+        incumbents = round(rows[0]["ready"] or 0.0) if rows else 0
+        ordered = sorted((unix, replica) for p, replica, unix in seen if p == pool)
+        new = ordered[incumbents:]
+        first_new = new[0] if new else None
         out[pool] = {
             "ready_at_burst_start": at_start[-1]["ready"] if at_start else None,
             "max_desired": max((r["desired"] or 0.0 for r in rows), default=None),
