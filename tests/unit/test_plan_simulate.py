@@ -4,22 +4,25 @@ and drains as the simulated pool carries them out."""
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 
 import pytest
 
 from tidegate.autoscaling.policy import SCALING_REASONS
-from tidegate.config import AutoscalingPolicy
+from tidegate.config import AutoscalingPolicy, ScalingSignal
 from tidegate.plan.pool_model import PoolModel
 from tidegate.plan.simulate import (
     PolicySpec,
     QueueSettings,
     SimulationResult,
     percentile,
+    signal_value,
     simulate,
 )
 from tidegate.plan.traces import TraceRequest
+from tidegate.scheduling.signals import signal_value as gateway_signal_value
 
 
 def pool(**overrides: float) -> PoolModel:
@@ -193,12 +196,20 @@ def test_a_drained_replica_finishes_its_work_before_it_stops() -> None:
     assert (at_40.ready, at_40.draining, at_40.desired) == (1, 1, 1)
 
 
-def test_scale_from_zero_waits_for_the_cold_start() -> None:
-    result = simulate(at(0.2, 0.4), pool(), policy(min_replicas=0, max_replicas=1))
+def test_a_pool_at_zero_refuses_until_its_first_replica_is_loaded() -> None:
+    # As the gateway: no routed replica ready and nobody queued is a 503 at once; the refused
+    # requests still count as load, so the first evaluation starts a replica (ready at 11; the
+    # down window keeps it while no request comes).
+    zero = policy(min_replicas=0, max_replicas=1, scale_down_stabilization_s=30.0)
+    result = simulate(at(0.2, 0.4, 5.0, 12.0), pool(), zero)
     first = result.events[0]
-    assert (first.t, first.desired_to) == (1.0, 1)
-    # Loaded at 11: the first request ends at 12, the second at 13.
-    assert ttfts(result) == pytest.approx([12.0 - 0.2, 13.0 - 0.4])
+    assert (first.t, first.desired_to, first.reason) == (1.0, 1, "queue_pressure")
+    assert [r.status for r in result.requests] == ["no_replica"] * 3 + ["ok"]
+    assert result.requests[3].ttft_s == 1.0 and result.replicas[0].ready_s == 11.0
+    # A warm standby at zero routed replicas is promoted at the first evaluation instead.
+    warm = simulate(at(0.2, 5.0), pool(), zero.model_copy(update={"warm_standby": 1}))
+    assert [r.status for r in warm.requests] == ["no_replica", "ok"]
+    assert warm.replicas[0].ready_s == 0.0 and warm.replicas[0].first_request_s == 5.0
 
 
 def test_predicted_wait_prescales_against_the_ttft_target() -> None:
@@ -242,3 +253,14 @@ def test_a_policy_spec_is_a_policy_or_a_count() -> None:
         PolicySpec("x", fixed=0)
     with pytest.raises(ValueError, match="no requests"):
         simulate([], pool(), 1)
+
+
+@pytest.mark.parametrize("signal", ["queue_depth", "in_flight_per_replica", "predicted_wait"])
+def test_the_signal_is_the_gateways(signal: ScalingSignal) -> None:
+    for ready, waiting, in_flight, predicted in itertools.product(
+        (0, 1, 3), (0, 2, 7), (0, 4), (0.0, 1.5)
+    ):
+        values = {"ready": ready, "waiting": waiting, "in_flight": in_flight}
+        assert signal_value(signal, **values, predicted_wait_s=predicted) == (
+            gateway_signal_value(signal, **values, predicted_wait_s=predicted)
+        )

@@ -6,7 +6,8 @@ What it models is what the gateway and the engine supervisor do:
 - the gateway's pool queue (``scheduling.pool_queue``, interactive class): a request takes a slot
   at once while the pool's slots taken are fewer than its routed ready replicas' capacity and
   nobody waits, else it queues (FIFO); a full queue (``max_queue_depth`` waiting) is a 429, a
-  request still waiting after ``queue_timeout_s`` a 503;
+  request still waiting after ``queue_timeout_s`` a 503, and so is one that finds no routed
+  replica ready and nobody queued (a pool at zero refuses until a replica is ready);
 - a granted request goes to the routed ready replica with the fewest requests (least
   outstanding); a replica runs up to ``max_concurrency`` of them, the rest wait on it, and
   every running one advances at the pool model's speed for that many (processor sharing). A
@@ -49,7 +50,7 @@ from tidegate.autoscaling.policy import (
     ScalingSample,
     effective_target,
 )
-from tidegate.config import AutoscalingPolicy, QueueClassConfig
+from tidegate.config import AutoscalingPolicy, QueueClassConfig, ScalingSignal
 from tidegate.plan.pool_model import PoolModel
 from tidegate.plan.traces import TraceRequest
 
@@ -57,7 +58,9 @@ _EWMA = 0.2
 """The pool queue's smoothing of slot hold times (predicted_wait)."""
 _EPS = 1e-9
 
-Status = Literal["ok", "queue_full", "queue_timeout"]
+Status = Literal["ok", "queue_full", "queue_timeout", "no_replica"]
+"""``queue_full``: 429; ``queue_timeout`` and ``no_replica`` (no routed replica ready and
+nobody queued, as the gateway refuses it): 503."""
 ReplicaState = Literal["starting", "standby", "ready", "draining", "stopped"]
 
 # Event kinds, in the order they run at one instant: work ends before the scaler looks, and the
@@ -188,6 +191,20 @@ class SimulationResult:
     def ttft_percentile(self, q: float) -> float | None:
         """TTFT of the answered requests at percentile ``q`` (seconds); None: none answered."""
         return percentile([v for r in self.requests if (v := r.ttft_s) is not None], q)
+
+
+def signal_value(
+    signal: ScalingSignal, *, ready: int, waiting: int, in_flight: int, predicted_wait_s: float
+) -> float:
+    """A policy's signal as the gateway computes it (``scheduling.signals.signal_value``, which
+    this layer may not import; a test holds the two equal): per routed ready replica, or the
+    pool's totals with none ready."""
+    if signal == "predicted_wait":
+        return predicted_wait_s
+    per = max(1, ready)
+    if signal == "queue_depth":
+        return waiting / per
+    return (in_flight + waiting) / per
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:
@@ -327,9 +344,15 @@ class _Simulation:
         self.seen_since_sample = True
         if self.n_waiting:
             self._dispatch(now)
-        if not self.n_waiting and self.in_flight < self._capacity():
-            self._grant(request, now)
-            return
+        if not self.n_waiting:
+            capacity = self._capacity()
+            if capacity == 0:  # the gateway's NoReadyReplicaError; the autoscaler sees it
+                request.status = "no_replica"
+                self._answered(now)
+                return
+            if self.in_flight < capacity:
+                self._grant(request, now)
+                return
         if self.n_waiting >= self.queue.max_queue_depth:
             request.status = "queue_full"
             self._answered(now)
@@ -457,14 +480,18 @@ class _Simulation:
         replica.state = state
 
     def _signal(self, policy: AutoscalingPolicy, routed_ready: int) -> float:
-        if policy.signal == "predicted_wait":
-            capacity = self._capacity()
-            hold = self.hold_ewma
-            if hold is None or capacity == 0:
-                return 0.0
-            return (self.n_waiting + 1) * hold / capacity
-        load = self.n_waiting if policy.signal == "queue_depth" else self.in_flight + self.n_waiting
-        return load / routed_ready if routed_ready else float(load)
+        predicted = 0.0
+        capacity, hold = self._capacity(), self.hold_ewma
+        if hold is not None and capacity:
+            # PoolQueue.predicted_wait_s: the queue ahead (and this one) at capacity / hold.
+            predicted = (self.n_waiting + 1) * hold / capacity
+        return signal_value(
+            policy.signal,
+            ready=routed_ready,
+            waiting=self.n_waiting,
+            in_flight=self.in_flight,
+            predicted_wait_s=predicted,
+        )
 
     def _evaluate(self, now: float) -> None:
         decider, policy = self.decider, self.spec.policy

@@ -24,6 +24,7 @@ class Summary:
     completed: int
     rejected_429: int
     timed_out_503: int
+    no_replica_503: int
     ttft_p50_s: float | None
     ttft_p95_s: float | None
     ttft_p99_s: float | None
@@ -83,6 +84,7 @@ def summarize(
         completed=completed,
         rejected_429=result.count("queue_full"),
         timed_out_503=result.count("queue_timeout"),
+        no_replica_503=result.count("no_replica"),
         ttft_p50_s=figures["ttft_p50"],
         ttft_p95_s=figures["ttft_p95"],
         ttft_p99_s=figures["ttft_p99"],
@@ -170,6 +172,7 @@ def summary_table(summaries: list[Summary], *, sla: Sla) -> Table:
         ("E2E p95", [_seconds(s.e2e_p95_s) for s in summaries]),
         ("429 (queue full)", [str(s.rejected_429) for s in summaries]),
         ("503 (queue timeout)", [str(s.timed_out_503) for s in summaries]),
+        ("503 (no replica ready)", [str(s.no_replica_503) for s in summaries]),
         ("error rate", [_share(s.error_rate) for s in summaries]),
         ("SLA attainment", [_share(s.sla_attainment) for s in summaries]),
         ("replica-hours", [f"{s.replica_hours:.3f}" for s in summaries]),
