@@ -53,6 +53,7 @@ async def guard_stream(
     pending: list[bytes] = []
     held_since = 0.0
     seen = 0  # capture.texts already taken into the window
+    seen_calls: dict[int, int] = {}  # per tool call, its argument pieces already taken
     checked = ""  # the tail of the text already checked
     fresh = ""  # text not yet checked
     fetch: asyncio.Future[Any] | None = None
@@ -82,6 +83,12 @@ async def guard_stream(
                 if len(texts) > seen:
                     fresh += "".join(texts[seen:])
                     seen = len(texts)
+                if capture.tool_calls:  # their arguments are checked like the content
+                    for index, parts in capture.tool_calls.items():
+                        taken = seen_calls.get(index, 1)  # parts[0] is the function's name
+                        if len(parts) > taken:
+                            fresh += "".join(parts[taken:])
+                            seen_calls[index] = len(parts)
                 if len(fresh) < hold_chars and time.perf_counter() - held_since < max_hold_s:
                     continue
             if fresh:

@@ -41,7 +41,8 @@ def _content(value: Any, parts: list[str]) -> None:
 
 
 def answer_texts(data: Any) -> list[str]:
-    """Each choice's text of a whole answer (chat ``message.content`` or ``text``)."""
+    """Each choice's text of a whole answer (chat ``message.content`` and its tool calls'
+    arguments, or ``text``)."""
     if not isinstance(data, dict):
         return []
     choices = data.get("choices")
@@ -52,7 +53,17 @@ def answer_texts(data: Any) -> list[str]:
         if not isinstance(choice, dict):
             continue
         message = choice.get("message")
-        text = message.get("content") if isinstance(message, dict) else choice.get("text")
-        if isinstance(text, str):
-            texts.append(text)
+        if isinstance(message, dict):
+            parts: list[str] = []
+            _content(message.get("content"), parts)
+            calls = message.get("tool_calls")
+            if isinstance(calls, list):
+                for call in calls:
+                    function = call.get("function") if isinstance(call, dict) else None
+                    if isinstance(function, dict):
+                        _content(function.get("arguments"), parts)
+            if parts:
+                texts.append("\n".join(parts))
+        elif isinstance(choice.get("text"), str):
+            texts.append(choice["text"])
     return texts
