@@ -498,3 +498,28 @@ async def test_a_refused_prompt_is_kept_only_for_a_tenant_that_logs_prompts(
 def _prompt_logs(home: Path) -> list[tuple[str, str, str, str]]:
     with sqlite3.connect(home / "tidegate.db") as db:
         return list(db.execute("SELECT request_id, tenant_id, prompt, completion FROM prompt_logs"))
+
+
+async def test_an_upstream_failing_mid_stream_still_ends_in_band_through_the_gate(
+    gated: RunningGateway, fake: FakeUpstream
+) -> None:
+    fake.behaviour.fault = "drop_mid_stream"
+    fake.behaviour.fault_after_tokens = 3
+    async with httpx.AsyncClient(base_url=gated.url, timeout=30) as http:
+        member = await create_member(http, "plain")
+        body = chat("hi", stream=True, max_tokens=16)
+        async with http.stream(
+            "POST", "/v1/chat/completions", json=body, headers=member.headers
+        ) as response:
+            text = (await response.aread()).decode()
+        events = _sse(text)
+        assert events[-1] == "[DONE]"
+        assert events[-2]["error"]["type"] == "upstream_error"
+        delivered = "".join(
+            e["choices"][0]["delta"].get("content") or ""
+            for e in events
+            if isinstance(e, dict) and e.get("choices")
+        )
+        assert delivered == "tok tok tok "  # the checked chunks before the failure went out
+        [record] = await usage_records(http, [response.headers["x-request-id"]])
+    assert record["outcome"] == "upstream"
