@@ -53,7 +53,7 @@ from benchmarks.burst_sim import measured, predict, relative_error
 from benchmarks.targets import free_port
 from tidegate.config import AutoscalingPolicy, SchedulingConfig, load_config
 from tidegate.engines.state_file import STATE_FILE_NAME, read_state
-from tidegate.plan.pool_model import from_bench
+from tidegate.plan.pool_model import PoolModel, from_bench
 from tidegate.plan.simulate import QueueSettings
 from tidegate_bench.burst.gateway_metrics import parse_sample
 from tidegate_bench.burst.run import GatewayWatch, run_burst
@@ -279,6 +279,38 @@ async def burst_run(
     return outcome.block, outcome.result.records[name]
 
 
+@dataclass(frozen=True)
+class _Setup:
+    """What every configuration's run shares: the load, the plan and the simulator's inputs."""
+
+    rate: float
+    plan: BurstPlan
+    pool: PoolModel
+    queue: QueueSettings
+
+
+async def _configuration(
+    name: str, gw: Gateway, setup: _Setup, options: Options, out_dir: Path, console: Console
+) -> dict[str, Any]:
+    """One configuration's burst, measured and simulated."""
+    console.log(f"{name}: bursting")
+    policy = policy_of(name, options)
+    block, records = await burst_run(name, gw, setup.rate, setup.plan, options, out_dir)
+    phases = setup.plan.phases()
+    mine = measured(records, block, phases)
+    predicted, _ = predict(
+        records, pool=setup.pool, policy=policy, queue=setup.queue, phases=phases
+    )
+    console.log(f"{name}: done")
+    return {
+        "config": name,
+        "policy": None if policy is None else policy.model_dump(mode="json"),
+        "measured": mine.as_json(), "simulated": predicted.as_json(),
+        "phases": block["phases"], "scale_up": block["scale_up"],
+        "result": str(out_dir / f"{name}.json"),
+    }  # fmt: skip
+
+
 async def run_benchmark(options: Options, console: Console) -> dict[str, Any]:
     out_dir = options.out.with_suffix("")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -287,50 +319,48 @@ async def run_benchmark(options: Options, console: Console) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="tidegate-bench-burst-") as tmp:
         work = Path(tmp)
-        async with gateway("fixed-calibration", work, None, options) as gw:
+        # The fixed gateway calibrates first, then takes its own burst (one vLLM start less).
+        first = "fixed" if "fixed" in configs else "calibration"
+        async with gateway(first, work, None, options) as gw:
             console.log(
                 f"one replica ready {gw.spawn_to_ready_s:.1f} s after spawn (its own load "
                 f"{_s(gw.replica_load_s)} s)"
             )
             calibration = await calibrate(gw, options, out_dir, console)
-        pool = from_bench(calibration, max_concurrency=options.max_num_seqs)
-        spawn_to_ready = gw.spawn_to_ready_s
-        cold_start = gw.replica_load_s if gw.replica_load_s is not None else gw.spawn_to_ready_s
-        pool = replace(pool, cold_start_s=cold_start)
-        doc = orjson.loads(calibration.read_bytes())
-        capacity = max(t["request_throughput"] for r in doc["runs"] for t in r["targets"])
-        rate = options.baseline_fraction * capacity
-        plan = BurstPlan(
-            baseline_s=options.baseline_s, burst_s=options.burst_s, cooldown_s=options.cooldown_s,
-            factor=options.capacity_multiple / options.baseline_fraction,
-        )  # fmt: skip
-        console.log(
-            f"capacity {capacity:.2f} req/s: baseline {rate:.2f} req/s, burst "
-            f"{rate * plan.factor:.2f} req/s for {plan.burst_s:g} s"
-        )
-        queue = QueueSettings.from_config(SchedulingConfig().interactive)
-        for name in configs:
-            policy = policy_of(name, options)
-            async with gateway(name, work, policy, options) as gw:
-                console.log(f"{name}: ready; bursting")
-                block, records = await burst_run(name, gw, rate, plan, options, out_dir)
-            mine = measured(records, block, plan.phases())
-            predicted, _ = predict(
-                records, pool=pool, policy=policy, queue=queue, phases=plan.phases()
+            doc = orjson.loads(calibration.read_bytes())
+            capacity = max(t["request_throughput"] for r in doc["runs"] for t in r["targets"])
+            cold_start = gw.replica_load_s if gw.replica_load_s is not None else gw.spawn_to_ready_s
+            setup = _Setup(
+                rate=options.baseline_fraction * capacity,
+                plan=BurstPlan(
+                    baseline_s=options.baseline_s, burst_s=options.burst_s,
+                    cooldown_s=options.cooldown_s,
+                    factor=options.capacity_multiple / options.baseline_fraction,
+                ),
+                pool=replace(
+                    from_bench(calibration, max_concurrency=options.max_num_seqs),
+                    cold_start_s=cold_start,
+                ),
+                queue=QueueSettings.from_config(SchedulingConfig().interactive),
+            )  # fmt: skip
+            console.log(
+                f"capacity {capacity:.2f} req/s: baseline {setup.rate:.2f} req/s, burst "
+                f"{setup.rate * setup.plan.factor:.2f} req/s for {setup.plan.burst_s:g} s"
             )
-            rows.append({
-                "config": name,
-                "policy": None if policy is None else policy.model_dump(mode="json"),
-                "measured": mine.as_json(), "simulated": predicted.as_json(),
-                "phases": block["phases"], "scale_up": block["scale_up"],
-                "result": str(out_dir / f"{name}.json"),
-            })  # fmt: skip
-            console.log(f"{name}: done")
+            spawn_to_ready = gw.spawn_to_ready_s
+            if first == "fixed":
+                rows.append(await _configuration("fixed", gw, setup, options, out_dir, console))
+        for name in configs:
+            if name == "fixed":
+                continue
+            async with gateway(name, work, policy_of(name, options), options) as gw:
+                rows.append(await _configuration(name, gw, setup, options, out_dir, console))
+    plan = setup.plan
     report |= {
-        "capacity_rps": capacity, "baseline_rps": rate, "burst_rps": rate * plan.factor,
+        "capacity_rps": capacity, "baseline_rps": setup.rate, "burst_rps": setup.rate * plan.factor,
         "plan": {"baseline_s": plan.baseline_s, "burst_s": plan.burst_s,
                  "cooldown_s": plan.cooldown_s, "factor": plan.factor},
-        "pool_model": pool.as_json(), "calibration": str(calibration), "configs": rows,
+        "pool_model": setup.pool.as_json(), "calibration": str(calibration), "configs": rows,
         "gateway_spawn_to_ready_s": spawn_to_ready,
     }  # fmt: skip
     return report
