@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import sys
 import time
@@ -186,7 +187,10 @@ async def waiters(env: Env, count: int) -> list[asyncio.Task[Any]]:
     return tasks
 
 
-async def test_standby_is_loaded_but_not_routed_and_promoted_at_once(tmp_path: Path) -> None:
+async def test_standby_is_loaded_but_not_routed_and_promoted_at_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="tidegate.engines.autoscaler")
     async with scaling_pool(tmp_path, policy(warm_standby=1)) as env:
         assert await env.supervisor.wait_ready(20)
         # r0 routed, r1 a ready standby: out of the routing table and of the capacity.
@@ -223,6 +227,8 @@ async def test_standby_is_loaded_but_not_routed_and_promoted_at_once(tmp_path: P
         )
         assert env.metric("tidegate_pool_desired_replicas", pool=SERVED) == 2
         assert len(env.supervisor.pools[0].members) == 2  # max_replicas: no room for a refill
+        (line,) = [r.getMessage() for r in caplog.records if "scaled" in r.getMessage()]
+        assert line.startswith("pool smol scaled up (queue_pressure): promoted replica r1;")
         await eventually(lambda: len(env.audits) == 1)
         pool, details = env.audits[0]
         assert (pool, details["action"], details["replica"], details["reason"]) == (
