@@ -374,6 +374,35 @@ _VERSION = _object(
         "created_by": _nullable(_STRING),
     }
 )
+_ADAPTER_CREATE = _closed(
+    {
+        "name": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"},
+        "version": {"type": "string", "pattern": "^$|^[A-Za-z0-9][A-Za-z0-9._-]{0,30}$"},
+        "pool": _STRING,
+        "path": {"type": "string", "pattern": "^/", "maxLength": 1000},
+        "hub_id": _STRING,
+    },
+    ("name",),
+)
+_ADAPTER_FIELDS: dict[str, Schema] = {
+    "object": {"const": "adapter"},
+    "id": _STRING,
+    "name": _STRING,
+    "version": _STRING,
+    "pool": _STRING,
+    "source": _STRING,
+    "configured": {"type": "boolean"},
+}
+_ADAPTER = _object(
+    {
+        **_ADAPTER_FIELDS,
+        "replicas": {
+            "type": "array",
+            "items": _object({"id": _STRING, "loaded": {"type": "boolean"}, "detail": _STRING}),
+        },
+    }
+)
+_ADAPTER_DELETED = _object({**_ADAPTER_FIELDS, "deleted": {"const": True}})
 _ROLLOUT_CREATE = _closed(
     {
         "model": {"type": "string", "minLength": 1},
@@ -506,6 +535,10 @@ def component_schemas() -> dict[str, Schema]:
         "VersionCreate": _VERSION_CREATE,
         "Version": _VERSION,
         "VersionList": _list_of("Version", ids=False, has_more=False),
+        "AdapterCreate": _ADAPTER_CREATE,
+        "Adapter": _ADAPTER,
+        "AdapterList": _list_of("Adapter", ids=False, has_more=False),
+        "AdapterDeleted": _ADAPTER_DELETED,
         "RolloutCreate": _ROLLOUT_CREATE,
         "Rollout": _ROLLOUT,
         "RolloutList": _list_of("Rollout", ids=False, has_more=False),
