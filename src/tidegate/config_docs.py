@@ -14,7 +14,8 @@ import json
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, get_args, get_origin
+from types import UnionType
+from typing import Annotated, Any, Union, get_args, get_origin
 
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
@@ -71,15 +72,42 @@ def _model(annotation: Any) -> type[BaseModel] | None:
     )
 
 
-def _item_model(annotation: Any) -> type[BaseModel] | None:
-    """X of a ``list[X]`` field whose items are sections."""
+def _item_models(annotation: Any) -> list[type[BaseModel]]:
+    """The sections the items of a ``list[X]`` field may be: X, or each member of a union X
+    (a discriminated union such as the content-safety checks)."""
     args = get_args(annotation)
-    return _model(args[0]) if get_origin(annotation) is list and len(args) == 1 else None
+    if get_origin(annotation) is not list or len(args) != 1:
+        return []
+    item = args[0]
+    if get_origin(item) is Annotated:
+        item = get_args(item)[0]
+    members = get_args(item) if get_origin(item) in (Union, UnionType) else (item,)
+    return [model for model in map(_model, members) if model is not None]
+
+
+def _value_model(annotation: Any) -> type[BaseModel] | None:
+    """Y of a ``dict[str, Y]`` field whose values are sections (named entries)."""
+    args = get_args(annotation)
+    return _model(args[1]) if get_origin(annotation) is dict and len(args) == 2 else None
+
+
+def _kind(model: type[BaseModel]) -> str | None:
+    """The ``kind`` literal that tells a union member apart, if it has one."""
+    field = model.model_fields.get("kind")
+    values = get_args(field.annotation) if field is not None else ()
+    return str(values[0]) if len(values) == 1 else None
 
 
 def _rows(
-    model: type[BaseModel], prefix: str, *, in_list: bool = False
+    model: type[BaseModel],
+    prefix: str,
+    *,
+    in_list: bool = False,
+    unions: dict[tuple[type[BaseModel], ...], str] | None = None,
 ) -> Iterator[tuple[str, str, str]]:
+    """``unions``: the item unions documented so far, with where (a second list of the same
+    union refers to the first)."""
+    unions = {} if unions is None else unions
     for name, field in model.model_fields.items():
         key = f"{prefix}{name}"
         doc = field.description or _attribute_docs(model).get(name, "")
@@ -88,12 +116,31 @@ def _rows(
         if section is not None:
             yield key, "", description
             if not in_list:  # a section inside list items refers to one documented elsewhere
-                yield from _rows(section, key + ".")
+                yield from _rows(section, key + ".", unions=unions)
+            continue
+        if name == "kind" and "[kind=" in prefix:
+            continue  # said by the prefix
+        items = _item_models(field.annotation) if not in_list else []
+        union = tuple(items) if len(items) > 1 else None
+        if union is not None and union in unions:
+            yield key, _default(field), f"{description} Items: as in `{unions[union]}`."
             continue
         yield key, _default(field), description
-        item = _item_model(field.annotation)
-        if item is not None and not in_list:
-            yield from _rows(item, key + "[].", in_list=True)
+        if in_list:
+            continue
+        if union is not None:
+            unions[union] = key
+        for item in items:
+            kind = _kind(item) if union is not None else None
+            if kind is None:
+                yield from _rows(item, key + "[].", in_list=True)
+                continue
+            about = inspect.cleandoc(item.__doc__ or "").replace("\n", " ")
+            yield f"{key}[kind={kind}]", "", about  # the kind's own docstring says what it does
+            yield from _rows(item, f"{key}[kind={kind}].", in_list=True)
+        value = _value_model(field.annotation)
+        if value is not None:
+            yield from _rows(value, key + ".<name>.", unions=unions)
 
 
 def render() -> str:
@@ -103,7 +150,8 @@ def render() -> str:
     ]
     for key, default, description in _rows(Config, ""):
         # A list item's fields have no variable of their own: the list's variable takes JSON.
-        env = "" if "[]" in key else "`TIDEGATE_" + key.upper().replace(".", "__") + "`"
+        entry = "[" in key or "<name>" in key
+        env = "" if entry else "`TIDEGATE_" + key.upper().replace(".", "__") + "`"
         shown = f"`{default}`" if default else ""
         lines.append(f"| `{key}` | {env} | {shown} | {description} |")
     return "\n".join(lines)

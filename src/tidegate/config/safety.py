@@ -48,6 +48,7 @@ class DenyListCheck(_Check):
     terms: list[str] = Field(min_length=1, max_length=10_000)
     """Words or phrases, matched literally."""
     case_sensitive: bool = False
+    """Match the terms' case exactly (default: any case)."""
     whole_words: bool = True
     """Match only at word boundaries (``ban`` does not match ``banana``)."""
 
@@ -66,7 +67,10 @@ class RegexCheck(_Check):
 
     kind: Literal["regex"]
     patterns: list[str] = Field(min_length=1, max_length=1_000)
+    """Patterns in the ``regex`` module's syntax; compiled at start, an invalid one is a config
+    error."""
     ignore_case: bool = False
+    """Match in any case."""
     timeout_ms: float = Field(default=20.0, gt=0, le=10_000)
     """The longest all the patterns together may search one text."""
     on_error: FailureMode = "closed"
@@ -99,6 +103,7 @@ class SizeCheck(_Check):
 
     kind: Literal["size"]
     max_chars: int = Field(ge=1)
+    """The most characters accepted."""
 
 
 class ScriptCheck(_Check):
@@ -137,6 +142,8 @@ class ClassifierCheck(_Check):
 
     kind: Literal["classifier"]
     protocol: Literal["llama_guard", "openai_moderation"] = "llama_guard"
+    """llama_guard: a chat model behind one of this gateway's pools; openai_moderation: an
+    endpoint shaped like OpenAI's /v1/moderations."""
     pool: str = ""
     """llama_guard: the gateway pool that serves the guard model."""
     model: str = ""
