@@ -17,6 +17,7 @@ OWNED = {
     "ejections",
     "engine_waiting",
     "kv_cache_usage",
+    "adapters",
 }
 """Fields only the replica's methods write (``outstanding`` is the in-flight lease's)."""
 

@@ -186,7 +186,7 @@ class AdapterSync:
                 result = await unload_adapter(http, url, spec.target, api_key=key)
                 if result.ok:
                     have.discard(spec.target)
-        replica.adapters = frozenset(have)
+        replica.record_adapters(frozenset(have))
 
 
 async def add_stored_adapters(

@@ -135,6 +135,10 @@ class Replica:
 
     # -- the engine's own figures (engines.engine_metrics scrapes them) -------------------
 
+    def record_adapters(self, adapters: frozenset[str]) -> None:
+        """The LoRA adapters the engine has registered now (the adapter sync read them)."""
+        self.adapters = adapters
+
     def record_engine_load(self, *, waiting: int | None, kv_cache_usage: float | None) -> None:
         """What the engine's /metrics said; None leaves a figure as it was."""
         if waiting is not None:
