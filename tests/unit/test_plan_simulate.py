@@ -4,25 +4,22 @@ and drains as the simulated pool carries them out."""
 
 from __future__ import annotations
 
-import itertools
 import math
 import random
 
 import pytest
 
 from tidegate.autoscaling.policy import SCALING_REASONS
-from tidegate.config import AutoscalingPolicy, ScalingSignal
+from tidegate.config import AutoscalingPolicy
 from tidegate.plan.pool_model import PoolModel
 from tidegate.plan.simulate import (
     PolicySpec,
     QueueSettings,
     SimulationResult,
     percentile,
-    signal_value,
     simulate,
 )
 from tidegate.plan.traces import TraceRequest
-from tidegate.scheduling.signals import signal_value as gateway_signal_value
 
 
 def pool(**overrides: float) -> PoolModel:
@@ -253,14 +250,3 @@ def test_a_policy_spec_is_a_policy_or_a_count() -> None:
         PolicySpec("x", fixed=0)
     with pytest.raises(ValueError, match="no requests"):
         simulate([], pool(), 1)
-
-
-@pytest.mark.parametrize("signal", ["queue_depth", "in_flight_per_replica", "predicted_wait"])
-def test_the_signal_is_the_gateways(signal: ScalingSignal) -> None:
-    for ready, waiting, in_flight, predicted in itertools.product(
-        (0, 1, 3), (0, 2, 7), (0, 4), (0.0, 1.5)
-    ):
-        values = {"ready": ready, "waiting": waiting, "in_flight": in_flight}
-        assert signal_value(signal, **values, predicted_wait_s=predicted) == (
-            gateway_signal_value(signal, **values, predicted_wait_s=predicted)
-        )

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pytest
 
+from tidegate.autoscaling.signals import signal_value
 from tidegate.config import SchedulingConfig
 from tidegate.observability.metrics import GatewayMetrics
 from tidegate.routing.replicas import Pool, Replica, ReplicaState, RoutingTable
 from tidegate.scheduling.scheduler import Scheduler
-from tidegate.scheduling.signals import SignalExporter, signal_value
+from tidegate.scheduling.signals import SignalExporter
 
 
 @pytest.mark.parametrize(

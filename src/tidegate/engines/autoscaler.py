@@ -27,13 +27,14 @@ from tidegate.autoscaling.policy import (
     ScalingReason,
     ScalingSample,
 )
+from tidegate.autoscaling.signals import signal_value
 from tidegate.background import BackgroundTask, TaskSet
 from tidegate.config import AutoscalingPolicy
 from tidegate.engines.replica_set import Member, PoolReplicas, Role
 from tidegate.engines.scaling_metrics import Direction, ScalingMetrics
 from tidegate.routing.replicas import Pool
 from tidegate.scheduling.scheduler import Scheduler
-from tidegate.scheduling.signals import queue_signal, signal_value
+from tidegate.scheduling.signals import queue_signal
 
 log = logging.getLogger(__name__)
 

@@ -50,7 +50,8 @@ from tidegate.autoscaling.policy import (
     ScalingSample,
     effective_target,
 )
-from tidegate.config import AutoscalingPolicy, QueueClassConfig, ScalingSignal
+from tidegate.autoscaling.signals import signal_value
+from tidegate.config import AutoscalingPolicy, QueueClassConfig
 from tidegate.plan.pool_model import PoolModel
 from tidegate.plan.traces import TraceRequest
 
@@ -191,20 +192,6 @@ class SimulationResult:
     def ttft_percentile(self, q: float) -> float | None:
         """TTFT of the answered requests at percentile ``q`` (seconds); None: none answered."""
         return percentile([v for r in self.requests if (v := r.ttft_s) is not None], q)
-
-
-def signal_value(
-    signal: ScalingSignal, *, ready: int, waiting: int, in_flight: int, predicted_wait_s: float
-) -> float:
-    """A policy's signal as the gateway computes it (``scheduling.signals.signal_value``, which
-    this layer may not import; a test holds the two equal): per routed ready replica, or the
-    pool's totals with none ready."""
-    if signal == "predicted_wait":
-        return predicted_wait_s
-    per = max(1, ready)
-    if signal == "queue_depth":
-        return waiting / per
-    return (in_flight + waiting) / per
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:

@@ -5,43 +5,23 @@ One definition serves both executors of an ``AutoscalingPolicy``: the local pool
 ``tidegate_pool_scaling_signal{pool,signal}``, which the Helm chart's KEDA ScaledObject queries
 for the engine Deployments it scales (their replicas are remote to the gateway).
 
-- queue_depth: requests waiting in the pool's queue ÷ ready replicas;
-- in_flight_per_replica: (in flight + waiting) ÷ ready replicas;
-- predicted_wait: the queue's predicted wait for an interactive request, in seconds.
-
-With no replica ready the per-replica signals are the pool's totals (a policy then wants one).
+What each signal measures is ``autoscaling.signals`` (the simulator uses the same formula).
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Final
 
 from prometheus_client import CollectorRegistry, Gauge
 
+from tidegate.autoscaling.signals import SCALING_SIGNALS, signal_value
 from tidegate.background import BackgroundTask
 from tidegate.config import ScalingSignal
 from tidegate.routing.replicas import RoutingTable
 from tidegate.scheduling.pool_queue import PoolQueue
 from tidegate.scheduling.scheduler import Scheduler
 
-SCALING_SIGNALS: Final[tuple[ScalingSignal, ...]] = (
-    "queue_depth",
-    "in_flight_per_replica",
-    "predicted_wait",
-)
 EXPORT_INTERVAL_S = 1.0
-
-
-def signal_value(
-    signal: ScalingSignal, *, ready: int, waiting: int, in_flight: int, predicted_wait_s: float
-) -> float:
-    if signal == "predicted_wait":
-        return predicted_wait_s
-    per = max(1, ready)
-    if signal == "queue_depth":
-        return waiting / per
-    return (in_flight + waiting) / per
 
 
 def queue_signal(signal: ScalingSignal, queue: PoolQueue, *, ready: int) -> float:
