@@ -411,3 +411,12 @@ async def test_shadow_traffic_to_a_second_adapter_version(env: Env) -> None:
     while "support-bot@v2" not in [r["model"] for f in env.fakes for r in f.requests]:
         assert time.monotonic() < deadline, "no shadow request reached the second version"
         await asyncio.sleep(0.05)
+
+
+async def test_pool_gauges_count_the_base_replicas_once(env: Env) -> None:
+    assert (await env.add({"name": "support-bot", "path": V1})).status_code == 201
+    metrics = (await env.http.get("/metrics", headers=auth(ADMIN_KEY))).text
+    ready = [
+        line for line in metrics.splitlines() if line.startswith("tidegate_pool_ready_replicas")
+    ]
+    assert ready == ['tidegate_pool_ready_replicas{model="base"} 2.0'], ready

@@ -67,6 +67,8 @@ class PoolCollector(Collector):
         )
         now = time.monotonic()
         for pool in self._routing.pools():
+            if pool.base is not None:
+                continue  # an adapter pool's replicas are its base pool's: counted there once
             busy = sum(max(0, r.outstanding) for r in pool.replicas)
             ready_replicas = [r for r in pool.replicas if r.ready]
             cap = sum(r.max_concurrency or self._default for r in ready_replicas)
