@@ -127,6 +127,8 @@ async def test_tenant_allow_lists_name_adapters(env: Env) -> None:
     assert refused.status_code == 403, refused.text
     assert refused.json()["error"]["param"] == "model"
     assert (await env.chat(BASE, key=base_only.key)).status_code == 200
+    listed = await env.http.get("/v1/models", headers=auth(base_only.key))
+    assert [card["id"] for card in listed.json()["data"]] == [BASE]
     bot_only = await create_member(env.http, "bots", {"allowed_models": ["support-bot"]})
     assert _text(await env.chat("support-bot", key=bot_only.key)).startswith("[support-bot]")
     assert (await env.chat(BASE, key=bot_only.key)).status_code == 403
