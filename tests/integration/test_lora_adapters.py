@@ -76,7 +76,7 @@ async def env(tmp_path: Path) -> AsyncIterator[Env]:
                     },
                     "metering": {"flush_interval_s": 0.05},
                     "pricing": {
-                        "support-bot": {"input_per_million": 1e6, "output_per_million": 2e6}
+                        "support-bot": {"input_per_million": 1e4, "output_per_million": 2e6}
                     },
                 },
             )
@@ -422,3 +422,35 @@ async def test_pool_gauges_count_the_base_replicas_once(env: Env) -> None:
         line for line in metrics.splitlines() if line.startswith("tidegate_pool_ready_replicas")
     ]
     assert ready == ['tidegate_pool_ready_replicas{model="base"} 2.0'], ready
+
+
+async def test_a_cost_budget_spends_at_the_adapters_own_price(env: Env) -> None:
+    assert (await env.add({"name": "support-bot", "path": V1})).status_code == 201
+    member = await create_member(env.http, "thrifty", {"budgets": {"daily_cost_usd": 20}})
+    # The base model is unpriced here; the adapter costs 0.01 USD per prompt token, 2 per output
+    # token.
+    ids = []
+    for _ in range(5):
+        base = await env.chat(BASE, key=member.key)
+        assert base.status_code == 200
+        ids.append(base.headers["x-request-id"])
+    statuses = []
+    for _ in range(6):
+        response = await env.http.post(
+            "/v1/chat/completions",
+            json={
+                "model": "support-bot",
+                "messages": [{"role": "user", "content": "hi"}],
+                "max_tokens": 3,
+            },
+            headers=member.headers,
+        )
+        statuses.append(response.status_code)
+        ids.append(response.headers["x-request-id"])
+        if response.status_code != 200:
+            assert response.json()["error"]["code"] == "budget_exceeded", response.text
+            break
+    assert statuses == [200, 200, 200, 429], statuses
+    rows = [r for r in await usage_records(env.http, ids) if r["request_id"] in ids]
+    served = {(r["model"], round(r["cost_usd"], 6)) for r in rows if r["status"] == 200}
+    assert served == {(BASE, 0), ("support-bot", 6.01)}, served
