@@ -136,6 +136,9 @@ class FakeUpstream:
         through /v1/load_lora_adapter and /v1/unload_lora_adapter."""
         self.refuse_paths: set[str] = set()
         """Adapter paths whose load fails (400), like a directory vLLM cannot read."""
+        self.runtime_lora = True
+        """False: no /v1/load_lora_adapter (404), like vLLM started without LoRA support or
+        VLLM_ALLOW_RUNTIME_LORA_UPDATING."""
         self.max_model_len = max_model_len
         self.behaviour = behaviour or FakeBehaviour()
         self.host = host
@@ -248,6 +251,8 @@ class FakeUpstream:
         return body
 
     async def _load_lora(self, request: web.Request) -> web.Response:
+        if not self.runtime_lora:
+            return web.Response(status=404, text='{"detail":"Not Found"}', content_type=_JSON)
         body = await self._lora_body(request)
         if isinstance(body, web.Response):
             return body

@@ -454,3 +454,13 @@ async def test_a_cost_budget_spends_at_the_adapters_own_price(env: Env) -> None:
     rows = [r for r in await usage_records(env.http, ids) if r["request_id"] in ids]
     served = {(r["model"], round(r["cost_usd"], 6)) for r in rows if r["status"] == 200}
     assert served == {(BASE, 0), ("support-bot", 6.01)}, served
+
+
+async def test_an_engine_without_runtime_lora_refuses_with_a_hint(env: Env) -> None:
+    for fake in env.fakes:
+        fake.runtime_lora = False
+    response = await env.add({"name": "support-bot", "path": V1})
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["code"] == "adapter_refused" and "engines.lora" in error["message"]
+    assert (await env.chat("support-bot")).status_code == 404

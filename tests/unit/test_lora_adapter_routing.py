@@ -139,3 +139,26 @@ def test_configured_adapters_are_versions_of_their_names(tmp_path: Path) -> None
     assert found[("bot", "bot")].source == str(adapter)
     assert found[("bot", "bot")].revision.startswith("files:")
     assert found[("bot", "bot@v2")].source == "org/bot-v2"
+
+
+def test_lora_support_without_configured_adapters(tmp_path: Path) -> None:
+    config = _config(tmp_path, lora=True, max_lora_rank=64, max_loras=8)
+    local = config.engines.local_pools()[0]
+    assert local.lora and not local.adapters
+    command = build_engine_command(
+        config=config,
+        model="/m",
+        port=8000,
+        device="cpu",
+        lora=local.lora,
+        max_lora_rank=local.max_lora_rank,
+        max_loras=local.max_loras,
+    )
+    argv = list(command.argv)
+    assert "--enable-lora" in argv and "--lora-modules" not in argv
+    assert argv[argv.index("--max-lora-rank") + 1] == "64"
+    assert argv[argv.index("--max-loras") + 1] == "8"
+    assert command.env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] == "True"
+    # A configured adapter turns LoRA on by itself.
+    with_adapter = _config(tmp_path, adapters=[{"name": "bot", "path": "/a"}])
+    assert with_adapter.engines.local_pools()[0].lora

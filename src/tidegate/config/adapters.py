@@ -56,10 +56,14 @@ class AdapterConfig(Section):
         return adapter_target(self.name, self.version)
 
 
-def lora_rank(adapters: tuple[AdapterConfig, ...] | list[AdapterConfig]) -> int:
-    """vLLM's --max-lora-rank for these adapters: the largest rank, rounded up to the ranks
-    vLLM accepts (1, 8, 16, 32, 64, 128, 256, 320, 512)."""
-    rank = max((adapter.max_lora_rank for adapter in adapters), default=8)
+def lora_rank(
+    adapters: tuple[AdapterConfig, ...] | list[AdapterConfig], at_least: int | None = None
+) -> int:
+    """vLLM's --max-lora-rank for these adapters: the largest rank (``at_least`` when given and
+    higher; 16 for none), rounded up to the ranks vLLM accepts (1, 8, 16, 32, 64, 128, 256,
+    320, 512)."""
+    ranks = [adapter.max_lora_rank for adapter in adapters]
+    rank = max([*ranks, at_least] if at_least is not None else ranks or [16])
     for allowed in (1, 8, 16, 32, 64, 128, 256, 320, 512):
         if rank <= allowed:
             return allowed

@@ -61,6 +61,12 @@ class EnginePoolConfig(Section):
     """LoRA adapters its replicas serve, each a public model name of its own."""
     max_loras: int = Field(default=4, ge=1, le=256)
     """Adapters one replica batches at once (vLLM --max-loras); the planner counts them."""
+    lora: bool = False
+    """Start its replicas with LoRA support even without configured adapters, so adapters can
+    be added at runtime (a pool with adapters has it anyway)."""
+    max_lora_rank: int | None = Field(default=None, ge=1, le=512)
+    """The largest adapter rank its replicas accept (vLLM --max-lora-rank); a runtime adapter
+    of a higher rank is refused. None: the largest configured adapter's (16 without any)."""
 
 
 class EnginesConfig(Section):
@@ -82,6 +88,12 @@ class EnginesConfig(Section):
     (README "LoRA adapters"); more can be added at runtime (`tidegate adapters add`)."""
     max_loras: int = Field(default=4, ge=1, le=256)
     """Adapters one main-pool replica batches at once (vLLM --max-loras)."""
+    lora: bool = False
+    """Start the main pool's replicas with LoRA support even without configured adapters, so
+    adapters can be added at runtime (a pool with adapters has it anyway)."""
+    max_lora_rank: int | None = Field(default=None, ge=1, le=512)
+    """The largest adapter rank the main pool's replicas accept (vLLM --max-lora-rank). None:
+    the largest configured adapter's (16 without any)."""
     pools: list[EnginePoolConfig] = Field(default_factory=list)
     """More local pools serving served_model_name (candidates for a rollout). They join the
     model's implicit route after the main pool, so they serve only what splits, rollouts or
@@ -150,7 +162,12 @@ class EnginesConfig(Section):
         pools = [
             LocalPool(
                 self.served_model_name, self.model, self.replicas, self.profile, self.autoscaling
-            )._replace(adapters=tuple(self.adapters), max_loras=self.max_loras)
+            )._replace(
+                adapters=tuple(self.adapters),
+                max_loras=self.max_loras,
+                lora=self.lora or bool(self.adapters),
+                max_lora_rank=self.max_lora_rank,
+            )
         ]
         for pool in self.pools:
             pools.append(
@@ -160,7 +177,12 @@ class EnginesConfig(Section):
                     pool.replicas,
                     self.pool_profile(pool),
                     pool.autoscaling,
-                )._replace(adapters=tuple(pool.adapters), max_loras=pool.max_loras)
+                )._replace(
+                    adapters=tuple(pool.adapters),
+                    max_loras=pool.max_loras,
+                    lora=pool.lora or bool(pool.adapters),
+                    max_lora_rank=pool.max_lora_rank,
+                )
             )
         return pools
 
@@ -179,6 +201,9 @@ class LocalPool(NamedTuple):
     adapters: tuple[AdapterConfig, ...] = ()
     """Its LoRA adapters (config/adapters.py); runtime ones live in the store."""
     max_loras: int = 4
+    lora: bool = False
+    """Its replicas start with LoRA support (it has adapters, or the config asks for it)."""
+    max_lora_rank: int | None = None
 
     @property
     def initial_replicas(self) -> int:

@@ -91,6 +91,8 @@ class ReplicaPlanner:
                 profile=pool.profile,
                 adapters=pool.adapters,
                 max_loras=pool.max_loras,
+                lora=pool.lora,
+                max_lora_rank=pool.max_lora_rank,
             )
             bind = self._binds.get((pool.name, index))
             if bind is not None:

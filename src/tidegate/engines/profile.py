@@ -34,10 +34,13 @@ def build_engine_command(
     profile: EngineProfile | None = None,
     adapters: tuple[AdapterConfig, ...] = (),
     max_loras: int = 4,
+    lora: bool = False,
+    max_lora_rank: int | None = None,
 ) -> EngineCommand:
     """``profile``: the replica's pool's effective profile (default: engines.profile). Every
     pool serves under served_model_name, so clients see one model whichever pool answers.
-    ``adapters``: the pool's LoRA adapters, loaded at start under their version's name."""
+    ``adapters``: the pool's LoRA adapters, loaded at start under their version's name;
+    ``lora``: LoRA support on without any (adapters come at runtime)."""
     engines = config.engines
     profile = profile or engines.profile
     device = device or detect_device(profile.device)
@@ -73,8 +76,8 @@ def build_engine_command(
         env["VLLM_CPU_KVCACHE_SPACE"] = str(profile.cpu_kvcache_space_gib)
     if config.scheduling.engine_priority:
         argv += ["--scheduling-policy", "priority"]
-    if adapters:
-        argv += lora_args(adapters, max_loras=max_loras)
+    if adapters or lora:
+        argv += lora_args(adapters, max_loras=max_loras, max_lora_rank=max_lora_rank)
         # Lets the gateway load and unload adapters at runtime (/v1/load_lora_adapter).
         env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] = "True"
     argv += profile.extra_args
@@ -82,15 +85,17 @@ def build_engine_command(
     return EngineCommand(argv=tuple(argv), env=env)
 
 
-def lora_args(adapters: tuple[AdapterConfig, ...], *, max_loras: int) -> list[str]:
+def lora_args(
+    adapters: tuple[AdapterConfig, ...], *, max_loras: int, max_lora_rank: int | None = None
+) -> list[str]:
     """vLLM's LoRA flags: support on, the batch's adapter slots and rank, the adapters."""
-    modules = [f"{adapter.target}={adapter.source}" for adapter in adapters]
-    return [
+    argv = [
         "--enable-lora",
         "--max-loras",
         str(max_loras),
         "--max-lora-rank",
-        str(lora_rank(adapters)),
-        "--lora-modules",
-        *modules,
+        str(lora_rank(adapters, max_lora_rank)),
     ]
+    if adapters:
+        argv += ["--lora-modules", *(f"{a.target}={a.source}" for a in adapters)]
+    return argv

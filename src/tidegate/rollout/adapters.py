@@ -111,9 +111,15 @@ class AdapterService:
         if refused:
             await self._delete(target, actor, reason="refused by the engine")
             await self._sync.sync_now()
+            hint = (
+                " Its engine has no runtime LoRA loading: start the pool with LoRA support "
+                "(engines.lora or engines.pools[].lora: true, or a configured adapter)."
+                if refused[0].detail.startswith("HTTP 404")
+                else ""
+            )
             raise InvalidRequestError(
                 f"The engine of replica {refused[0].replica} refused the adapter "
-                f"'{target}': {refused[0].detail}. It was not added.",
+                f"'{target}': {refused[0].detail}. It was not added.{hint}",
                 param="path",
                 code="adapter_refused",
             )
