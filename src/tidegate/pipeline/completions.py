@@ -417,9 +417,7 @@ class CompletionService:
                 if slot is not None:
                     slot.release()
                 raise
-            request.backend = response.target.backend
-            if pool.base is not None:  # an adapter version: its own pool name, not the base's
-                request.backend = f"{pool.name}/{response.target.id}".encode()
+            request.backend = pool.backend_of(response.target)
             record.pool = pool.name
             branch = request.branch
             if branch is not None:

@@ -34,10 +34,12 @@ class AdapterAffinity:
 
     def pick(self, candidates: Sequence[Replica], *, affinity: int | None) -> Replica:
         adapter = self.adapter
-        loaded = [r for r in candidates if adapter in r.adapters]
-        # None registered yet (the sync has not read the engines): any may have it from its
-        # --lora-modules, so all stay candidates rather than none.
-        return self._ring.pick(loaded or candidates, affinity=self._key)
+        # Usually every replica has it: no list to build then.
+        if not all(adapter in r.adapters for r in candidates):
+            # None registered yet (the sync has not read the engines): any may have it from
+            # its --lora-modules, so all stay candidates rather than none.
+            candidates = [r for r in candidates if adapter in r.adapters] or candidates
+        return self._ring.pick(candidates, affinity=self._key)
 
 
 def adapter_pool(name: str, base: Pool, *, settings: PoolConfig | None = None) -> Pool:

@@ -36,6 +36,18 @@ class Pool:
     base: Pool | None = None
     """The pool whose replicas (the same list) and capacity this adapter pool shares: the
     scheduler queues its requests in the base pool's queue."""
+    _backends: dict[str, bytes] = field(default_factory=dict, repr=False)
+    """An adapter pool's x-tidegate-backend values by replica id, made once each."""
+
+    def backend_of(self, replica: Replica) -> bytes:
+        """The x-tidegate-backend value, POOL/ID: the replica's own, except that an adapter
+        pool names itself (the version that served), not its base pool."""
+        if self.base is None:
+            return replica.backend
+        value = self._backends.get(replica.id)
+        if value is None:
+            value = self._backends[replica.id] = f"{self.name}/{replica.id}".encode()
+        return value
 
     def candidates(self, now: float | None = None) -> list[Replica]:
         """Ready replicas not ejected by outlier detection."""
