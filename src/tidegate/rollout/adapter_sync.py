@@ -117,6 +117,8 @@ class AdapterSync:
             spec = self._runtime.pop(target)
             self._routing.remove_adapter(target, model=spec.name)
             self._removed[target] = spec
+            for key in [key for key in self.results if key[0] == target]:
+                del self.results[key]
             log.info("adapter %s removed", target)
         for target, spec in stored.items():
             if target in self._runtime or target in self._configured:
