@@ -383,14 +383,15 @@ def render(report: dict[str, Any], console: Console) -> None:
         "(measured / simulated, simulated vs measured)",
         header_style="bold",
     )
-    for col in ("config", "TTFT p95 burst s", "TTFT p95 run s", "2nd replica 1st request s",
-                "429", "503", "peak ready"):  # fmt: skip
+    for col in ("config", "TTFT p95 burst s", "TTFT p95 run s", "2nd replica ready s",
+                "2nd replica 1st request s", "429", "503", "peak ready"):  # fmt: skip
         table.add_column(col, justify="left" if col == "config" else "right")
     for row in report["configs"]:
         m, s = row["measured"], row["simulated"]
         table.add_row(
             row["config"], _pair(m["ttft_p95_s"]["burst"], s["ttft_p95_s"]["burst"]),
             _pair(m["ttft_p95_s"]["run"], s["ttft_p95_s"]["run"]),
+            _pair(m["to_ready_up_s"], s["to_ready_up_s"]),
             _pair(m["to_new_replica_first_request_s"], s["to_new_replica_first_request_s"]),
             f"{m['http_429']} / {s['http_429']}", f"{m['http_503']} / {s['http_503']}",
             f"{m['peak_ready'] if m['peak_ready'] is not None else '-'} / {s['peak_ready']}",

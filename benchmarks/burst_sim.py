@@ -33,12 +33,14 @@ class Figures:
     http_429: int
     http_503: int
     peak_ready: int | None
+    to_ready_up_s: float | None
+    """From the burst's start to one more routed ready replica than at its start."""
     to_new_replica_first_request_s: float | None
 
     def as_json(self) -> dict[str, Any]:
         return {
             "ttft_p95_s": self.ttft_p95_s, "http_429": self.http_429, "http_503": self.http_503,
-            "peak_ready": self.peak_ready,
+            "peak_ready": self.peak_ready, "to_ready_up_s": self.to_ready_up_s,
             "to_new_replica_first_request_s": self.to_new_replica_first_request_s,
         }  # fmt: skip
 
@@ -68,6 +70,7 @@ def measured(
         http_429=sum(1 for r in records if r.status == 429),
         http_503=sum(1 for r in records if r.status == 503),
         peak_ready=None if peak is None else round(peak),
+        to_ready_up_s=up.get("to_ready_up_s"),
         to_new_replica_first_request_s=up.get("to_new_replica_first_request_s"),
     )
 
@@ -99,8 +102,17 @@ def simulated(result: SimulationResult, phases: Sequence[Phase]) -> Figures:
         http_429=result.count("queue_full"),
         http_503=result.count("queue_timeout"),
         peak_ready=max((p.ready for p in result.timeline), default=None),
+        to_ready_up_s=_ready_up(result, burst.start_s),
         to_new_replica_first_request_s=firsts[0] - burst.start_s if firsts else None,
     )
+
+
+def _ready_up(result: SimulationResult, start_s: float) -> float | None:
+    before = [p.ready for p in result.timeline if p.t <= start_s]
+    base = before[-1] if before else 0
+    later = (p.t for p in result.timeline if p.t > start_s and p.ready > base)
+    first = next(later, None)
+    return None if first is None else first - start_s
 
 
 def predict(

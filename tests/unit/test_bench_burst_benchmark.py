@@ -75,6 +75,8 @@ def test_the_simulator_predicts_each_configuration_in_the_measured_shape() -> No
     # A new replica first serves after its cold start; a warm standby at once.
     assert scaled.to_new_replica_first_request_s is not None
     assert scaled.to_new_replica_first_request_s >= pool.cold_start_s
+    assert scaled.to_ready_up_s is not None and scaled.to_ready_up_s >= pool.cold_start_s
+    assert fixed.to_ready_up_s is None
     assert standby.to_new_replica_first_request_s is not None
     assert standby.to_new_replica_first_request_s < 3.0
     burst = {f: v.ttft_p95_s["burst"] or 0.0 for f, v in
@@ -86,11 +88,12 @@ def test_the_simulator_predicts_each_configuration_in_the_measured_shape() -> No
 def test_measured_figures_read_the_records_and_the_burst_block() -> None:
     plan = BurstPlan(baseline_s=2, burst_s=2, cooldown_s=2, factor=2)
     records = _records(plan, rate=2.0)
-    block = {"scale_up": {"pool": {"max_ready": 2.0, "to_new_replica_first_request_s": 1.5}}}
+    block = {"scale_up": {"pool": {"max_ready": 2.0, "to_new_replica_first_request_s": 1.5,
+                                   "to_ready_up_s": 1.0}}}  # fmt: skip
     figures = measured(records, block, plan.phases())
     assert figures.ttft_p95_s["burst"] == pytest.approx(0.2)
     assert (figures.http_429, figures.http_503, figures.peak_ready) == (0, 0, 2)
-    assert figures.to_new_replica_first_request_s == 1.5
+    assert figures.to_new_replica_first_request_s == 1.5 and figures.to_ready_up_s == 1.0
     assert measured(records, {"scale_up": {}}, plan.phases()).peak_ready is None
     assert relative_error(2.0, 2.5) == pytest.approx(0.25)
     assert relative_error(None, 1.0) is None and relative_error(0.0, 1.0) is None
