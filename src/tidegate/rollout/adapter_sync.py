@@ -86,6 +86,8 @@ class AdapterSync:
         """The stored adapters applied to the routing table now."""
         self._removed: dict[str, AdapterSpec] = {}
         """Removed from the store, still to unload from engines that have them."""
+        self._skipped: set[str] = set()
+        """Stored adapters whose base pool this gateway lacks (warned about once)."""
         self.results: dict[tuple[str, str], LoraResult] = {}
         """(target, replica id) → the last load's result, for the admin API's answer."""
         self._lock = asyncio.Lock()
@@ -126,7 +128,9 @@ class AdapterSync:
             try:
                 base = self._routing.pool(spec.pool)
             except KeyError:
-                log.warning("adapter %s skipped: no pool %s on this gateway", target, spec.pool)
+                if target not in self._skipped:
+                    self._skipped.add(target)
+                    log.warning("adapter %s skipped: no pool %s here", target, spec.pool)
                 continue
             settings: PoolConfig | None = self._settings.get(spec.pool)
             self._routing.add_adapter(
