@@ -21,6 +21,7 @@ a 500, never a 4xx.
     ├── NoReadyReplicaError         503  service_unavailable     overload  (Retry-After)
     ├── QueueTimeoutError           503  service_unavailable     overload  (Retry-After, .reason)
     ├── LimiterUnavailableError     503  service_unavailable     overload  (Retry-After)
+    ├── ContentPolicyUnavailableError 503 service_unavailable   upstream  (Retry-After)
     ├── UpstreamError               502  upstream_error          upstream  (.kind)
     │   └── UpstreamTimeoutError    504  timeout_error           timeout
     └── ClientClosedError           499  (never sent)            client_closed
@@ -169,6 +170,22 @@ class LimiterUnavailableError(TidegateError):
     status = 503
     error_type = "service_unavailable"
     outcome = "overload"
+
+
+class ContentPolicyUnavailableError(TidegateError):
+    """A content-safety check that fails closed could not decide (its guard model or
+    moderation endpoint is slow or down, or the tenant's policy is not defined here): the text
+    was not judged, so this is the service's failure, not the client's (code
+    ``content_policy_unavailable``)."""
+
+    status = 503
+    error_type = "service_unavailable"
+    outcome = "upstream"
+
+    def __init__(self, message: str, *, policy: str, check: str) -> None:
+        super().__init__(message, code="content_policy_unavailable", retry_after_s=1.0)
+        self.policy = policy
+        self.check = check
 
 
 UpstreamErrorKind = Literal["connect", "timeout", "status", "protocol", "disconnect"]

@@ -116,6 +116,16 @@ def refusal(response: httpx.Response) -> dict[str, Any]:
     return error
 
 
+def undecided(response: httpx.Response) -> dict[str, Any]:
+    """A guard that fails closed could not decide: the service's failure, retryable."""
+    assert response.status_code == 503, response.text
+    assert int(response.headers["retry-after"]) >= 1
+    error: dict[str, Any] = response.json()["error"]
+    assert error["type"] == "service_unavailable"
+    assert error["code"] == "content_policy_unavailable"
+    return error
+
+
 async def decisions(http: httpx.AsyncClient) -> dict[tuple[str, str, str, str], float]:
     text = (await http.get("/metrics", headers=auth(ADMIN_KEY))).text
     found = {}
@@ -204,7 +214,7 @@ async def test_a_slow_or_down_guard_fails_as_its_check_says(
         closed = await create_member(http, "acme", {"safety_policy": "strict"})
         open_ = await create_member(http, "beta", {"safety_policy": "lenient-guard"})
         guard.behaviour.first_token_delay_s = 1.0  # slow: past both checks' timeout_s
-        error = refusal(
+        error = undecided(
             await http.post("/v1/chat/completions", json=chat("hi"), headers=closed.headers)
         )
         assert "input check 'guard' (classifier) could not decide" in error["message"]
@@ -213,13 +223,13 @@ async def test_a_slow_or_down_guard_fails_as_its_check_says(
         assert answer.status_code == 200, answer.text
         guard.behaviour.first_token_delay_s = 0.0
         guard.behaviour.fault = "status_500"  # down: the guard answers 500
-        error = refusal(
+        error = undecided(
             await http.post("/v1/chat/completions", json=chat("hi"), headers=closed.headers)
         )
         assert "guard pool 'guard-model' failed" in error["message"]
         guard.behaviour.fault = "none"
         await guard.stop()  # gone: connections refused
-        error = refusal(
+        error = undecided(
             await http.post("/v1/chat/completions", json=chat("hi"), headers=closed.headers)
         )
         assert "could not decide" in error["message"]
@@ -396,16 +406,17 @@ async def test_only_the_operator_sets_a_tenants_policy(
         refusal(
             await http.post("/v1/chat/completions", json=chat("ORD-123456"), headers=member.headers)
         )
-        # A policy this gateway does not define refuses (fails closed), never serves unchecked.
+        # A policy this gateway does not define is refused when it is set, naming the defined
+        # ones (a request under a policy that went missing later fails closed: a 503).
         patched = await http.patch(
             path, json={"settings": {"safety_policy": "not-defined"}}, headers=auth(ADMIN_KEY)
         )
-        assert patched.status_code == 200, patched.text
-        error = refusal(
-            await http.post("/v1/chat/completions", json=chat("hi"), headers=member.headers)
-        )
-        assert "Content policy 'not-defined'" in error["message"]
-        assert "defines no such policy" in error["message"]
+        assert patched.status_code == 400, patched.text
+        error = patched.json()["error"]
+        assert error["code"] == "unknown_safety_policy"
+        assert error["param"] == "settings.safety_policy"
+        assert "'not-defined' is not a policy this gateway defines" in error["message"]
+        assert "strict" in error["message"]
         # The operator lifts it: the tenant's requests pass again (the model's policy stays).
         lifted = await http.patch(
             path, json={"settings": {"safety_policy": None}}, headers=auth(ADMIN_KEY)

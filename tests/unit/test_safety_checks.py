@@ -23,7 +23,7 @@ from tidegate.config import (
     ScriptCheck,
     SizeCheck,
 )
-from tidegate.errors import ContentPolicyError
+from tidegate.errors import ContentPolicyError, ContentPolicyUnavailableError
 from tidegate.observability.capture import ResponseCapture
 from tidegate.observability.records import RequestRecord
 from tidegate.pipeline.redaction import Redactor
@@ -331,7 +331,7 @@ async def test_classifier_failures_follow_on_error_and_output_guards_see_the_pro
     strict = gates.gate("other", "strict")
     assert strict is not None
     record = _record()
-    with pytest.raises(ContentPolicyError, match="could not decide .the guard is down."):
+    with pytest.raises(ContentPolicyUnavailableError, match="could not decide .the guard is down."):
         await strict.check_input({"prompt": "hi"}, record)
     assert record.safety == "input:strict/closed-guard"
     judged = gates.gate("other", "judged")

@@ -65,8 +65,10 @@ def create(
         from tidegate.tenancy.actors import Actor
         from tidegate.tenancy.tenants import DEFAULT_TIER, TenantService, merge_patch
 
-        async with open_store(config) as (_, sessions):
-            tenants = TenantService(sessions=sessions)
+        async with open_store(config) as (loaded, sessions):
+            tenants = TenantService(
+                sessions=sessions, safety_policies=loaded.safety.policies.keys()
+            )
             return await tenants.create(
                 name, tier or DEFAULT_TIER, merge_patch({}, patch), actor=Actor.cli()
             )
@@ -133,10 +135,10 @@ def update(
         from tidegate.tenancy.actors import Actor
         from tidegate.tenancy.tenants import TenantService
 
-        async with open_store(config) as (_, sessions):
-            return await TenantService(sessions=sessions).update(
-                tenant_id, name=name, tier=tier, settings=patch, actor=Actor.cli()
-            )
+        async with open_store(config) as (loaded, sessions):
+            return await TenantService(
+                sessions=sessions, safety_policies=loaded.safety.policies.keys()
+            ).update(tenant_id, name=name, tier=tier, settings=patch, actor=Actor.cli())
 
     info = run_command(run())
     Console(stderr=True).print(

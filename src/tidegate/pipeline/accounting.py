@@ -13,6 +13,7 @@ from typing import Any
 from tidegate.errors import (
     AuthenticationError,
     ContentPolicyError,
+    ContentPolicyUnavailableError,
     InvalidRequestError,
     LimiterUnavailableError,
     LimitExceededError,
@@ -46,7 +47,7 @@ def rejection_reason(error: TidegateError) -> RejectionReason | None:
         return "limiter_unavailable"
     if isinstance(error, AuthenticationError):
         return "auth"
-    if isinstance(error, ContentPolicyError):
+    if isinstance(error, ContentPolicyError | ContentPolicyUnavailableError):
         return "content_policy"
     if isinstance(error, InvalidRequestError | NotFoundError | PermissionDeniedError):
         return "validation"

@@ -184,7 +184,8 @@ class RequestGate:
         return bool(self._plan.output)
 
     async def check_input(self, fields: Mapping[str, Any], record: RequestRecord) -> None:
-        """Raises ``ContentPolicyError`` (a 400) for a refused request."""
+        """Raises ``ContentPolicyError`` (a 400) for a refused request, or
+        ``ContentPolicyUnavailableError`` (a 503) when a guard could not decide."""
         plan = self._plan
         if plan.missing is not None:
             missing = Refusal(
@@ -194,6 +195,7 @@ class RequestGate:
                 "missing",
                 "this gateway defines no such policy (safety.policies)",
                 undecided=True,
+                retryable=True,
             )
             raise refused(missing, record, fields)
         text = request_text(fields)
@@ -255,7 +257,16 @@ async def run_checks(
                 step.counters["error_open"].inc()
                 continue
             step.counters["error_closed"].inc()
-            return Refusal(step.policy, check.label, step.stage, check.kind, str(error), True)
+            return Refusal(
+                step.policy,
+                check.label,
+                step.stage,
+                check.kind,
+                str(error),
+                undecided=True,
+                # A guard slow or down is retryable; a pattern timing out is the text's doing.
+                retryable=step.classifier,
+            )
         if reason is None:
             step.counters["pass"].inc()
             continue

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from tidegate.errors import ContentPolicyError
+from tidegate.errors import ContentPolicyError, ContentPolicyUnavailableError
 from tidegate.observability.records import RequestRecord
 from tidegate.safety.metrics import Stage
 
@@ -23,6 +23,9 @@ class Refusal:
     reason: str
     undecided: bool = False
     """The check could not decide and fails closed."""
+    retryable: bool = False
+    """Undecided for the service's sake (a guard slow or down, a policy not defined here), not
+    the text's: the client gets a 503 to retry, not a 400 to change its request."""
 
     def message(self) -> str:
         what = f"its {self.stage} check '{self.check}' ({self.kind})"
@@ -30,8 +33,12 @@ class Refusal:
         if self.undecided:
             return (
                 f"Content policy '{self.policy}' {done}: {what} could not decide "
-                f"({self.reason}) and fails closed. Retry later, or ask the operator about the "
-                "policy."
+                f"({self.reason}) and fails closed. "
+                + (
+                    "Retry later; if it persists, ask the operator about the policy."
+                    if self.retryable
+                    else "Shorten or simplify the text; the operator sets which policy applies."
+                )
             )
         return (
             f"Content policy '{self.policy}' {done}: {what} found that "
@@ -45,12 +52,13 @@ class Refusal:
 
 def refused(
     refusal: Refusal, record: RequestRecord, fields: Mapping[str, Any]
-) -> ContentPolicyError:
+) -> ContentPolicyError | ContentPolicyUnavailableError:
     """The refused request's error; its text is kept only for a tenant that logs prompts."""
     record.safety = refusal.label
     if record.log_prompt:
         record.refused_fields = fields
-    return ContentPolicyError(refusal.message(), policy=refusal.policy, check=refusal.check)
+    error = ContentPolicyUnavailableError if refusal.retryable else ContentPolicyError
+    return error(refusal.message(), policy=refusal.policy, check=refusal.check)
 
 
 def mark_cut(record: RequestRecord, refusal: Refusal) -> None:

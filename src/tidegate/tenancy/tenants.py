@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import builtins
 import secrets
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -148,8 +148,29 @@ def _operator_owns(actor: Actor, fields: builtins.list[str]) -> None:
 
 
 class TenantService:
-    def __init__(self, *, sessions: async_sessionmaker[AsyncSession]) -> None:
+    def __init__(
+        self,
+        *,
+        sessions: async_sessionmaker[AsyncSession],
+        safety_policies: Collection[str] | None = None,
+    ) -> None:
+        """``safety_policies``: the names in safety.policies; a tenant may be given only one of
+        them (None: not checked)."""
         self._sessions = sessions
+        self._safety_policies = None if safety_policies is None else frozenset(safety_policies)
+
+    def _check_safety_policy(self, settings: TenantSettings) -> None:
+        known, name = self._safety_policies, settings.safety_policy
+        if known is None or name is None or name in known:
+            return
+        defined = ", ".join(sorted(known)) or "none"
+        raise InvalidRequestError(
+            f"settings.safety_policy '{name}' is not a policy this gateway defines (defined: "
+            f"{defined}). Add it under safety.policies in the gateway's config first (the CLI "
+            "reads that config with --config), or pick one of these.",
+            param="settings.safety_policy",
+            code="unknown_safety_policy",
+        )
 
     async def create(
         self,
@@ -166,6 +187,7 @@ class TenantService:
         checked_tier = parse_tier(tier)
         if not isinstance(settings, TenantSettings):
             settings = parse_settings(settings or {})
+        self._check_safety_policy(settings)
         now = datetime.now(UTC)
         row = Tenant(
             id="ten_" + secrets.token_hex(12),
@@ -247,7 +269,9 @@ class TenantService:
                 changes["tier"] = {"from": row.tier, "to": tier}
                 row.tier = tier
             if settings is not None:
-                merged = stored_settings(parse_settings(merge_patch(row.settings, settings)))
+                parsed = parse_settings(merge_patch(row.settings, settings))
+                self._check_safety_policy(parsed)
+                merged = stored_settings(parsed)
                 if merged != row.settings:
                     changes["settings"] = {"from": row.settings, "to": merged}
                     row.settings = merged

@@ -37,5 +37,7 @@ async def wire_tenancy(
     if config.admin_key is None and announce_admin_key is not None:
         announce_admin_key(generated)
     return Tenancy(
-        keys=keys, tenants=TenantService(sessions=sessions), audit=AuditLog(sessions=sessions)
+        keys=keys,
+        tenants=TenantService(sessions=sessions, safety_policies=config.safety.policies.keys()),
+        audit=AuditLog(sessions=sessions),
     )
