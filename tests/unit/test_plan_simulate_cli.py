@@ -88,6 +88,7 @@ def test_the_pool_model_from_bench_files(tmp_path: Path) -> None:
     assert pool == {
         "max_concurrency": 4, "first_token_s": 0.3, "tpot_s": 0.05,
         "prefill_tokens_per_s": None, "slowdown": 0.0, "cold_start_s": 33.0,
+        "host_speedup": None, "loading_load": 1.0, "cold_start_busy_s": None,
     }  # fmt: skip
 
 
@@ -122,6 +123,13 @@ def test_a_config_gives_the_queue_and_max_num_seqs(tmp_path: Path) -> None:
         (["--cold-start", "missing.json"], "cannot read"),
         (["--config", "missing.yaml"], "does not exist"),
         (["--queue-timeout-s", "0"], "must be > 0"),
+        (["--host-speedup", "1,x"], "numbers separated by commas"),
+        (["--host-speedup", "2,3"], "starts at 1.0"),
+        (["--host-speedup", "1,-1"], "must be > 0"),
+        (["--host-speedup", "1,nan"], "not a number"),
+        (["--host-speedup", ""], "numbers separated by commas"),
+        (["--cold-start-busy-s", "inf"], "cold_start_busy_s must be a finite number"),
+        (["--host-speedup", "1,1.41", "--cold-start-busy-s", "90", "--loading-load", "0.5"], None),
     ],
 )
 def test_bad_inputs_exit_2_with_a_message(args: list[str], message: str | None) -> None:
@@ -141,7 +149,8 @@ def test_bad_inputs_exit_2_with_a_message(args: list[str], message: str | None) 
 @pytest.mark.parametrize(
     "args",
     [["--tpot-s", "-1"], ["--max-num-seqs", "0"], ["--cold-start-s", "-5"],
-     ["--replica-hour-usd", "-1"]],
+     ["--replica-hour-usd", "-1"], ["--cold-start-busy-s", "-1"], ["--cold-start-busy-s", "nan"],
+     ["--loading-load", "1.5"]],
 )  # fmt: skip
 def test_negative_numbers_are_refused_by_the_options(args: list[str]) -> None:
     code, _, stderr = run(
@@ -183,3 +192,17 @@ def test_the_planners_profile_gives_the_slots_per_replica(tmp_path: Path) -> Non
     )  # fmt: skip
     assert code == 0, stderr
     assert json.loads(stdout)["pool"]["max_concurrency"] == 24
+
+
+def test_a_shared_host_serves_less_and_shows_in_the_json(tmp_path: Path) -> None:
+    docs = []
+    for more in ((), ("--host-speedup", "1,1.2", "--cold-start-busy-s", "80")):
+        code, stdout, stderr = example("--json", *more)
+        assert code == 0, stderr
+        docs.append(json.loads(stdout))
+    idle, shared = docs
+    assert idle["pool"]["host_speedup"] is None
+    assert shared["pool"]["host_speedup"] == [1.0, 1.2]
+    assert shared["pool"]["cold_start_busy_s"] == 80.0
+    code, stdout, _ = example("--host-speedup", "1,1.2", "--cold-start-busy-s", "80")
+    assert code == 0 and "shared host: speedup 1,1.2" in stdout and "busy cold start 80 s" in stdout

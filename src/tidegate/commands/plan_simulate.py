@@ -26,12 +26,14 @@ def _pool(
     cold_start: Path | None,
     max_num_seqs: int,
     options: dict[str, float | None],
+    host_speedup: str | None = None,
 ) -> PoolModel:
     from tidegate.plan.pool_model import (
         PoolModel,
         PoolModelError,
         cold_start_from_bench,
         from_bench,
+        parse_host_speedup,
     )
 
     if bench is not None:
@@ -49,7 +51,8 @@ def _pool(
         )
     if cold_start is not None and options["cold_start_s"] is None:
         options = {**options, "cold_start_s": cold_start_from_bench(cold_start)}
-    return model.with_options(max_concurrency=max_num_seqs, **options)
+    speedup = None if host_speedup is None else parse_host_speedup(host_speedup)
+    return model.with_options(max_concurrency=max_num_seqs, host_speedup=speedup, **options)
 
 
 def _queue(
@@ -124,6 +127,23 @@ def simulate_command(
     cold_start_s: Annotated[
         float | None, typer.Option(min=0, help="A new replica's start to ready [60].")
     ] = None,
+    host_speedup: Annotated[
+        str | None,
+        typer.Option(
+            help="Shared host: total throughput of 1, 2, ... replicas relative to one, e.g. "
+            "1,1.41 [linear].",
+        ),
+    ] = None,
+    loading_load: Annotated[
+        float | None,
+        typer.Option(
+            min=0, max=1, help="A loading replica's share of the host (with --host-speedup) [1]."
+        ),
+    ] = None,
+    cold_start_busy_s: Annotated[
+        float | None,
+        typer.Option(min=0, help="Start to ready while another replica serves [--cold-start-s]."),
+    ] = None,
     config: Annotated[
         Path | None,
         typer.Option("--config", help="Take scheduling.interactive and max_num_seqs from it."),
@@ -182,7 +202,10 @@ def simulate_command(
                 "prefill_tokens_per_s": prefill_tokens_per_s,
                 "slowdown": slowdown,
                 "cold_start_s": cold_start_s,
+                "loading_load": loading_load,
+                "cold_start_busy_s": cold_start_busy_s,
             },
+            host_speedup=host_speedup,
         )
         requests = load_trace(trace)
     except PlanError as exc:
@@ -203,7 +226,7 @@ def simulate_command(
             f"{len(requests):,} requests over {requests[-1].t:.0f} s; a replica: "
             f"{pool.max_concurrency} at once, first token {pool.first_token_s:.3f} s, "
             f"{pool.tpot_s * 1000:.1f} ms/token, slowdown {pool.slowdown:.3f}, "
-            f"cold start {pool.cold_start_s:.0f} s",
+            f"cold start {pool.cold_start_s:.0f} s{_shared_host(pool)}",
             soft_wrap=True,
             highlight=False,
         )
@@ -213,3 +236,16 @@ def simulate_command(
     if check and any(s.sla_met is False for s in summaries):
         err.print("[red]a policy misses the SLA[/red]")
         raise typer.Exit(1)
+
+
+def _shared_host(pool: PoolModel) -> str:
+    if pool.host_speedup is None and pool.cold_start_busy_s is None:
+        return ""
+    speedup = (
+        "linear" if pool.host_speedup is None else ",".join(f"{v:g}" for v in pool.host_speedup)
+    )
+    busy = pool.cold_start_for(busy=True)
+    return (
+        f"; shared host: speedup {speedup}, loading {pool.loading_load:g}, "
+        f"busy cold start {busy:.0f} s"
+    )

@@ -7,6 +7,15 @@ and ``completion_tokens × tpot_s`` more before it ends, measured alone on the r
 speed (batched decoding: more sequences, slower steps). A new replica takes ``cold_start_s``
 from its start to its first routed request.
 
+A shared host (replicas on the same cores, as two CPU replicas on one machine) is described by
+``host_speedup``: the total throughput of N active replicas relative to one, per N. With
+``n`` active (ready or draining replicas count 1 each, a loading one ``loading_load``) every
+replica's requests advance at ``host_speedup(n) / n`` of their solo speed (linear interpolation
+between the entries; past the last one the total stays at the last entry: the host has no more
+cores). A replica started while another one is serving requests takes ``cold_start_busy_s``
+(loading competes for the cores too). Unset, both describe an idle host (linear speedup, the
+same cold start), the model as it was.
+
 The numbers come from options, or are fitted from bench results: ``from_bench`` reads a
 ``tidegate bench run`` JSON (TTFT and TPOT medians per closed-loop concurrency: a line through
 TPOT against concurrency gives tpot_s and the slowdown) and ``cold_start_from_bench`` the JSON
@@ -43,6 +52,13 @@ class PoolModel:
     """Per extra concurrent request, the relative slowdown of every request on the replica."""
     cold_start_s: float = 60.0
     """From a replica's start to its first routed request."""
+    host_speedup: tuple[float, ...] | None = None
+    """Total throughput of 1, 2, ... active replicas relative to one (starts at 1.0; None:
+    linear, every replica has a host of its own)."""
+    loading_load: float = 1.0
+    """How much of a replica a loading one weighs in ``host_speedup``'s count (0: none)."""
+    cold_start_busy_s: float | None = None
+    """Start to ready while another replica serves requests (None: ``cold_start_s``)."""
 
     def __post_init__(self) -> None:
         _check("max_concurrency", self.max_concurrency, low=1)
@@ -52,6 +68,13 @@ class PoolModel:
         _check("cold_start_s", self.cold_start_s)
         if self.prefill_tokens_per_s is not None:
             _check("prefill_tokens_per_s", self.prefill_tokens_per_s, positive=True)
+        _check("loading_load", self.loading_load)
+        if self.loading_load > 1:
+            raise PoolModelError(f"pool model: loading_load must be <= 1, not {self.loading_load}")
+        if self.cold_start_busy_s is not None:
+            _check("cold_start_busy_s", self.cold_start_busy_s)
+        if self.host_speedup is not None:
+            object.__setattr__(self, "host_speedup", check_host_speedup(self.host_speedup))
 
     def prefill_work_s(self, prompt_tokens: int) -> float:
         prefill = self.prefill_tokens_per_s
@@ -63,6 +86,24 @@ class PoolModel:
     def speed(self, concurrent: int) -> float:
         """How fast each of ``concurrent`` requests advances, relative to one alone."""
         return 1.0 / (1.0 + self.slowdown * max(0, concurrent - 1))
+
+    def host_factor(self, active: float) -> float:
+        """Each replica's speed with ``active`` replicas on the host, relative to alone."""
+        table = self.host_speedup
+        if table is None or active <= 1.0:
+            return 1.0
+        low = int(math.floor(active))
+        if low >= len(table):
+            total = table[-1]
+        else:
+            total = table[low - 1] + (table[low] - table[low - 1]) * (active - low)
+        return total / active
+
+    def cold_start_for(self, *, busy: bool) -> float:
+        """The cold start of a replica started while another serves (``busy``) or not."""
+        if busy and self.cold_start_busy_s is not None:
+            return self.cold_start_busy_s
+        return self.cold_start_s
 
     def with_options(self, **options: Any) -> PoolModel:
         """This model with the options that were given (None: keep the fitted value)."""
@@ -80,7 +121,31 @@ class PoolModel:
             "prefill_tokens_per_s": self.prefill_tokens_per_s,
             "slowdown": self.slowdown,
             "cold_start_s": self.cold_start_s,
+            "host_speedup": None if self.host_speedup is None else list(self.host_speedup),
+            "loading_load": self.loading_load,
+            "cold_start_busy_s": self.cold_start_busy_s,
         }
+
+
+def check_host_speedup(values: object) -> tuple[float, ...]:
+    """``host_speedup`` validated: finite numbers > 0, the first 1.0 (one replica is itself)."""
+    if isinstance(values, str) or not isinstance(values, tuple | list) or not values:
+        raise PoolModelError(f"pool model: host_speedup must be a list of numbers, not {values!r}")
+    out = tuple(_number(v, "pool model: a host_speedup entry") for v in values)
+    if any(v <= 0 for v in out):
+        raise PoolModelError(f"pool model: host_speedup entries must be > 0, not {list(out)}")
+    if out[0] != 1.0:
+        raise PoolModelError(f"pool model: host_speedup starts at 1.0 (one replica), not {out[0]}")
+    return out
+
+
+def parse_host_speedup(text: str) -> tuple[float, ...]:
+    """``"1,1.41"`` as ``host_speedup``."""
+    try:
+        values = [float(part) for part in text.split(",")]
+    except ValueError as exc:
+        raise PoolModelError(f"host speedup {text!r}: numbers separated by commas") from exc
+    return check_host_speedup(values)
 
 
 def _check(name: str, value: float, *, low: float = 0.0, positive: bool = False) -> None:

@@ -10,11 +10,14 @@ What it models is what the gateway and the engine supervisor do:
   replica ready and nobody queued (a pool at zero refuses until a replica is ready);
 - a granted request goes to the routed ready replica with the fewest requests (least
   outstanding); a replica runs up to ``max_concurrency`` of them, the rest wait on it, and
-  every running one advances at the pool model's speed for that many (processor sharing). A
+  every running one advances at the pool model's speed for that many (processor sharing),
+  times the host's share for the replicas active on it (``PoolModel.host_factor``: ready and
+  draining ones, loading ones at ``loading_load``; 1 without ``host_speedup``). A
   draining replica's requests still hold their gateway slots while its capacity is gone, as in
   the gateway's queue;
 - scaling: the same ``ScalingDecider`` the supervisor runs, fed a ``ScalingSample`` every
-  ``evaluation_interval_s``. A new replica is routed ``cold_start_s`` after its start, a ready
+  ``evaluation_interval_s``. A new replica is routed ``cold_start_s`` after its start
+  (``cold_start_busy_s`` when another replica is serving requests then), a ready
   standby is promoted at once, a scale-down first cancels a replica still loading, else drains
   the routed replica with the least work (no new requests; it stops when its last one ends),
   carried out as ``engines.autoscaler`` reconciles (same order, same room under max_replicas,
@@ -257,6 +260,8 @@ class _Simulation:
         self.timeline: list[TimelinePoint] = []
         self.scale_events: list[ScaleEvent] = []
         self.decider: ScalingDecider | None = None
+        self.host = 1.0
+        """Each replica's share of the host now (``PoolModel.host_factor``)."""
         policy = spec.policy
         if policy is None:
             assert spec.fixed is not None
@@ -399,28 +404,31 @@ class _Simulation:
         if loaded:
             self._loaded(replica, now)
         else:
-            self.push(now + self.pool.cold_start_s, _LOADED, replica)
+            busy = any(r.state == "ready" and _load(r) for r in self.replicas)
+            self.push(now + self.pool.cold_start_for(busy=busy), _LOADED, replica)
+            self._host_changed(now)
 
     def _loaded(self, replica: _Replica, now: float) -> None:
         if replica.state != "starting":
             return  # cancelled while loading
         replica.life.ready_s = now
         if replica.role == "routed":
-            self._set_state(replica, "ready")
+            self._set_state(replica, "ready", now)
             self._dispatch(now)
         else:
-            self._set_state(replica, "standby")
+            self._set_state(replica, "standby", now)
 
     def _advance(self, replica: _Replica, now: float) -> None:
         if replica.running:
-            replica.work += (now - replica.last_t) * self.pool.speed(len(replica.running))
+            speed = self.pool.speed(len(replica.running)) * self.host
+            replica.work += (now - replica.last_t) * speed
         replica.last_t = now
 
     def _reschedule(self, replica: _Replica) -> None:
         replica.version += 1
         if replica.running:
             left = max(0.0, replica.running[0][0] - replica.work)
-            at = replica.last_t + left / self.pool.speed(len(replica.running))
+            at = replica.last_t + left / (self.pool.speed(len(replica.running)) * self.host)
             self.push(at, _REPLICA, (replica, replica.version))
 
     def _start(self, replica: _Replica, request: RequestOutcome, now: float) -> None:
@@ -453,7 +461,7 @@ class _Simulation:
             self._dispatch(now)
 
     def _stop(self, replica: _Replica, now: float) -> None:
-        self._set_state(replica, "stopped")
+        self._set_state(replica, "stopped", now)
         replica.life.stopped_s = now
 
     # -- scaling ------------------------------------------------------------------------------
@@ -461,12 +469,31 @@ class _Simulation:
     def _count(self, state: ReplicaState) -> int:
         return self.counts[state]
 
-    def _set_state(self, member: _Replica, state: ReplicaState) -> None:
+    def _set_state(self, member: _Replica, state: ReplicaState, now: float) -> None:
         # ``member``, not ``replica``: a simulated replica is not routing's Replica, whose fields
         # only its own methods write (test_replica_owner checks the name).
         self.counts[member.state] -= 1
         self.counts[state] += 1
         member.state = state
+        self._host_changed(now)
+
+    def _host_changed(self, now: float) -> None:
+        """Replicas became active or idle on a shared host: every running request's speed
+        changes, so each replica's work so far is booked at the old speed, its next milestone
+        at the new one."""
+        if self.pool.host_speedup is None:
+            return
+        counts = self.counts
+        active = counts["ready"] + counts["draining"] + self.pool.loading_load * counts["starting"]
+        host = self.pool.host_factor(active)
+        if host == self.host:
+            return
+        busy = [r for r in self.replicas if r.running]
+        for member in busy:
+            self._advance(member, now)
+        self.host = host
+        for member in busy:
+            self._reschedule(member)
 
     def _signal(self, policy: AutoscalingPolicy, routed_ready: int) -> float:
         predicted = 0.0
@@ -518,7 +545,7 @@ class _Simulation:
             )
             if standby is not None:
                 standby.role = "routed"
-                self._set_state(standby, "ready")  # promoted: no load wait
+                self._set_state(standby, "ready", now)  # promoted: no load wait
                 self._dispatch(now)
             elif standby_loading is not None:
                 standby_loading.role = "routed"  # routed as soon as it is loaded
@@ -537,7 +564,7 @@ class _Simulation:
                     (r for r in self.replicas if r.state == "ready"),
                     key=lambda r: (_load(r), -r.life.id),
                 )
-                self._set_state(victim, "draining")
+                self._set_state(victim, "draining", now)
                 if not _load(victim):
                     self._stop(victim, now)
             have -= 1
