@@ -24,6 +24,13 @@ of capacity, a cool-down) runs against each configuration, and ``tidegate plan s
 engine replays the very requests sent against the pool model and the same policy. Every run's
 bench JSON (with its ``burst`` block, CSVs beside it, ``tidegate bench report`` draws it) is
 written next to ``--out``. It reports and never asserts.
+
+Each configuration is predicted twice: ``nominal`` (the idle-host model above) and
+``shared-host``: the same model with a host speedup, a loading replica's share of the host and
+the cold start of a replica loading while another serves, all derived from the three runs'
+own measurements (``benchmarks.burst_shared``, which says which figure is calibrated from the
+run it predicts). ``--resimulate bench-results/burst.json`` recomputes the measured figures
+from the saved request CSVs and both predictions, without any engine, and rewrites the JSON.
 """
 
 from __future__ import annotations
@@ -49,6 +56,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
+from benchmarks.burst_shared import comparison, resimulate, shared_host_rows
 from benchmarks.burst_sim import measured, predict, relative_error
 from benchmarks.targets import free_port
 from tidegate.config import AutoscalingPolicy, SchedulingConfig, load_config
@@ -89,6 +97,8 @@ class Options:
     ready_timeout_s: float = 900.0
     seed: int = 0
     out: Path = Path("bench-results/burst.json")
+    resimulate: Path | None = None
+    """A saved report: recompute its predictions from its request CSVs, run no engine."""
     venv: str = ""
     """The engine venv (empty: the shared one of ``make engine``)."""
     model: str = ""
@@ -291,7 +301,7 @@ class _Setup:
 
 async def _configuration(
     name: str, gw: Gateway, setup: _Setup, options: Options, out_dir: Path, console: Console
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], Any, dict[str, Any]]:
     """One configuration's burst, measured and simulated."""
     console.log(f"{name}: bursting")
     policy = policy_of(name, options)
@@ -302,7 +312,7 @@ async def _configuration(
         records, pool=setup.pool, policy=policy, queue=setup.queue, phases=phases
     )
     console.log(f"{name}: done")
-    return {
+    return records, block, {
         "config": name,
         "policy": None if policy is None else policy.model_dump(mode="json"),
         "measured": mine.as_json(), "simulated": predicted.as_json(),
@@ -316,7 +326,7 @@ async def run_benchmark(options: Options, console: Console) -> dict[str, Any]:
     out_dir.mkdir(parents=True, exist_ok=True)
     configs = [c for c in CONFIGS if c in options.configs]
     report = report_header("burst", options)
-    rows: list[dict[str, Any]] = []
+    runs: list[tuple[Any, dict[str, Any], dict[str, Any]]] = []
     with tempfile.TemporaryDirectory(prefix="tidegate-bench-burst-") as tmp:
         work = Path(tmp)
         # The fixed gateway calibrates first, then takes its own burst (one vLLM start less).
@@ -349,19 +359,25 @@ async def run_benchmark(options: Options, console: Console) -> dict[str, Any]:
             )
             spawn_to_ready = gw.spawn_to_ready_s
             if first == "fixed":
-                rows.append(await _configuration("fixed", gw, setup, options, out_dir, console))
+                runs.append(await _configuration("fixed", gw, setup, options, out_dir, console))
         for name in configs:
             if name == "fixed":
                 continue
             async with gateway(name, work, policy_of(name, options), options) as gw:
-                rows.append(await _configuration(name, gw, setup, options, out_dir, console))
+                runs.append(await _configuration(name, gw, setup, options, out_dir, console))
     plan = setup.plan
+    rows = [row for _, _, row in runs]
+    shared = shared_host_rows(
+        rows, {row["config"]: rec for rec, _, row in runs},
+        {row["config"]: block for _, block, row in runs},
+        pool=setup.pool, queue=setup.queue, phases=plan.phases(),
+    )  # fmt: skip
     report |= {
         "capacity_rps": capacity, "baseline_rps": setup.rate, "burst_rps": setup.rate * plan.factor,
         "plan": {"baseline_s": plan.baseline_s, "burst_s": plan.burst_s,
                  "cooldown_s": plan.cooldown_s, "factor": plan.factor},
         "pool_model": setup.pool.as_json(), "calibration": str(calibration), "configs": rows,
-        "gateway_spawn_to_ready_s": spawn_to_ready,
+        "gateway_spawn_to_ready_s": spawn_to_ready, "shared_host": shared,
     }  # fmt: skip
     return report
 
@@ -397,11 +413,48 @@ def render(report: dict[str, Any], console: Console) -> None:
             f"{m['peak_ready'] if m['peak_ready'] is not None else '-'} / {s['peak_ready']}",
         )  # fmt: skip
     console.print(table)
+    _render_comparison(report, console)
     pm = report["pool_model"]
     console.print(
         f"pool model: first token {pm['first_token_s']:.3f} s, TPOT {pm['tpot_s'] * 1000:.1f} ms, "
         f"slowdown {pm['slowdown']:.3f}/request, cold start {pm['cold_start_s']:.0f} s"
     )
+
+
+def _v(value: float | None, count: bool, bound: float | None = None) -> str:
+    if bound is not None:
+        return f"never (>= {bound:.0f})"
+    if value is None:
+        return "-"
+    return f"{value:.0f}" if count else f"{value:.1f}"
+
+
+def _render_comparison(report: dict[str, Any], console: Console) -> None:
+    if "shared_host" not in report:
+        return
+    table = Table(
+        title="measured vs nominal (idle-host) vs shared-host prediction; within 25%? "
+        "(* calibrated from this run; leave-one-out: without this run's own calibration)",
+        header_style="bold",
+    )
+    columns = ("config", "metric", "measured", "nominal", "shared-host", "leave-one-out")
+    for col in (*columns, "within 25% (nominal / shared / l-o-o)"):
+        table.add_column(col, justify="left" if col in ("config", "metric") else "right")
+    for e in comparison(report):
+        n = e["count"]
+        verdicts = " / ".join(
+            e.get(f"{m}_within", "-") for m in ("simulated", "shared_host", "out_of_sample")
+        )
+        table.add_row(
+            e["config"], e["metric"], _v(e["measured"], n, e["measured_at_least"]),
+            _v(e.get("simulated"), n),
+            _v(e.get("shared_host"), n) + ("*" if e["circular"] else ""),
+            _v(e.get("out_of_sample"), n), verdicts,
+        )  # fmt: skip
+    console.print(table)
+    host = report["shared_host"]
+    for field, source in host["sources"].items():
+        console.print(f"shared host {field}: {source}")
 
 
 def _parse_args(argv: list[str] | None) -> Options:
@@ -415,6 +468,11 @@ def _parse_args(argv: list[str] | None) -> Options:
     for name in ("max_num_seqs", "input_len", "output_len", "seed"):
         parser.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(d, name))
     parser.add_argument("--out", type=Path, default=d.out)
+    parser.add_argument(
+        "--resimulate", type=Path, default=None, metavar="REPORT.json",
+        help="recompute a saved report's predictions from its request CSVs (no engine) and "
+        "rewrite it (to --out when given)",
+    )  # fmt: skip
     parser.add_argument("--venv", default=d.venv, help="engine venv (default: the shared one)")
     parser.add_argument("--model", default=d.model, help="model (default: the bundled one)")
     a = parser.parse_args(argv)
@@ -422,11 +480,21 @@ def _parse_args(argv: list[str] | None) -> Options:
     if unknown := [c for c in configs if c not in CONFIGS]:
         parser.error(f"--configs: unknown {', '.join(unknown)} (known: {', '.join(CONFIGS)})")
     values = {k: v for k, v in vars(a).items() if k != "configs"}
+    if a.resimulate is not None and "--out" not in (argv if argv is not None else sys.argv):
+        values["out"] = a.resimulate
     return Options(configs=configs, **values)
 
 
 def main(argv: list[str] | None = None) -> None:
-    run_standalone(_parse_args(argv), run_benchmark, render)
+    options = _parse_args(argv)
+    if options.resimulate is not None:
+        report = resimulate(options.resimulate)
+        console = Console(width=None if sys.stdout.isatty() else 170)
+        render(report, console)
+        write_document(options.out, report)
+        console.print(f"wrote {options.out}")
+        return
+    run_standalone(options, run_benchmark, render)
 
 
 if __name__ == "__main__":

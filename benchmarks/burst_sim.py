@@ -1,6 +1,7 @@
 """The burst benchmark's figures, measured and simulated, in the same shape so they sit side by
-side: TTFT p95 per phase and over the run, 429s and 503s, peak replicas, and the seconds from
-the burst's start to the first request of a replica that had served none before it.
+side: TTFT p95 and requests served per phase and over the run, 429s and 503s, peak replicas,
+and the seconds from the burst's start to the first request of a replica that had served none
+before it.
 
 The simulator is ``tidegate plan simulate``'s (``tidegate.plan.simulate``), replaying the very
 requests the bench sent (their due times and token counts) against a pool model fitted to the
@@ -30,6 +31,8 @@ from tidegate_bench.records import RequestRecord
 class Figures:
     ttft_p95_s: dict[str, float | None]
     """Phase name (and ``run``: every phase) -> TTFT p95 of the successful requests due in it."""
+    served: dict[str, int]
+    """Phase name (and ``run``) -> successful requests due in it."""
     http_429: int
     http_503: int
     peak_ready: int | None
@@ -39,7 +42,8 @@ class Figures:
 
     def as_json(self) -> dict[str, Any]:
         return {
-            "ttft_p95_s": self.ttft_p95_s, "http_429": self.http_429, "http_503": self.http_503,
+            "ttft_p95_s": self.ttft_p95_s, "served": self.served, "http_429": self.http_429,
+            "http_503": self.http_503,
             "peak_ready": self.peak_ready, "to_ready_up_s": self.to_ready_up_s,
             "to_new_replica_first_request_s": self.to_new_replica_first_request_s,
         }  # fmt: skip
@@ -57,6 +61,17 @@ def _p95_by_phase(
     return out
 
 
+def _served_by_phase(
+    points: Sequence[tuple[float, float | None]], phases: Sequence[Phase]
+) -> dict[str, int]:
+    out: dict[str, int] = {
+        phase.name: sum(1 for t, v in points if phase.start_s <= t < phase.end_s and v is not None)
+        for phase in phases
+    }
+    out["run"] = sum(1 for _, v in points if v is not None)
+    return out
+
+
 def measured(
     records: Sequence[RequestRecord], block: dict[str, Any], phases: Sequence[Phase]
 ) -> Figures:
@@ -67,6 +82,7 @@ def measured(
     peak = up.get("max_ready")
     return Figures(
         ttft_p95_s=_p95_by_phase(ttft, phases),
+        served=_served_by_phase(ttft, phases),
         http_429=sum(1 for r in records if r.status == 429),
         http_503=sum(1 for r in records if r.status == 503),
         peak_ready=None if peak is None else round(peak),
@@ -99,6 +115,7 @@ def simulated(result: SimulationResult, phases: Sequence[Phase]) -> Figures:
     firsts = firsts[incumbents:]
     return Figures(
         ttft_p95_s=_p95_by_phase(ttft, phases),
+        served=_served_by_phase(ttft, phases),
         http_429=result.count("queue_full"),
         http_503=result.count("queue_timeout"),
         peak_ready=max((p.ready for p in result.timeline), default=None),
