@@ -10,10 +10,11 @@ answer: the adapter sync logs what failed and tries again on its next pass.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import aiohttp
 import orjson
+
+from tidegate.upstream.model_cards import model_cards
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,21 +106,9 @@ async def loaded_adapters(
     timeout_s: float = 2.0,
 ) -> frozenset[str] | None:
     """The adapter names the engine lists (cards with a ``parent``); None without an answer."""
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else None
-    try:
-        async with session.get(
-            f"{base_url.rstrip('/')}/models",
-            headers=headers,
-            timeout=aiohttp.ClientTimeout(total=timeout_s),
-        ) as response:
-            if response.status != 200:
-                return None
-            body: Any = orjson.loads(await response.read())
-    except (aiohttp.ClientError, TimeoutError, orjson.JSONDecodeError):
+    cards = await model_cards(session, base_url, api_key=api_key, timeout_s=timeout_s)
+    if cards is None:
         return None
-    cards = body.get("data") if isinstance(body, dict) else None
     return frozenset(
-        card["id"]
-        for card in (cards if isinstance(cards, list) else ())
-        if isinstance(card, dict) and isinstance(card.get("id"), str) and card.get("parent")
+        card["id"] for card in cards if isinstance(card.get("id"), str) and card.get("parent")
     )
