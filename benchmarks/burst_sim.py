@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from tidegate.config import AutoscalingPolicy
+from tidegate.percentiles import percentile
 from tidegate.plan.pool_model import PoolModel
 from tidegate.plan.simulate import (
     QueueSettings,
     SimulationResult,
-    percentile,
     simulate,
 )
 from tidegate.plan.traces import TraceRequest

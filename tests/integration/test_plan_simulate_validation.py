@@ -36,8 +36,9 @@ from tests.integration.test_readme_examples import (
 )
 from tests.support.gateway import ADMIN_KEY, auth, run_gateway
 from tidegate.engines.state_file import STATE_FILE_NAME, read_state
+from tidegate.percentiles import percentile
 from tidegate.plan.pool_model import PoolModel
-from tidegate.plan.simulate import QueueSettings, percentile, simulate
+from tidegate.plan.simulate import QueueSettings, simulate
 from tidegate.plan.traces import load_trace
 from tidegate_bench.client import BenchClient, Outcome
 from tidegate_bench.records import RequestRecord

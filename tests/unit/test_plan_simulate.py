@@ -11,12 +11,12 @@ import pytest
 
 from tidegate.autoscaling.policy import SCALING_REASONS
 from tidegate.config import AutoscalingPolicy
+from tidegate.percentiles import percentile
 from tidegate.plan.pool_model import PoolModel
 from tidegate.plan.simulate import (
     PolicySpec,
     QueueSettings,
     SimulationResult,
-    percentile,
     simulate,
 )
 from tidegate.plan.traces import TraceRequest

@@ -9,6 +9,7 @@ import pytest
 
 from tidegate.observability.capture import ResponseCapture
 from tidegate.observability.records import RequestRecord
+from tidegate.percentiles import percentile
 from tidegate.rollout.compare import (
     Expectations,
     Side,
@@ -16,7 +17,6 @@ from tidegate.rollout.compare import (
     expectations,
     is_refusal,
     json_valid,
-    percentile,
     primary_side,
     similarity,
     tool_calls_ok,

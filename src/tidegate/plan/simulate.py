@@ -55,6 +55,7 @@ from tidegate.autoscaling.policy import (
 )
 from tidegate.autoscaling.signals import signal_value
 from tidegate.config import AutoscalingPolicy, QueueClassConfig
+from tidegate.percentiles import percentile
 from tidegate.plan.pool_model import PoolModel
 from tidegate.plan.traces import TraceRequest
 
@@ -195,17 +196,6 @@ class SimulationResult:
     def ttft_percentile(self, q: float) -> float | None:
         """TTFT of the answered requests at percentile ``q`` (seconds); None: none answered."""
         return percentile([v for r in self.requests if (v := r.ttft_s) is not None], q)
-
-
-def percentile(values: Sequence[float], q: float) -> float | None:
-    """Linear interpolation between closest ranks (numpy's default); None for no values."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    position = (len(ordered) - 1) * q / 100.0
-    low = math.floor(position)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
 # -- the model's parts ---------------------------------------------------------------------------

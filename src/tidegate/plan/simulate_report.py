@@ -12,8 +12,9 @@ from typing import Any
 
 from rich.table import Table
 
+from tidegate.percentiles import percentile
 from tidegate.plan.pool_model import PoolModel
-from tidegate.plan.simulate import QueueSettings, SimulationResult, percentile
+from tidegate.plan.simulate import QueueSettings, SimulationResult
 from tidegate.plan.simulate_inputs import Sla
 
 

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from tidegate.rollout.compare import percentile
+from tidegate.percentiles import percentile
 from tidegate.store.errors import translating_errors
 from tidegate.store.models import ShadowComparison
 
