@@ -55,6 +55,7 @@ from benchmarks.targets import (
     free_port,
     passthrough_launch,
     tidegate_launch,
+    with_config_file,
 )
 
 MODEL = "bench-model"
@@ -288,16 +289,7 @@ def _uncapped(launch: Launch, config_path: Path, *, upstream_base_url: str) -> L
     scheduler queues, then refuses with 429) above any stream count searched, so the search
     measures the relay, not the admission policy."""
     upstream = {"url": upstream_base_url, "model": MODEL, "max_concurrency": 1_000_000}
-    config_path.write_bytes(orjson.dumps({"upstreams": [upstream]}))  # JSON is YAML
-    command, skip = [], 0
-    for arg in launch.command:
-        if skip:
-            skip -= 1
-        elif arg in ("--upstream", "--model"):
-            skip = 1
-        else:
-            command.append(arg)
-    return replace(launch, command=[*command, "--config", str(config_path)])
+    return with_config_file(launch, config_path, {"upstreams": [upstream]})
 
 
 def _start(

@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from benchmarks.report import Row
-from benchmarks.targets import Launch, fake_upstream_launch
+from benchmarks.targets import Launch, fake_upstream_launch, with_config_file
 
 GUARD_MODEL = "bench-guard"
 GUARD_UNSAFE_WORD = "never-in-a-prompt"
@@ -69,16 +69,7 @@ def gated_launch(
         "upstreams": upstreams,
         "safety": {"policies": {"bench": GATE_VARIANTS[variant]}, "models": {model: "bench"}},
     }
-    config_path.write_bytes(orjson.dumps(config))  # JSON is YAML
-    command, skip = [], 0
-    for arg in launch.command:
-        if skip:
-            skip -= 1
-        elif arg in ("--upstream", "--model"):
-            skip = 1
-        else:
-            command.append(arg)
-    return replace(launch, command=[*command, "--config", str(config_path)])
+    return with_config_file(launch, config_path, config)
 
 
 def check_enforced(

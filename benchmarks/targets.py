@@ -16,10 +16,12 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
 from typing import Protocol
+
+import orjson
 
 from benchmarks.protections import write_config
 
@@ -44,6 +46,21 @@ class Launch:
     ready_url: str
     env: Mapping[str, str] = field(default_factory=dict)
     headers: tuple[tuple[str, str], ...] = ()
+
+
+def with_config_file(launch: Launch, config_path: Path, config: Mapping[str, object]) -> Launch:
+    """``launch`` (a `tidegate up --upstream URL --model M`) started from ``config`` instead,
+    written to ``config_path``: its upstreams replace the command line's."""
+    config_path.write_bytes(orjson.dumps(config))  # JSON is YAML
+    command, skip = [], 0
+    for arg in launch.command:
+        if skip:
+            skip -= 1
+        elif arg in ("--upstream", "--model"):
+            skip = 1
+        else:
+            command.append(arg)
+    return replace(launch, command=[*command, "--config", str(config_path)])
 
 
 def free_port() -> int:
