@@ -90,7 +90,119 @@ drop false and null).
 {{- end -}}
 {{- $pools = append $pools $pool -}}
 {{- end -}}
+{{- include "tidegate.checkAdapters" $pools -}}
 {{- toYaml (dict "pools" $pools) -}}
+{{- end -}}
+
+{{/*
+Refuses LoRA adapters tidegate's config would refuse (config/adapters.py, engines.py): names
+and versions as pool names, exactly one of path and hub_id, no '..' in a path, ranks 1-512, a
+base_model other than the pool's model, a name clashing with a pool or listed twice. Call with
+the merged pools; renders nothing.
+*/}}
+{{- define "tidegate.checkAdapters" -}}
+{{- $served := dict -}}
+{{- range . -}}
+{{- $_ := set $served .servedModelName true -}}
+{{- end -}}
+{{- $seen := dict -}}
+{{- range $pool := . -}}
+{{- $where := printf "engines.pools %s" $pool.name -}}
+{{- $loras := ternary $pool.max_loras 4 (hasKey $pool "max_loras") -}}
+{{- if not (and (kindIs "float64" $loras) (eq (float64 (int $loras)) $loras) (ge (int $loras) 1) (le (int $loras) 256)) -}}
+{{- fail (printf "%s: max_loras %v must be an integer from 1 to 256" $where $loras) -}}
+{{- end -}}
+{{- if not (kindIs "invalid" $pool.max_lora_rank) -}}
+{{- include "tidegate.checkRank" (list (printf "%s: max_lora_rank" $where) $pool.max_lora_rank) -}}
+{{- end -}}
+{{- range $index, $a := $pool.adapters | default list -}}
+{{- $at := printf "%s: adapters[%d]" $where $index -}}
+{{- if not (kindIs "map" $a) -}}
+{{- fail (printf "%s must be a map (name, version, path or hub_id, base_model, max_lora_rank)" $at) -}}
+{{- end -}}
+{{- $name := toString ($a.name | default "") -}}
+{{- if not (regexMatch "^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$" $name) -}}
+{{- fail (printf "%s: name %q must be 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit (it becomes a model and pool name)" $at $name) -}}
+{{- end -}}
+{{- $version := toString ($a.version | default "") -}}
+{{- if and $version (not (regexMatch "^[A-Za-z0-9][A-Za-z0-9._-]{0,30}$" $version)) -}}
+{{- fail (printf "%s (%s): version %q must be 1-31 letters, digits, '.', '_' or '-', starting with a letter or digit" $at $name $version) -}}
+{{- end -}}
+{{- $path := toString ($a.path | default "") -}}
+{{- $hub := toString ($a.hub_id | default "") -}}
+{{- if eq (empty $path) (empty $hub) -}}
+{{- fail (printf "%s (%s): set exactly one of path and hub_id" $at $name) -}}
+{{- end -}}
+{{- if and $path (has ".." (splitList "/" $path)) -}}
+{{- fail (printf "%s (%s): path %q may not contain '..' parts" $at $name $path) -}}
+{{- end -}}
+{{- if and $hub (not (regexMatch "^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$" $hub)) -}}
+{{- fail (printf "%s (%s): hub_id %q must be a Hugging Face id OWNER/NAME" $at $name $hub) -}}
+{{- end -}}
+{{- if and $a.base_model (ne (toString $a.base_model) (toString $pool.model)) -}}
+{{- fail (printf "%s (%s): it was trained on %s, but the pool serves %s (a LoRA on another base gives garbage, not an error)" $at $name $a.base_model $pool.model) -}}
+{{- end -}}
+{{- if hasKey $a "max_lora_rank" -}}
+{{- include "tidegate.checkRank" (list (printf "%s (%s): max_lora_rank" $at $name) $a.max_lora_rank) -}}
+{{- end -}}
+{{- $target := ternary (printf "%s@%s" $name $version) $name (not (empty $version)) -}}
+{{- range (list $name $target | uniq) -}}
+{{- if hasKey $served . -}}
+{{- fail (printf "%s: adapter %s clashes with the model (pool) of that name" $at .) -}}
+{{- end -}}
+{{- end -}}
+{{- if hasKey $seen $target -}}
+{{- fail (printf "%s: adapter %s is listed twice" $at $target) -}}
+{{- end -}}
+{{- $_ := set $seen $target true -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* A LoRA rank value: (list WHERE VALUE); an integer from 1 to 512 or fail. */}}
+{{- define "tidegate.checkRank" -}}
+{{- $where := index . 0 -}}
+{{- $rank := index . 1 -}}
+{{- if not (and (kindIs "float64" $rank) (eq (float64 (int $rank)) $rank) (ge (int $rank) 1) (le (int $rank) 512)) -}}
+{{- fail (printf "%s %v must be an integer from 1 to 512 (vLLM takes 1, 8, 16, 32, 64, 128, 256, 320 or 512; others are rounded up)" $where $rank) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* An adapter's vLLM LoRA name and gateway pool: NAME, or NAME@VERSION. */}}
+{{- define "tidegate.adapterTarget" -}}
+{{- if .version -}}{{ printf "%s@%s" .name .version }}{{- else -}}{{ .name }}{{- end -}}
+{{- end -}}
+
+{{/*
+A pool's vLLM --max-lora-rank, as tidegate's lora_rank: the largest adapter rank (adapter
+default 16; the pool's max_lora_rank when set and higher; 16 without either), rounded up to
+a rank vLLM accepts. Call with the pool.
+*/}}
+{{- define "tidegate.loraRank" -}}
+{{- $ranks := list -}}
+{{- range .adapters | default list -}}
+{{- $ranks = append $ranks (int (ternary .max_lora_rank 16 (hasKey . "max_lora_rank"))) -}}
+{{- end -}}
+{{- if not (kindIs "invalid" .max_lora_rank) -}}
+{{- $ranks = append $ranks (int .max_lora_rank) -}}
+{{- end -}}
+{{- $rank := 16 -}}
+{{- if $ranks -}}
+{{- $rank = index $ranks 0 -}}
+{{- range $ranks -}}
+{{- if gt . $rank -}}{{- $rank = . -}}{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- $out := 512 -}}
+{{- range (list 512 320 256 128 64 32 16 8 1) -}}
+{{- if le $rank . -}}{{- $out = . -}}{{- end -}}
+{{- end -}}
+{{- $out -}}
+{{- end -}}
+
+{{/* "true" when a pool's engines start with LoRA support (lora: true or any adapter). */}}
+{{- define "tidegate.loraOn" -}}
+{{- if or .lora .adapters -}}true{{- end -}}
 {{- end -}}
 
 {{/* The gateway's upstream entry of a pool: call with (list $ $pool). */}}
@@ -110,7 +222,18 @@ drop false and null).
 {{- $root := . -}}
 {{- $list := list -}}
 {{- range (include "tidegate.pools" $root | fromYaml).pools -}}
-{{- $list = append $list (include "tidegate.poolUpstream" (list $root .) | fromYaml) -}}
+{{- $upstream := include "tidegate.poolUpstream" (list $root .) | fromYaml -}}
+{{- $list = append $list $upstream -}}
+{{- /* Each adapter version: a pool of its own on the same engines (the gateway's config has
+no adapters for upstreams), public model NAME, sending its vLLM LoRA name upstream. */ -}}
+{{- range .adapters | default list -}}
+{{- $target := include "tidegate.adapterTarget" . -}}
+{{- $entry := deepCopy $upstream -}}
+{{- $_ := set $entry "model" .name -}}
+{{- $_ := set $entry "upstream_model" $target -}}
+{{- $_ := set $entry "pool" $target -}}
+{{- $list = append $list $entry -}}
+{{- end -}}
 {{- end -}}
 {{- range $root.Values.gateway.providers -}}
 {{- $list = append $list . -}}
@@ -173,6 +296,19 @@ drop false and null).
 - --scheduling-policy
 - priority
 {{- end }}
+{{- if include "tidegate.loraOn" $pool }}
+- --enable-lora
+- --max-loras
+- {{ int ($pool.max_loras | default 4) | quote }}
+- --max-lora-rank
+- {{ include "tidegate.loraRank" $pool | quote }}
+{{- with $pool.adapters }}
+- --lora-modules
+{{- range . }}
+- {{ printf "%s=%s" (include "tidegate.adapterTarget" .) (.path | default .hub_id) | quote }}
+{{- end }}
+{{- end }}
+{{- end }}
 {{- range $p.extra_args }}
 - {{ . | quote }}
 {{- end }}
@@ -193,6 +329,11 @@ drop false and null).
 {{- if eq $pool.profile.device "cpu" }}
 - name: VLLM_CPU_KVCACHE_SPACE
   value: {{ int $pool.profile.cpu_kvcache_space_gib | quote }}
+{{- end }}
+{{- if include "tidegate.loraOn" $pool }}
+# The gateway loads and unloads adapters at runtime (POST /v1/load_lora_adapter).
+- name: VLLM_ALLOW_RUNTIME_LORA_UPDATING
+  value: "True"
 {{- end }}
 {{- range $k, $v := $pool.profile.extra_env }}
 - name: {{ $k }}
