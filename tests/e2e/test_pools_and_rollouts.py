@@ -77,7 +77,7 @@ async def test_both_pools_run_their_own_profile(gateway: RunningGateway) -> None
     # Each log starts with the command line the supervisor ran.
     main_log = Path(records["r0"].log).read_text()
     candidate_log = Path(records[f"{CANDIDATE}-r0"].log).read_text()
-    main_dtype = engine_dtype("auto", "cpu")  # float32 where this CPU has no native bf16
+    main_dtype = engine_dtype("auto", "cpu")  # float32: auto on a CPU
     assert "--max-num-seqs 16 " in main_log and f"--dtype {main_dtype} " in main_log
     assert "--max-num-seqs 8 " in candidate_log and "--dtype float32 " in candidate_log
 

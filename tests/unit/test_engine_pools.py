@@ -27,7 +27,6 @@ from tidegate.config import (
     UpstreamServer,
     load_config,
 )
-from tidegate.engines import dtype as engine_dtypes
 from tidegate.engines import pools
 from tidegate.engines.cpu_binding import split_cores
 from tidegate.engines.pools import plan_replicas, replica_count
@@ -55,7 +54,7 @@ def two_pools(tmp_path: Path, **engines: object) -> Config:
                 EnginePoolConfig(
                     name=CANDIDATE,
                     model="/models/candidate",
-                    profile=EngineProfile(max_num_seqs=8, dtype="float32"),
+                    profile=EngineProfile(max_num_seqs=8, dtype="bfloat16"),
                 )
             ],
             **engines,
@@ -71,7 +70,6 @@ def args(argv: tuple[str, ...]) -> dict[str, str]:
 def test_each_pool_gets_its_model_profile_and_unique_ids(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(engine_dtypes, "cpu_has_native_bf16", lambda: True)  # auto stays auto
     monkeypatch.setattr(pools, "available_cores", lambda: [0])  # too few to split: no binding
     resolved: list[str] = []
 
@@ -91,8 +89,8 @@ def test_each_pool_gets_its_model_profile_and_unique_ids(
     assert candidate["--model"] == "/models/candidate-prepared"
     # One public name whichever pool answers.
     assert stable["--served-model-name"] == candidate["--served-model-name"] == SERVED
-    assert (stable["--max-num-seqs"], stable["--dtype"]) == ("16", "auto")
-    assert (candidate["--max-num-seqs"], candidate["--dtype"]) == ("8", "float32")
+    assert (stable["--max-num-seqs"], stable["--dtype"]) == ("16", "float32")  # auto on a CPU
+    assert (candidate["--max-num-seqs"], candidate["--dtype"]) == ("8", "bfloat16")
     assert candidate["--port"] == "8003"
     # Unset overrides keep the main profile's values (device, eager, KV cache space).
     assert "--enforce-eager" in specs[2].command.argv

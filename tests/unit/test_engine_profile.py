@@ -5,7 +5,6 @@ from pathlib import Path
 import pytest
 
 from tidegate.config import Config, EngineProfile, EnginesConfig
-from tidegate.engines import dtype as engine_dtypes
 from tidegate.engines.device import Device
 from tidegate.engines.profile import build_engine_command
 
@@ -17,10 +16,7 @@ def make_config(tmp_path: Path, **profile: object) -> Config:
     )
 
 
-def test_cpu_command_uses_python_module_eager_and_kv_space(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(engine_dtypes, "cpu_has_native_bf16", lambda: True)
+def test_cpu_command_uses_python_module_eager_and_kv_space(tmp_path: Path) -> None:
     config = make_config(tmp_path, cpu_kvcache_space_gib=3, max_model_len=2048, max_num_seqs=8)
     cmd = build_engine_command(config=config, model="/m", port=8123, device="cpu")
     assert cmd.argv[:3] == (
@@ -36,7 +32,7 @@ def test_cpu_command_uses_python_module_eager_and_kv_space(
     assert pairs["--port"] == "8123"
     assert pairs["--max-model-len"] == "2048"
     assert pairs["--max-num-seqs"] == "8"
-    assert pairs["--dtype"] == "auto"  # vLLM's own choice where the CPU computes bf16
+    assert pairs["--dtype"] == "float32"  # dtype auto on a CPU (engines.dtype)
     assert pairs["--tensor-parallel-size"] == "1"
     assert "--enforce-eager" in args
     assert "--gpu-memory-utilization" not in args
@@ -73,23 +69,16 @@ def test_venv_setting_overrides_the_home(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("native_bf16", "device", "asked", "passed"),
+    ("device", "asked", "passed"),
     [
-        (False, "cpu", "auto", "float32"),  # bf16 would be emulated: 5-25x slower prefill
-        (True, "cpu", "auto", "auto"),
-        (False, "cpu", "bfloat16", "bfloat16"),  # an explicit choice is kept
-        (False, "cuda", "auto", "auto"),
+        ("cpu", "auto", "float32"),  # bf16: emulated (slow) or, with AMX, wrong answers
+        ("cpu", "bfloat16", "bfloat16"),  # an explicit choice is kept
+        ("cuda", "auto", "auto"),
     ],
 )
-def test_dtype_auto_is_float32_on_cpus_without_native_bf16(
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    native_bf16: bool,
-    device: Device,
-    asked: str,
-    passed: str,
+def test_dtype_auto_is_float32_on_a_cpu(
+    tmp_path: Path, device: Device, asked: str, passed: str
 ) -> None:
-    monkeypatch.setattr(engine_dtypes, "cpu_has_native_bf16", lambda: native_bf16)
     config = make_config(tmp_path, dtype=asked)
     args = list(build_engine_command(config=config, model="/m", port=1, device=device).argv)
     assert args[args.index("--dtype") + 1] == passed

@@ -5,13 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
 import typer
 from typer.testing import CliRunner
 
 from tidegate.commands.plan import plan_command
 from tidegate.config import load_config
-from tidegate.engines import dtype as engine_dtypes
 
 CONFIGS = Path(__file__).parent.parent / "data" / "model_configs"
 
@@ -45,14 +43,8 @@ def test_profile_yaml_round_trips_through_load_config(tmp_path: Path) -> None:
     assert profile.extra_args == ["--kv-cache-dtype", "fp8"]
 
 
-@pytest.mark.parametrize(
-    ("native_bf16", "kv_tokens"), [(True, "93,184"), (False, "46,592")], ids=["bf16", "float32"]
-)
-def test_cpu_profile_for_the_embedded_engine(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, native_bf16: bool, kv_tokens: str
-) -> None:
-    # Without native bf16 the CPU engine runs float32 (engines.dtype): 4-byte KV, half the tokens.
-    monkeypatch.setattr(engine_dtypes, "cpu_has_native_bf16", lambda: native_bf16)
+def test_cpu_profile_for_the_embedded_engine(tmp_path: Path) -> None:
+    # The CPU engine runs float32 under dtype auto (engines.dtype): 4-byte KV elements.
     out = tmp_path / "cpu.yaml"
     code, _, stderr = run(
         "--model", str(CONFIGS / "smollm2-135m.json"), "--cpu", "--context", "2048",
@@ -65,7 +57,7 @@ def test_cpu_profile_for_the_embedded_engine(
         2,
         True,
     )
-    assert f"KV cache {kv_tokens} tokens" in out.read_text()
+    assert "KV cache 46,592 tokens" in out.read_text()
 
 
 def test_json_output_for_machines() -> None:

@@ -29,8 +29,9 @@ class EngineProfile(Section):
     tensor_parallel_size: int = 1
     """GPUs per replica (vLLM --tensor-parallel-size)."""
     dtype: str = "auto"
-    """Weights dtype (vLLM --dtype). auto: vLLM's choice, except float32 on CPUs without native
-    bf16 (AVX512-BF16 or AMX), where bf16 is emulated and several times slower."""
+    """Weights dtype (vLLM --dtype). auto: float32 on a CPU (bf16 is emulated and several times
+    slower without AVX512-BF16/AMX, and with AMX the bundled model's bf16 answers were wrong),
+    vLLM's own choice on a GPU. Set bfloat16 explicitly for a larger model on an AMX host."""
     extra_args: list[str] = Field(default_factory=list)
     """More arguments passed to the vLLM server as they are."""
     extra_env: dict[str, str] = Field(default_factory=dict)
