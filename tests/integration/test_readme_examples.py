@@ -188,17 +188,26 @@ def _move_ports(text: str, ports: dict[int, int]) -> str:
     return text
 
 
-def test_the_cost_and_time_routing_example(workdir: Path, tmp_path: Path) -> None:
-    """The hybrid route: its YAML block is the config file the console block starts from."""
-    blocks = group("hybrid")
-    ports = {9000: free_port(), 9001: free_port(), 8080: free_port()}
+def run_config_walkthrough(
+    name: str, config_file: str, ports: dict[int, int], *, cwd: Path, home: Path
+) -> None:
+    """Runs group ``name`` as written: its YAML block saved as ``config_file`` in ``cwd``, then
+    its console blocks, with the example's ports moved to free ones (``ports``; 8080 is
+    `tidegate up`'s server.port)."""
+    blocks = group(name)
     (config,) = [b for b in blocks if b.lang == "yaml"]
-    (workdir / "hybrid.yaml").write_text(_move_ports("\n".join(config.lines), ports) + "\n")
+    (cwd / config_file).write_text(_move_ports("\n".join(config.lines), ports) + "\n")
     consoles = [b for b in blocks if b.lang == "console"]
     commands = [_move_ports(c, ports) for b in consoles for c in b.commands()]
-    env = _env(tmp_path / "home", TIDEGATE_SERVER__PORT=str(ports[8080]))
-    output = run_script(commands, cwd=workdir, env=env, timeout_s=180)
+    env = _env(home, TIDEGATE_SERVER__PORT=str(ports[8080]))
+    output = run_script(commands, cwd=cwd, env=env, timeout_s=180)
     assert_output_in_order(output, [line for b in consoles for line in b.expected_output()])
+
+
+def test_the_cost_and_time_routing_example(workdir: Path, tmp_path: Path) -> None:
+    """The hybrid route: its YAML block is the config file the console block starts from."""
+    ports = {9000: free_port(), 9001: free_port(), 8080: free_port()}
+    run_config_walkthrough("hybrid", "hybrid.yaml", ports, cwd=workdir, home=tmp_path / "home")
 
 
 def test_the_tenants_example(workdir: Path, tmp_path: Path) -> None:
@@ -215,15 +224,8 @@ def test_the_tenants_example(workdir: Path, tmp_path: Path) -> None:
 
 def test_the_content_safety_example(workdir: Path, tmp_path: Path) -> None:
     """A tenant refused by its content-safety policy: the YAML block is the config file."""
-    blocks = group("safety")
     ports = {9000: free_port(), 9002: free_port(), 8080: free_port()}
-    (config,) = [b for b in blocks if b.lang == "yaml"]
-    (workdir / "safety.yaml").write_text(_move_ports("\n".join(config.lines), ports) + "\n")
-    consoles = [b for b in blocks if b.lang == "console"]
-    commands = [_move_ports(c, ports) for b in consoles for c in b.commands()]
-    env = _env(tmp_path / "home", TIDEGATE_SERVER__PORT=str(ports[8080]))
-    output = run_script(commands, cwd=workdir, env=env, timeout_s=180)
-    assert_output_in_order(output, [line for b in consoles for line in b.expected_output()])
+    run_config_walkthrough("safety", "safety.yaml", ports, cwd=workdir, home=tmp_path / "home")
 
 
 @dataclass(frozen=True)
